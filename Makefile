@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make app` and `make test`. `make install` is their bootstrap.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8501
+STAMP := $(VENV)/.installed
+
+.PHONY: install app test test-fast bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -c "import torchvision.ops, torch, streamlit, umap; print('torch', torch.__version__, 'ok')"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+app: install
+	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true \
+		--browser.gatherUsageStats false
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

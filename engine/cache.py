@@ -1,0 +1,148 @@
+"""On-disk cache: atomic writes, content keys, checksummed safetensors (no pickle anywhere)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import CorruptArtifact, InvalidArgument
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def home() -> Path:
+    """Root folder for caches and runs: $DDAUDIT_HOME, default ~/.cache/ddaudit."""
+    root = os.environ.get("DDAUDIT_HOME") or os.path.join(Path.home(), ".cache", "ddaudit")
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir(kind: str) -> Path:
+    """A sub-folder of the cache for one kind of artifact (datasets, embeddings, ...)."""
+    path = home() / "cache" / safe_name(kind)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def safe_name(name: str) -> str:
+    """Refuse anything that could escape a folder when used as a path component."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise InvalidArgument(f"{name!r} is not a safe name",
+                              "use letters, digits, '.', '_' and '-' only (no '/' or '..')")
+    return name
+
+
+def cache_key(**parts: Any) -> str:
+    """Stable short hash of everything that determines a result."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """JSON counterpart of atomic_write_bytes."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: Path) -> Any:
+    """Read JSON, turning a truncated or corrupt file into CorruptArtifact."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptArtifact(f"{path} is corrupt ({exc})", "delete it; it will be rebuilt") from exc
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
+    """Save CPU tensors as safetensors with a content checksum in the metadata; atomic."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {"ddaudit_meta": json.dumps(meta or {}, sort_keys=True, default=_json_default),
+              "sha256": _digest(tensors)}
+    atomic_write_bytes(Path(path), st_save(tensors, metadata=header))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load and verify a file written by save_tensors; CorruptArtifact if it fails the check."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        tensors = st_load(raw)
+        header = _read_header(raw)
+    except (SafetensorError, ValueError, json.JSONDecodeError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptArtifact(f"{path} is corrupt or truncated ({exc})", "delete it; it will be rebuilt") from exc
+    if header.get("sha256") != _digest(tensors):
+        raise CorruptArtifact(f"{path} failed its checksum", "delete it; it will be rebuilt")
+    return tensors, json.loads(header.get("ddaudit_meta", "{}"))
+
+
+def _read_header(raw: bytes) -> dict[str, str]:
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8:8 + n]).get("__metadata__", {}) or {}
+
+
+def load_or_none(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Cached tensors if present and intact; a corrupt file is removed so it gets rebuilt."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return load_tensors(path)
+    except CorruptArtifact as exc:
+        import logging
+        logging.getLogger("ddaudit").warning("rebuilding cache: %s", exc.problem)
+        path.unlink(missing_ok=True)
+        return None

@@ -1,0 +1,41 @@
+"""Shared fixtures: an isolated DDAUDIT_HOME per test session, deterministic CPU torch."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test session caches into its own folder; tests never touch ~/.cache/ddaudit."""
+    home = tmp_path_factory.mktemp("ddaudit-home")
+    os.environ["DDAUDIT_HOME"] = str(home)
+    os.environ.setdefault("DDAUDIT_DEVICE", "cpu")
+    os.environ.pop("DDAUDIT_DATA", None)
+    torch.manual_seed(0)
+    return home
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DDAUDIT_HOME of the test's own, for cache tests."""
+    monkeypatch.setenv("DDAUDIT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def fashion_available() -> bool:
+    return all((FASHION_DIR / f"{s}.gz").exists() or (FASHION_DIR / s).exists() for s in (
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+
+
+def require_fashion() -> None:
+    """Skip locally when Debian's Fashion-MNIST is missing; under CI=true that is a failure."""
+    if not fashion_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Fashion-MNIST missing under CI: .ci/run must apt-get install dataset-fashion-mnist")
+        pytest.skip("apt-get install dataset-fashion-mnist to run real-data tests")
