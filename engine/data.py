@@ -204,6 +204,11 @@ def _data_roots(data_root: str | os.PathLike | None) -> list[Path]:
     return roots
 
 
+def check_data_root(data_root: str | os.PathLike | None) -> None:
+    """Raise DataUnavailable when --data-root (or $DDAUDIT_DATA) is missing, a file or unreadable."""
+    _data_roots(data_root)
+
+
 def _network_reachable(host: str, timeout: float = 3.0) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -567,6 +572,7 @@ def _locate_only(spec: DatasetSpec, data_root) -> str:
 def dataset_status(name: str, data_root=None) -> dict:
     """Availability without downloading: name, available, source, shape, class/attribute counts."""
     spec = get_spec(name)
+    _data_roots(data_root)  # a bad --data-root is an error even for datasets that do not need one
     try:
         fp = _source_fingerprint(spec, data_root)
         available = fp != "missing"
@@ -585,6 +591,7 @@ def load_split(name: str, conflict_ratio: float, split: str = "train", seed: int
     spec = get_spec(name)
     ratio = check_ratio(conflict_ratio)
     seed = check_seed(seed)
+    _data_roots(data_root)  # a bad --data-root is an error even for datasets that do not need one
     if split not in ("train", "test"):
         raise InvalidArgument(f"unknown split {split!r}", "use train or test")
     fingerprint = _source_fingerprint(spec, data_root)

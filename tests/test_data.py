@@ -400,3 +400,10 @@ def test_real_bg_fmnist_from_debian_files() -> None:
     corner = train.images[:, :, 0, 0]
     palette = torch.tensor(data.PALETTE, dtype=torch.uint8)
     assert torch.equal(corner, palette[train.attributes])
+
+
+def test_bad_data_root_refused_even_for_bundled_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(DataUnavailable, match="does not exist"):
+        data.load_split("colored-digits", 0.1, data_root=tmp_path / "missing")
+    assert cli(["datasets", "--data-root", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err

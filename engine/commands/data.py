@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_datasets(args: argparse.Namespace) -> int:
+    data.check_data_root(args.data_root)
     rows = [data.dataset_status(name, args.data_root) for name in data.REGISTRY]
     if args.json:
         emit([{k: r[k] for k in ("name", "available", "source", "image_shape", "num_classes", "num_attributes")}
