@@ -15,6 +15,7 @@ from .errors import DDAuditError
 # Each module defines register(subparsers) and sets `func` on its parser(s).
 COMMAND_MODULES = (
     "engine.commands.data",
+    "engine.commands.runs",
 )
 
 
