@@ -1,6 +1,7 @@
 """Cache primitives: safe names, atomic writes, checksummed safetensors."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,9 @@ def test_atomic_json_leaves_no_temp_files(tmp_path: Path) -> None:
     cache.atomic_write_json(tmp_path / "a.json", {"k": [1, 2]})
     assert cache.read_json(tmp_path / "a.json") == {"k": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     (tmp_path / "a.json").write_text('{"k": [1,')
     with pytest.raises(CorruptArtifact):
         cache.read_json(tmp_path / "a.json")
