@@ -16,6 +16,7 @@ from .errors import DDAuditError
 COMMAND_MODULES = (
     "engine.commands.data",
     "engine.commands.runs",
+    "engine.commands.weights",
 )
 
 

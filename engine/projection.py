@@ -1,0 +1,99 @@
+"""2-D UMAP map of the embeddings: stratified, capped, every conflicting sample kept, seeded, cached."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from . import cache
+from .errors import InvalidArgument
+
+PROJECTION_VERSION = 1
+UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean"}  # euclidean on unit vectors ~ cosine
+
+
+def _as_numpy(x, name: str) -> np.ndarray:
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim == 0:
+        raise InvalidArgument(f"{name} must be an array", f"pass one {name} entry per sample")
+    return arr
+
+
+def select_rows(labels: np.ndarray, aligned: np.ndarray, max_points: int, seed: int) -> np.ndarray:
+    """Sorted row ids: every conflicting row, plus aligned rows per class in proportion, up to max_points."""
+    n = len(labels)
+    conflict = np.flatnonzero(~aligned)
+    if n <= max_points:
+        return np.arange(n)
+    budget = max(0, max_points - len(conflict))  # conflicting rows are never dropped, even over the cap
+    rng = np.random.default_rng([seed, 7])
+    pools = [np.flatnonzero(aligned & (labels == c)) for c in np.unique(labels)]
+    sizes = np.array([len(p) for p in pools], dtype=float)
+    quota = budget * sizes / max(sizes.sum(), 1)
+    take = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - take))[: budget - take.sum()]:  # largest remainders get the rest
+        take[i] += 1
+    chosen = [rng.choice(p, size=min(t, len(p)), replace=False) for p, t in zip(pools, take)]
+    return np.sort(np.concatenate([conflict] + chosen)).astype(np.int64)
+
+
+class MapReducer:
+    """The UMAP behind a cached map; fitted again (same data, same seed) only when `transform` needs it."""
+
+    def __init__(self, z_fit: np.ndarray, seed: int, fitted=None):
+        self.z_fit, self.seed, self._umap = z_fit, seed, fitted
+
+    @property
+    def umap(self):
+        if self._umap is None:
+            self._umap = _fit(self.z_fit, self.seed)[0]
+        return self._umap
+
+    def transform(self, z_new: np.ndarray) -> np.ndarray:
+        return self.umap.transform(z_new)
+
+
+def _fit(z: np.ndarray, seed: int):
+    import umap  # slow import (numba): only when a map is really computed
+    n_neighbors = min(UMAP_PARAMS["n_neighbors"], max(2, len(z) - 1))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=UMAP_PARAMS["min_dist"],
+                        metric=UMAP_PARAMS["metric"], random_state=seed, n_jobs=1)  # seeded => single-threaded
+    coords = reducer.fit_transform(z)
+    return reducer, np.asarray(coords, dtype=np.float32)
+
+
+def umap_map(z, labels, aligned, max_points: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, MapReducer]:
+    """(row_ids, coords [n, 2], reducer) for a capped, stratified subsample that keeps all conflicting rows."""
+    z_np = _as_numpy(z, "embedding").astype(np.float32, copy=False)
+    labels_np = _as_numpy(labels, "label").astype(np.int64)
+    aligned_np = _as_numpy(aligned, "aligned flag").astype(bool)
+    if z_np.ndim != 2 or not (len(z_np) == len(labels_np) == len(aligned_np)):
+        raise InvalidArgument(f"shapes differ: embeddings {z_np.shape}, labels {labels_np.shape}, "
+                              f"aligned {aligned_np.shape}", "pass one label and aligned flag per embedding row")
+    if not np.isfinite(z_np).all():
+        raise InvalidArgument("embeddings contain NaN or infinite values", "recompute the embeddings")
+    if isinstance(max_points, bool) or int(max_points) < 3:
+        raise InvalidArgument(f"max_points {max_points} is too small", "give at least 3 points (default 5000)")
+    if len(z_np) < 3:
+        raise InvalidArgument(f"a map needs at least 3 points, got {len(z_np)}", "use a larger split")
+    rows = select_rows(labels_np, aligned_np, int(max_points), int(seed))
+    z_sub = np.ascontiguousarray(z_np[rows])
+    key = cache.cache_key(z=hashlib.sha256(z_sub.tobytes()).hexdigest(), rows=hashlib.sha256(rows.tobytes()).hexdigest(),
+                          seed=int(seed), params=UMAP_PARAMS, version=PROJECTION_VERSION)
+    path = cache.cache_dir("umap") / f"umap-{key}.safetensors"
+    hit = cache.load_or_none(path)
+    if hit is not None and np.array_equal(hit[0]["rows"].numpy(), rows):
+        return rows, hit[0]["coords"].numpy(), MapReducer(z_sub, int(seed))
+    reducer, coords = _fit(z_sub, int(seed))
+    cache.save_tensors(path, {"rows": torch.from_numpy(rows), "coords": torch.from_numpy(coords)},
+                       {"seed": int(seed), "params": UMAP_PARAMS, "version": PROJECTION_VERSION})
+    return rows, coords, MapReducer(z_sub, int(seed), reducer)
+
+
+def place(reducer, z_new) -> np.ndarray:
+    """Coordinates [m, 2] of new embeddings (e.g. synthetic images) on an existing map."""
+    z = _as_numpy(z_new, "embedding").astype(np.float32, copy=False)
+    if z.ndim != 2 or not np.isfinite(z).all():
+        raise InvalidArgument("new embeddings must be a finite m x D matrix", "embed the images with the same model")
+    return np.asarray(reducer.transform(z), dtype=np.float32)
