@@ -15,8 +15,10 @@ from .errors import DDAuditError
 # Each module defines register(subparsers) and sets `func` on its parser(s).
 COMMAND_MODULES = (
     "engine.commands.data",
-    "engine.commands.runs",
     "engine.commands.weights",
+    "engine.commands.runs",
+    "engine.commands.audit",
+    "engine.commands.distill",
 )
 
 

@@ -1,0 +1,136 @@
+"""Distillation speed: vanilla alone vs three methods side by side, and a per-class-loop DM reference.
+
+Prints seconds per iteration, iterations/s and real images embedded per second at the quick and
+paper settings (paper: a few iterations only) on colored-digits and, when Debian's
+Fashion-MNIST is installed, bg-fmnist. The "per-class loop" row times a DM iteration written
+the way the public reference (VICO-UoE/DatasetCondensation main_DM.py) organises it: one real
+forward per class (built with autograd, then detached), one synthetic forward per class, fp32,
+default memory format. It is an equivalent written for this benchmark, not that code.
+`python -m bench.bench_distill [--device cuda] [--quick-iters 6] [--paper-iters 3]`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import replace
+
+import torch
+
+from engine import data
+from engine import distill as D
+from engine.augment import DSA
+from engine.device import describe, pick_device
+from engine.nets import ConvNet, ConvNetConfig
+
+
+def _uniform_weights(train: data.BiasedSplit) -> torch.Tensor:
+    """Weights' values do not change the cost; uniform ones stand in for KDE weights."""
+    counts = torch.bincount(train.targets).float()
+    return 1.0 / counts[train.targets]
+
+
+def _real_rows(train: data.BiasedSplit, cfg: D.DistillConfig, fairdd: bool) -> int:
+    sampler = D._Sampler(train, cfg.batch_real, cfg.group_min, fairdd)
+    index, _, _ = sampler.draw(D._gen(cfg.seed, 0, 0), D._gen(cfg.seed, 0, 1))
+    return len(index)
+
+
+def time_engine(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str, ...]) -> float:
+    """Seconds per iteration of engine.distill, first iteration (warm-up) excluded."""
+    stamps: list[float] = []
+    _sync(cfg.device)
+    D.distill(train, cfg, methods, weights=_uniform_weights(train) if "kde" in methods else None,
+              progress=lambda info: (_sync(cfg.device), stamps.append(time.perf_counter())))
+    return (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
+
+
+def time_per_class_loop(train: data.BiasedSplit, cfg: D.DistillConfig, iterations: int) -> float:
+    """Seconds per iteration of a DM step organised like main_DM.py (per-class forwards, fp32)."""
+    device = pick_device(cfg.device)
+    nc, ipc = train.num_classes, cfg.ipc
+    net = ConvNet(ConvNetConfig(channels=train.images.shape[1], num_classes=nc, image_size=train.images.shape[2],
+                                width=cfg.width, depth=cfg.depth, norm=cfg.norm)).to(device)
+    spec = data.REGISTRY.get(train.dataset)
+    dsa = DSA(cfg.dsa, flip=not (spec and spec.digits))
+    images = train.images.to(device)
+    by_class = [torch.nonzero(train.targets == c).flatten() for c in range(nc)]
+    syn = torch.randn(nc * ipc, *train.images.shape[1:], device=device, requires_grad=True)
+    opt = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(iterations + 1):
+        _sync(cfg.device)
+        t = time.perf_counter()
+        D.init_network(net, gen)
+        net.requires_grad_(False)
+        loss = torch.zeros((), device=device)
+        for c in range(nc):
+            idx = by_class[c][torch.randperm(len(by_class[c]), generator=gen)[:cfg.batch_real]].to(device)
+            real = images[idx].float() / 255.0
+            p = dsa.sample(1, gen)  # the same parameters for the class's real and synthetic images
+            out_real = net.embed(dsa.apply(real, p)).detach()
+            out_syn = net.embed(dsa.apply(syn[c * ipc:(c + 1) * ipc], p))
+            loss = loss + ((out_real.mean(0) - out_syn.mean(0)) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        _sync(cfg.device)
+        times.append(time.perf_counter() - t)
+    return sum(times[1:]) / iterations
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        torch.cuda.synchronize()
+
+
+def run(dataset: str, preset: str, iterations: int, device: str, reference: bool) -> list[dict]:
+    train = data.load_split(dataset, 0.05, "train", 0)
+    cfg = D.config_for(preset, "dm", 10, iterations=iterations + 1, device=device, checkpoint_every=10 ** 6)
+    rows = []
+    base = None
+    for methods in (("vanilla",), D.METHODS):
+        s = time_engine(train, cfg, methods)
+        real = _real_rows(train, cfg, "fairdd" in methods)
+        base = base or s
+        rows.append({"dataset": dataset, "preset": preset, "what": "+".join(methods), "s_per_it": s,
+                     "it_per_s": 1 / s, "real_img_per_s": real / s, "ratio": s / base})
+    if reference:
+        s = time_per_class_loop(train, replace(cfg, iterations=iterations), iterations)
+        real = _real_rows(train, cfg, False)
+        rows.append({"dataset": dataset, "preset": preset, "what": "vanilla, per-class loop (reference-style)",
+                     "s_per_it": s, "it_per_s": 1 / s, "real_img_per_s": real / s, "ratio": s / base})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="bench_distill")
+    ap.add_argument("--device", default=os.environ.get("DDAUDIT_DEVICE", "auto"))
+    ap.add_argument("--quick-iters", type=int, default=6)
+    ap.add_argument("--paper-iters", type=int, default=2)
+    ap.add_argument("--datasets", default="colored-digits,bg-fmnist")
+    ap.add_argument("--presets", default="quick,paper")
+    ap.add_argument("--no-reference", action="store_true")
+    args = ap.parse_args(argv)
+    dev = pick_device(args.device)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device: {describe(dev)}; torch {torch.__version__}; load average {load:.1f} on {os.cpu_count()} cores",
+          flush=True)
+    rows = []
+    for name in args.datasets.split(","):
+        if not data.dataset_status(name)["available"]:
+            print(f"{name}: data not available, skipped", flush=True)
+            continue
+        for preset in args.presets.split(","):
+            its = args.quick_iters if preset == "quick" else args.paper_iters
+            for r in run(name, preset, its, str(dev), not args.no_reference):
+                rows.append(r)
+                print(f"{r['dataset']:<15} {r['preset']:<6} {r['what']:<42} {r['s_per_it']:8.3f} s/it "
+                      f"{r['it_per_s']:7.2f} it/s {r['real_img_per_s']:9.0f} real img/s  x{r['ratio']:.2f}",
+                      flush=True)
+    return {"device": describe(dev), "rows": rows}
+
+
+if __name__ == "__main__":
+    main(None)

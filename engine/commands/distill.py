@@ -1,0 +1,129 @@
+"""`distill`: DM / DC with vanilla, KDE and FairDD side by side; writes DIR/<method>/synthetic.safetensors."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .. import data
+from ..cli import emit
+from ..errors import InvalidArgument
+from .common import add_dataset_args, add_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="distill a biased dataset with several methods side by side")
+    add_dataset_args(p)
+    p.add_argument("--methods", default="vanilla,kde,fairdd", help="comma-separated: vanilla,kde,fairdd")
+    p.add_argument("--algorithm", default="dm", help="dm (distribution matching) or dc (gradient matching)")
+    p.add_argument("--ipc", default="10", help="synthetic images per class (default 10)")
+    p.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published settings)")
+    p.add_argument("--iterations", default=None, help="override the preset's number of iterations")
+    p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from data)")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: $DDAUDIT_DEVICE or auto)")
+    p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default OUT/.checkpoint); resumes")
+    p.add_argument("--out", required=True, help="output folder: OUT/<method>/synthetic.safetensors + grid.png")
+    add_json(p)
+    p.set_defaults(func=run_distill)
+
+
+def _int(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise InvalidArgument(f"--{name} {value!r} is not an integer", f"give a whole number for --{name}") from None
+
+
+def _float(value: str | None, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise InvalidArgument(f"--{name} {value!r} is not a number", f"give a number for --{name}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise InvalidArgument(f"--{name} must be a positive number, got {value}", f"give --{name} > 0")
+    return v
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from .. import distill as D  # torch-heavy: imported only when the command runs
+
+    # validate everything cheap before loading data or writing anything
+    methods = D.check_methods(args.methods)
+    ratio = data.check_ratio(args.conflict_ratio)
+    seed = data.check_seed(args.seed)
+    data.get_spec(args.dataset)
+    ipc = _int(args.ipc, "ipc")
+    kv = _float(args.kernel_variance, "kernel-variance")
+    cfg = D.config_for(args.preset, args.algorithm, ipc, iterations=_int(args.iterations, "iterations"), seed=seed,
+                       device=args.device)
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InvalidArgument(f"--out {out} exists and is not a folder", "pass a folder path")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise InvalidArgument(f"cannot write into {parent}", "pass an --out folder you can write to")
+
+    train = data.load_split(args.dataset, ratio, "train", seed, args.data_root)
+    smallest = int(train.targets.bincount().min())
+    if ipc > smallest:
+        raise InvalidArgument(f"--ipc {ipc} exceeds the smallest class ({smallest} images)",
+                              f"use --ipc between 1 and {smallest}")
+    weights = None
+    if "kde" in methods:
+        weights = _kde_weights(train, kv, args.preset, seed, cfg.device)
+
+    bar = _bar(cfg.iterations, f"distill {args.algorithm} x{len(methods)}")
+    t0 = time.perf_counter()
+    try:
+        sets = D.distill(train, cfg, methods, weights=weights, progress=bar.update if bar else None,
+                         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else out / ".checkpoint")
+    finally:
+        if bar:
+            bar.close()
+    D.save_synthetic(sets, out)
+    emit({"out": str(out), "methods": {m: {"final_loss": s.final_loss, "seconds": s.seconds} for m, s in sets.items()},
+          "iterations": cfg.iterations, "seconds": round(time.perf_counter() - t0, 3)}, args.json)
+    return 0
+
+
+def _kde_weights(train, kernel_variance, preset: str, seed: int, device: str):
+    """KDE weights from engine.density (the embeddings issue); a clear error if it is not there yet."""
+    try:
+        from .. import density
+    except ImportError:
+        raise InvalidArgument("the kde method needs engine.density, which is not installed in this build",
+                              "drop kde from --methods (e.g. --methods vanilla,fairdd)") from None
+    kwargs = {"kernel_variance": kernel_variance, "temperature": 1.0, "preset": preset, "seed": seed}
+    if device and device != "auto":
+        kwargs["device"] = device
+    return density.training_weights(train, **kwargs).weights
+
+
+class _Tqdm:
+    """tqdm on stderr fed by the engine's progress dicts."""
+
+    def __init__(self, total: int, desc: str):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def update(self, info: dict) -> None:
+        self.bar.n = info["step"]
+        losses = info.get("losses") or {}
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if v is not None}, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _bar(total: int, desc: str) -> _Tqdm | None:
+    try:
+        return _Tqdm(total, desc)
+    except ImportError:
+        return None

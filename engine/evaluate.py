@@ -1,0 +1,431 @@
+"""Train-on-synthetic evaluation, group fairness metrics and the bias-attribute probe.
+
+Protocol (docs/EVALUATION.md, REFERENCE.md "Evaluation protocol"): a fresh ConvNet is trained
+on a (synthetic or baseline) image set with SGD and DSA augmentation, several seeds, then
+tested on the balanced test split. Every metric is in percent. A (class, attribute) cell with
+no test sample is *missing* (None) and excluded from every aggregate, never counted as 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import cache
+from .data import BiasedSplit, check_seed
+from .device import autocast, pick_device
+from .errors import Cancelled, InvalidArgument
+from .nets import ConvNet, ConvNetConfig, to_float
+
+log = logging.getLogger("ddaudit")
+
+EVAL_VERSION = 1   # bump when training on a set changes
+PROBE_VERSION = 1  # bump when the probe's training changes: invalidates cached probes
+
+Progress = Callable[[dict], None] | None
+ShouldStop = Callable[[], bool] | None
+
+SCALAR_METRICS = ("accuracy", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy", "deo_m", "deo_a")
+
+
+# --------------------------------------------------------------------------- metrics
+
+def _as_np(x, name: str) -> np.ndarray:
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim != 1:
+        raise InvalidArgument(f"{name} must be one-dimensional, got shape {arr.shape}", "pass one value per sample")
+    return arr
+
+
+def _pct(hits: np.ndarray) -> float | None:
+    return None if hits.size == 0 else float(hits.mean() * 100.0)
+
+
+def group_metrics(pred, targets, attributes, aligned, num_classes: int, num_attributes: int) -> dict:
+    """Overall, aligned, conflicting, per-(class, attribute), worst-group accuracy and DEO, in percent."""
+    pred, targets = _as_np(pred, "pred"), _as_np(targets, "targets")
+    attributes, aligned = _as_np(attributes, "attributes"), _as_np(aligned, "aligned").astype(bool)
+    n = len(targets)
+    if n == 0 or not (len(pred) == len(attributes) == len(aligned) == n):
+        raise InvalidArgument(f"metric inputs have lengths {len(pred)}, {n}, {len(attributes)}, {len(aligned)}",
+                              "pass the same non-zero number of predictions, targets, attributes and flags")
+    if targets.min() < 0 or targets.max() >= num_classes or attributes.min() < 0 or attributes.max() >= num_attributes:
+        raise InvalidArgument("a target or attribute is outside [0, num_classes) / [0, num_attributes)",
+                              "check num_classes and num_attributes")
+    hit = pred == targets
+    cells: list[list[float | None]] = [[None] * num_attributes for _ in range(num_classes)]
+    counts = np.zeros((num_classes, num_attributes), dtype=np.int64)
+    np.add.at(counts, (targets, attributes), 1)
+    correct = np.zeros_like(counts)
+    np.add.at(correct, (targets, attributes), hit.astype(np.int64))
+    for c, a in zip(*np.nonzero(counts)):
+        cells[c][a] = float(correct[c, a] / counts[c, a] * 100.0)
+    present = [v for row in cells for v in row if v is not None]
+    # DEO(y) needs two non-empty cells in the row: with one cell the gap is undefined, not 0
+    deo = []
+    for row in cells:
+        vals = [v for v in row if v is not None]
+        deo.append(max(vals) - min(vals) if len(vals) >= 2 else None)
+    defined = [d for d in deo if d is not None]
+    return {
+        "accuracy": _pct(hit),
+        "aligned_accuracy": _pct(hit[aligned]),
+        "conflicting_accuracy": _pct(hit[~aligned]),
+        "group_accuracy": cells,
+        "group_counts": counts.tolist(),
+        "worst_group_accuracy": min(present),
+        "deo_per_class": deo,
+        "deo_m": max(defined) if defined else None,
+        "deo_a": float(np.mean(defined)) if defined else None,
+    }
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and population std (ddof=0, as the DC/DM code) over the defined values."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def aggregate(runs: Sequence[dict]) -> dict:
+    """Mean and std over evaluation seeds of every scalar metric; cell-wise mean group matrix."""
+    out: dict = {}
+    for key in SCALAR_METRICS:
+        out[key], out[f"{key}_std"] = _mean_std([r[key] for r in runs])
+    rows, cols = len(runs[0]["group_accuracy"]), len(runs[0]["group_accuracy"][0])
+    out["group_accuracy"] = [[_mean_std([r["group_accuracy"][c][a] for r in runs])[0] for a in range(cols)]
+                             for c in range(rows)]
+    out["per_seed"] = [{k: r[k] for k in SCALAR_METRICS} for r in runs]
+    return out
+
+
+# --------------------------------------------------------------------------- presets
+
+@dataclass(frozen=True)
+class EvalPreset:
+    """How a fresh ConvNet is trained on a set before testing it."""
+
+    name: str
+    epochs: int            # lr x lr_decay at half of them
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    lr_decay: float
+    dsa: bool              # DSA augmentation (color_crop_cutout_flip_scale_rotate) while training
+    seeds: int             # evaluation trainings per set
+    width: int
+    depth: int
+    norm: str
+    full_set_epochs: int   # epochs for the whole-training-set baseline (0: no such baseline)
+    probe_steps: int       # attribute probe: SGD steps on group-balanced real batches
+    probe_batch: int
+    probe_width: int
+
+
+PRESETS: dict[str, EvalPreset] = {
+    # REFERENCE.md protocol. The whole-set baseline (50-60k images) with 1,000 epochs would cost
+    # ~400x a synthetic evaluation; 30 epochs is where ConvNet-3 has converged on such sets (our choice).
+    "paper": EvalPreset("paper", epochs=1000, batch_size=256, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                        lr_decay=0.1, dsa=True, seeds=5, width=128, depth=3, norm="instancenorm",
+                        full_set_epochs=30, probe_steps=1000, probe_batch=256, probe_width=64),
+    # CPU: 300 epochs of an IPC-10 set are 300 SGD steps; width 32 keeps one training to ~20 s
+    # on 2 cores (the distillation quick preset's width, so the evaluated net matches phi).
+    "quick": EvalPreset("quick", epochs=300, batch_size=256, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                        lr_decay=0.1, dsa=True, seeds=3, width=32, depth=3, norm="instancenorm",
+                        full_set_epochs=0, probe_steps=100, probe_batch=128, probe_width=32),
+}
+
+
+def get_preset(preset: str | EvalPreset, **overrides) -> EvalPreset:
+    """A preset by name (or as given), with field overrides checked against its fields."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise InvalidArgument(f"unknown evaluation preset {preset!r}", f"choose one of: {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    bad = sorted(set(overrides) - set(asdict(preset)))
+    if bad:
+        raise InvalidArgument(f"unknown evaluation setting(s): {', '.join(bad)}",
+                              f"use fields of EvalPreset: {', '.join(asdict(preset))}")
+    out = replace(preset, **overrides)
+    for field in ("epochs", "batch_size", "seeds", "width", "depth", "probe_steps", "probe_batch", "probe_width"):
+        v = getattr(out, field)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InvalidArgument(f"evaluation setting {field}={v!r} must be a positive integer", "give a whole number >= 1")
+    if not isinstance(out.full_set_epochs, int) or out.full_set_epochs < 0:
+        raise InvalidArgument(f"full_set_epochs={out.full_set_epochs!r} must be >= 0", "give 0 to skip the baseline")
+    for field in ("lr", "momentum", "weight_decay", "lr_decay"):
+        v = getattr(out, field)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise InvalidArgument(f"evaluation setting {field}={v!r} must be a finite number >= 0", "fix the value")
+    return out
+
+
+# --------------------------------------------------------------------------- training
+
+def _to_input(images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 images -> floats standardised with mean/std (or [0, 1]); float images are used as they are."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise InvalidArgument("images must be a tensor N x C x H x W", "pass a batch of images")
+    return to_float(images, mean, std) if images.dtype == torch.uint8 else images.float()
+
+
+def _seeded_net(cfg: ConvNetConfig, seed: int) -> ConvNet:
+    """Network initialisation from `seed` without touching the global RNG stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ConvNet(cfg)
+
+
+def _make_dsa(flip: bool):
+    from .augment import DSA  # imported lazily: metrics and the probe do not need it
+    return DSA(strategy="color_crop_cutout_flip_scale_rotate", flip=flip)
+
+
+def _grad_scaler(device: torch.device):
+    # fp16 autocast (GPUs without bf16) needs loss scaling; bf16 and CPU do not
+    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda", enabled=fp16)
+
+
+def train_on(images: torch.Tensor, labels: torch.Tensor, cfg: EvalPreset, seed: int, device=None, *,
+             num_classes: int | None = None, flip: bool = True, epochs: int | None = None,
+             progress: Progress = None, should_stop: ShouldStop = None, stage: str = "evaluate") -> ConvNet:
+    """Train a fresh ConvNet-D on (images, labels) with the preset's SGD schedule; returns it in eval mode."""
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    x_all, y_all = _to_input(images), labels.long().cpu()
+    if len(x_all) != len(y_all) or len(y_all) == 0:
+        raise InvalidArgument(f"{len(x_all)} images but {len(y_all)} labels", "pass one label per image (and >= 1)")
+    num_classes = num_classes or int(y_all.max()) + 1
+    net_cfg = ConvNetConfig(channels=x_all.shape[1], num_classes=num_classes, image_size=x_all.shape[-1],
+                            width=cfg.width, depth=cfg.depth, norm=cfg.norm)
+    net = _seeded_net(net_cfg, seed).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    epochs = cfg.epochs if epochs is None else epochs
+    gen = torch.Generator().manual_seed(seed)
+    dsa = _make_dsa(flip) if cfg.dsa else None
+    scaler = _grad_scaler(device)
+    x_dev, y_dev = x_all.to(device), y_all.to(device)  # synthetic sets are small: keep them on the device
+    n, step = len(y_all), 0
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = epochs * steps_per_epoch
+    net.train()
+    for epoch in range(epochs):
+        if epoch == epochs // 2:  # the protocol's single lr step at half the epochs
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * cfg.lr_decay
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, cfg.batch_size):
+            if should_stop is not None and should_stop():
+                raise Cancelled("evaluation cancelled", "start it again; evaluation has no checkpoint")
+            idx = order[start:start + cfg.batch_size]
+            xb, yb = x_dev[idx.to(device)], y_dev[idx.to(device)]
+            if dsa is not None:
+                xb = dsa(xb, gen)
+            if device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                loss = F.cross_entropy(net(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+        if progress is not None and (epoch + 1) % max(1, epochs // 20) == 0:
+            progress({"stage": stage, "step": step, "total": total, "loss": float(loss.detach())})
+    return net.eval()
+
+
+@torch.no_grad()
+def predict(net: ConvNet, images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+            device=None, batch_size: int = 1024) -> torch.Tensor:
+    """Arg-max predictions for uint8 (standardised with mean/std on the fly) or float images (CPU int64)."""
+    device = next(net.parameters()).device if device is None else device
+    out = []
+    for start in range(0, len(images), batch_size):
+        xb = _to_input(images[start:start + batch_size], mean, std).to(device)
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out.append(net(xb).argmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def evaluate_net(net: ConvNet, test: BiasedSplit, mean: torch.Tensor | None = None,
+                 std: torch.Tensor | None = None) -> dict:
+    """group_metrics of a trained net on a test split (its images standardised like the training set)."""
+    pred = predict(net, test.images, mean, std)
+    return group_metrics(pred, test.targets, test.attributes, test.aligned, test.num_classes, test.num_attributes)
+
+
+def eval_seeds(n: int, base_seed: int = 0) -> list[int]:
+    """The n evaluation seeds of a run: base_seed, base_seed + 1, ..."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise InvalidArgument(f"number of evaluation seeds {n!r} must be a positive integer", "give e.g. 3")
+    return [base_seed + i for i in range(n)]
+
+
+def evaluate_synthetic(images: torch.Tensor, labels: torch.Tensor, test: BiasedSplit,
+                       preset: str | EvalPreset = "quick", seeds: int | Sequence[int] | None = None, *,
+                       mean: torch.Tensor | None = None, std: torch.Tensor | None = None, device=None,
+                       flip: bool = True, epochs: int | None = None, progress: Progress = None,
+                       should_stop: ShouldStop = None, stage: str = "evaluate") -> dict:
+    """Train one net per seed on the set, test each; mean/std of every metric and the mean group matrix.
+
+    `images` are floats in the space the nets see (a SyntheticSet's standardised images);
+    mean/std (the set's) standardise the uint8 test images into the same space.
+    """
+    cfg = get_preset(preset)
+    seed_list = eval_seeds(cfg.seeds if seeds is None else seeds) if seeds is None or isinstance(seeds, int) \
+        else [check_seed(s) for s in seeds]
+    if not seed_list:
+        raise InvalidArgument("no evaluation seeds given", "give at least one seed")
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    t0, runs = time.time(), []
+    for i, seed in enumerate(seed_list):
+        def sub(ev: dict, i=i) -> None:  # one bar over all seeds
+            if progress is not None:
+                progress({**ev, "stage": stage, "seed": seed_list[i], "step": i * ev["total"] + ev["step"],
+                          "total": len(seed_list) * ev["total"]})
+        net = train_on(images, labels, cfg, seed, device, num_classes=test.num_classes, flip=flip, epochs=epochs,
+                       progress=sub, should_stop=should_stop, stage=stage)
+        runs.append(evaluate_net(net, test, mean, std))
+    out = aggregate(runs)
+    out["seeds"] = seed_list
+    out["seconds"] = time.time() - t0
+    return out
+
+
+# --------------------------------------------------------------------------- baselines
+
+def random_subset(train: BiasedSplit, ipc: int, seed: int, mean: torch.Tensor | None = None,
+                  std: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """K random real training images per class (seeded), as the `random` baseline (standardised if mean/std)."""
+    if not isinstance(ipc, int) or isinstance(ipc, bool) or ipc < 1:
+        raise InvalidArgument(f"images per class {ipc!r} must be a positive integer", "give e.g. 10")
+    gen = torch.Generator().manual_seed(check_seed(seed) + 7919)  # distinct stream from distillation's init
+    idx = []
+    for c in range(train.num_classes):
+        members = (train.targets == c).nonzero().flatten()
+        if len(members) < ipc:
+            raise InvalidArgument(f"class {train.class_names[c]} has {len(members)} images, fewer than IPC {ipc}",
+                                  f"use --ipc {len(members)} or less")
+        idx.append(members[torch.randperm(len(members), generator=gen)[:ipc]])
+    idx = torch.cat(idx)
+    return to_float(train.images[idx], mean, std), train.targets[idx].clone()
+
+
+# --------------------------------------------------------------------------- attribute probe
+
+@dataclass
+class Probe:
+    """A classifier of the bias attribute, trained on real training images."""
+
+    net: ConvNet
+    num_attributes: int
+    meta: dict
+
+
+def _split_digest(split: BiasedSplit) -> str:
+    """Content hash of a split, so a cached probe never outlives the data it was trained on."""
+    h = hashlib.sha256()
+    for t in (split.images, split.targets, split.attributes):
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _probe_path(train: BiasedSplit, cfg: EvalPreset, seed: int):
+    ratio = train.meta.get("conflict_ratio")
+    key = cache.cache_key(dataset=train.dataset, ratio=ratio, seed=seed, steps=cfg.probe_steps,
+                          batch=cfg.probe_batch, width=cfg.probe_width, depth=cfg.depth, norm=cfg.norm,
+                          data=_split_digest(train), version=PROBE_VERSION)
+    return cache.cache_dir("probes") / f"{cache.safe_name(train.dataset)}-{key}.safetensors"
+
+
+def _probe_config(train: BiasedSplit, cfg: EvalPreset) -> ConvNetConfig:
+    c, h = train.images.shape[1], train.images.shape[-1]
+    return ConvNetConfig(channels=c, num_classes=train.num_attributes, image_size=h, width=cfg.probe_width,
+                         depth=cfg.depth, norm=cfg.norm)
+
+
+def train_probe(train: BiasedSplit, preset: str | EvalPreset = "quick", seed: int = 0, device=None,
+                progress: Progress = None, should_stop: ShouldStop = None, use_cache: bool = True) -> Probe:
+    """Train (or load from cache) a ConvNet that predicts the bias attribute from a real image.
+
+    Batches are drawn group-balanced (each non-empty (class, attribute) cell equally likely) so
+    that the class, which predicts the attribute 1 - r of the time in a biased set, is useless
+    as a shortcut: the probe must read the attribute itself.
+    """
+    cfg = get_preset(preset)
+    seed = check_seed(seed)
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    net_cfg = _probe_config(train, cfg)
+    path = _probe_path(train, cfg, seed) if use_cache else None
+    if path is not None:
+        hit = cache.load_or_none(path)
+        if hit is not None:
+            net = ConvNet(net_cfg)
+            net.load_state_dict(hit[0])
+            return Probe(net.to(device).eval(), train.num_attributes, hit[1])
+    t0 = time.time()
+    counts = torch.from_numpy(train.counts()).double()
+    sample_w = 1.0 / counts[train.targets, train.attributes]
+    gen = torch.Generator().manual_seed(seed + 104729)
+    net = _seeded_net(net_cfg, seed + 104729).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.probe_steps)
+    net.train()
+    for step in range(cfg.probe_steps):
+        if should_stop is not None and should_stop():
+            raise Cancelled("probe training cancelled", "start it again")
+        idx = torch.multinomial(sample_w, cfg.probe_batch, replacement=True, generator=gen)
+        xb = to_float(train.images[idx]).to(device)
+        yb = train.attributes[idx].to(device)
+        with autocast(device):
+            loss = F.cross_entropy(net(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress is not None and (step + 1) % max(1, cfg.probe_steps // 20) == 0:
+            progress({"stage": "probe", "step": step + 1, "total": cfg.probe_steps, "loss": float(loss.detach())})
+    net.eval()
+    meta = {"dataset": train.dataset, "conflict_ratio": train.meta.get("conflict_ratio"), "seed": seed,
+            "steps": cfg.probe_steps, "seconds": time.time() - t0, "version": PROBE_VERSION}
+    if path is not None:
+        cache.save_tensors(path, net.state_dict(), meta)
+    return Probe(net, train.num_attributes, meta)
+
+
+def predict_attributes(probe: Probe, images: torch.Tensor) -> torch.Tensor:
+    """The probe's attribute for each image (uint8, or float in [0, 1]: SyntheticSet.unit(), not standardised)."""
+    return predict(probe.net, images)
+
+
+def probe_accuracy(probe: Probe, test: BiasedSplit) -> float:
+    """Percent of test images whose attribute the probe gets right (the balanced test set)."""
+    return float((predict_attributes(probe, test.images) == test.attributes).double().mean() * 100.0)
+
+
+def synthetic_aligned_share(probe: Probe, images: torch.Tensor, labels: torch.Tensor,
+                            aligned_attribute: Sequence[int]) -> float:
+    """Percent of images whose predicted attribute is their class's bias-aligned attribute."""
+    if len(images) != len(labels) or len(labels) == 0:
+        raise InvalidArgument(f"{len(images)} images but {len(labels)} labels", "pass one label per image")
+    target_attr = torch.tensor(list(aligned_attribute), dtype=torch.long)[labels.long().cpu()]
+    return float((predict_attributes(probe, images) == target_attr).double().mean() * 100.0)
+
+
+def real_aligned_share(train: BiasedSplit) -> float:
+    """The same share in the real training set, from its bias labels."""
+    return float(train.aligned.double().mean() * 100.0)

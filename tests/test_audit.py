@@ -1,0 +1,128 @@
+"""The end-to-end audit: the CLI at tiny size, the JSON it promises, and input validation."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from engine import audit, cli, distill, embed, evaluate
+
+ISSUE_KEYS = {"dataset", "conflict_ratio", "ipc", "preset", "real_aligned_share", "methods", "probe_accuracy",
+              "seconds"}
+METHOD_KEYS = {"accuracy", "accuracy_std", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy",
+               "deo_m", "deo_a", "synthetic_aligned_share", "group_accuracy"}
+
+
+@pytest.fixture
+def tiny_presets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrink the quick presets of every stage so the real CLI path runs in seconds."""
+    monkeypatch.setitem(distill.PRESETS, "quick", {
+        "dm": replace(distill.PRESETS["quick"]["dm"], iterations=3, batch_real=8, width=8, checkpoint_every=2),
+        "dc": replace(distill.PRESETS["quick"]["dc"], iterations=1, batch_real=4, width=8, outer_loop=1,
+                      inner_loop=1)})
+    monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8,
+                                                           probe_steps=2, probe_width=8, probe_batch=16))
+    monkeypatch.setitem(embed.PRESETS, "quick", replace(embed.PRESETS["quick"], steps=2, width=8, max_train=200,
+                                                        batch_size=32, hidden_dim=16, dim=8))
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_audit_cli_end_to_end_tiny(tiny_presets, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    rc, out, err = _run(["audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods",
+                         "vanilla,kde,fairdd", "--ipc", "2", "--preset", "quick", "--eval-seeds", "2",
+                         "--seed", "1", "--out", str(out_dir), "--json"], capsys)
+    assert rc == 0, err
+    printed = json.loads(out)
+    written = json.loads((out_dir / "results.json").read_text())
+    assert printed == written
+    assert ISSUE_KEYS <= set(written)
+    assert set(written["methods"]) == {"vanilla", "kde", "fairdd", "random"}
+    for name, m in written["methods"].items():
+        assert METHOD_KEYS <= set(m), name
+        assert 0.0 <= m["accuracy"] <= 100.0 and 0.0 <= m["synthetic_aligned_share"] <= 100.0
+        assert len(m["group_accuracy"]) == 10 and all(len(row) == 10 for row in m["group_accuracy"])
+        assert m["deo_m"] >= m["deo_a"] >= 0.0
+    assert written["eval_seeds"] == [1000, 1001]
+    # colored-digits at 5%: 70 of 1,442 training images conflict
+    assert written["real_aligned_share"] == pytest.approx(100 * (1 - 70 / 1442))
+    assert written["weights"]["kernel_variance"] > 0
+    for m in ("vanilla", "kde", "fairdd"):
+        assert (out_dir / m / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert distill.load_synthetic(out_dir / m).images.shape == (20, 3, 32, 32)
+
+
+def test_audit_without_kde_skips_weights(tiny_presets, tmp_path):
+    res = audit.run_audit(audit.AuditConfig("colored-digits", 0.05, tmp_path / "r", methods="vanilla", ipc=1,
+                                            eval_seeds=1))
+    assert set(res["methods"]) == {"vanilla", "random"} and res["weights"] is None
+    assert "weights" not in res["timings"]
+    # the same OUT with other methods: a fresh distillation, not the old run's checkpoint
+    again = audit.run_audit(audit.AuditConfig("colored-digits", 0.05, tmp_path / "r", methods="fairdd,vanilla",
+                                              ipc=1, eval_seeds=1))
+    assert set(again["methods"]) == {"vanilla", "fairdd", "random"}
+    assert again["methods"]["random"]["accuracy"] == res["methods"]["random"]["accuracy"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--dataset", "nope"], "unknown dataset"),
+    (["--conflict-ratio", "1.5"], "outside (0, 1)"),
+    (["--methods", "vanilla,magic"], "unknown method"),
+    (["--methods", "vanilla,vanilla"], "twice"),
+    (["--algorithm", "gm"], "unknown algorithm"),
+    (["--ipc", "ten"], "IPC"),
+    (["--ipc", "-1"], "IPC"),
+    (["--ipc", "100000"], "exceeds the smallest class"),
+    (["--preset", "slow"], "unknown preset"),
+    (["--kernel-variance", "-1"], "kernel"),
+    (["--kernel-variance", "abc"], "not a number"),
+    (["--eval-seeds", "0"], "evaluation seeds"),
+    (["--seed", "x"], "seed"),
+])
+def test_bad_input_exits_2_and_writes_nothing(args, words, tmp_path, capsys):
+    base = {"--dataset": "colored-digits", "--conflict-ratio": "0.05", "--out": str(tmp_path / "never")}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    argv = ["audit"] + [x for kv in base.items() for x in kv]
+    rc, out, err = _run(argv, capsys)
+    assert rc == 2
+    assert err.startswith("error: ") and words.lower() in err.lower() and "fix:" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_out_must_be_a_folder(tmp_path, capsys):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    rc, _, err = _run(["audit", "--conflict-ratio", "0.05", "--out", str(f)], capsys)
+    assert rc == 2 and "not a folder" in err
+
+
+def test_plan_rejects_unknown_overrides(tmp_path):
+    with pytest.raises(audit.InvalidArgument):
+        audit.plan(audit.AuditConfig("colored-digits", 0.05, tmp_path, eval_overrides={"epochz": 1}))
+    with pytest.raises(audit.InvalidArgument):
+        audit.plan(audit.AuditConfig("colored-digits", 0.05, tmp_path, distill_overrides={"iters": 1}))
+    with pytest.raises(audit.InvalidArgument):
+        audit.plan(audit.AuditConfig("colored-digits", 0.05, tmp_path, embed_overrides={"stepz": 1}))
+
+
+def test_tables_render_every_method_and_missing_values():
+    import torch
+    t = torch.tensor([0, 1, 1])
+    agg = evaluate.aggregate([evaluate.group_metrics(t, t, torch.tensor([0, 0, 1]), t == 0, 2, 2)])
+    entry = audit._method_entry({**agg, "seconds": 1.0}, 42.0)
+    entry["conflicting_accuracy"] = None
+    res = {"dataset": "d", "conflict_ratio": 0.05, "ipc": 1, "preset": "quick", "seconds": 3.0,
+           "real_aligned_share": 95.0, "probe_accuracy": 99.0, "methods": {"vanilla": entry, "random": entry}}
+    text = audit.table(res)
+    assert text.index("random") < text.index("vanilla") and "42.0" in text and " -" in text
+    md = audit.markdown_table(res, {"vanilla": "25.0 / 100 / 99.96"}).splitlines()
+    assert len(md) == 4 and md[3].startswith("| vanilla") and md[3].endswith("25.0 / 100 / 99.96 |")
+    assert all(line.count("|") == md[0].count("|") for line in md)
