@@ -1,0 +1,161 @@
+"""Distill page: choose methods and settings, run in the background, live loss curves, synthetic grids."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from pages import figures, jobs, pipeline, state
+
+
+def form(train) -> dict | None:
+    """The run settings; returns them when Start is pressed."""
+    dist = pipeline.distill_module()
+    methods_all = list(getattr(dist, "METHODS", ("vanilla", "kde", "fairdd")))
+    algorithms = list(getattr(dist, "ALGORITHMS", ("dm", "dc")))
+    tiny = state.tiny()
+    with st.form("distill_form", border=True):
+        c1, c2, c3 = st.columns([3, 1, 1])
+        methods = c1.multiselect("Methods (distilled side by side)", methods_all, default=methods_all,
+                                 key="dst_methods",
+                                 help="vanilla: plain matching; kde: KDE-reweighted real batches (no bias labels); "
+                                      "fairdd: every attribute group weighted equally (uses bias labels).")
+        algorithm = c2.selectbox("Algorithm", algorithms, key="dst_algorithm",
+                                 format_func=str.upper,
+                                 help="DM: distribution matching (with DSA); DC: gradient matching.")
+        preset = c3.selectbox("Preset", ("quick", "paper"), key="dst_preset",
+                              help="quick: CPU minutes; paper: the published settings (GPU hours).")
+        c4, c5, c6 = st.columns(3)
+        ipc = c4.number_input("Images per class (IPC)", 1, 500, 2 if tiny else 10, key="dst_ipc")
+        default_iters = pipeline.default_iterations(preset, algorithm)
+        iterations = c5.number_input("Iterations (0 = preset default)", 0, 100000, 0, key="dst_iterations",
+                                     help=f"The {preset} preset uses {default_iters} for {algorithm}.")
+        evaluate = c6.checkbox("Evaluate + audit after distilling", value=pipeline.audit_module() is not None,
+                               key="dst_evaluate", disabled=pipeline.audit_module() is None,
+                               help="Train fresh ConvNets on each synthetic set, measure group accuracies and "
+                                    "the attribute probe's aligned share (Results page).")
+        if "kde" in methods:
+            kv, temp = state.kde_choice(state.current())
+            st.caption(f"KDE uses kernel variance {f'{kv:.3g}' if kv else '(suggested by the engine)'} and "
+                       f"temperature {temp:g} (set them on the Embeddings page).")
+        go = st.form_submit_button("Start distillation", type="primary")
+    if not go:
+        return None
+    if not methods:
+        st.error("No method chosen.\n\n**Fix:** pick at least one of vanilla, kde, fairdd.", icon=":material/error:")
+        return None
+    per_class = np.bincount(train.targets.numpy(), minlength=train.num_classes)
+    if int(ipc) > int(per_class.min()):
+        st.error(f"IPC {ipc} is larger than the smallest class ({per_class.min()} images).\n\n"
+                 f"**Fix:** choose an IPC of at most {per_class.min()}.", icon=":material/error:")
+        return None
+    return {"methods": pipeline.order(methods), "algorithm": algorithm, "preset": preset, "ipc": int(ipc),
+            "iterations": int(iterations) or None, "evaluate": bool(evaluate)}
+
+
+def current_job() -> jobs.Job | None:
+    """The run this session started, else the newest run of the server."""
+    reg = jobs.registry()
+    job = reg.by_id(st.session_state.get("distill_job", ""))
+    if job is None:
+        runs = reg.jobs("distill")
+        job = runs[0] if runs else None
+    return job
+
+
+@st.fragment(run_every=1.0)
+def live(job_id: str) -> None:
+    """Progress bar, ETA, live loss curves and the cancel button of a running job."""
+    job = jobs.registry().by_id(job_id)
+    if job is None:
+        return
+    if job.done:
+        st.rerun()
+    info = job.latest
+    frac = job.fraction()
+    stage = info.get("stage", "starting")
+    eta = info.get("eta")
+    text = f"{pipeline.stage_label(stage)}: {info.get('step', 0)} / {info.get('total', '?')}"
+    if isinstance(eta, (int, float)):
+        text += f" · about {eta:.0f} s left in this stage"
+    st.progress(frac or 0.0, text=f"{text} · {job.elapsed():.0f} s elapsed")
+    hist = pipeline.loss_history(job.snapshot())
+    if hist:
+        st.plotly_chart(figures.loss_curves(hist), key=f"live_loss_{job_id}")
+    c1, c2 = st.columns([1, 4])
+    if job.cancelling:
+        c2.caption("Cancelling: the engine stops at its next step...")
+    elif c1.button("Cancel run", key=f"cancel_{job_id}"):
+        job.cancel()
+        st.rerun(scope="fragment")
+    c2.caption("The run works in the background: other pages stay usable; come back here to watch it.")
+
+
+def show_result(job: jobs.Job) -> None:
+    """Loss curves and the synthetic grids side by side, one column per method."""
+    res = job.result or {}
+    sets = res.get("synthetic", {})
+    st.success(f"Finished {job.label} in {job.elapsed():.0f} s."
+               + (" Metrics are on the Results page." if res.get("audit") else ""), icon=":material/check_circle:")
+    hist = {m: s.loss_history for m, s in sets.items() if getattr(s, "loss_history", None)}
+    if hist:
+        st.plotly_chart(figures.loss_curves(hist), key=f"final_loss_{job.id}")
+    if not sets:
+        return
+    st.subheader("Synthetic images (one row per class)")
+    cols = st.columns(len(sets))
+    for col, (m, s) in zip(cols, sets.items()):
+        imgs = s.to_uint8().numpy()
+        labels = s.labels.numpy()
+        order = np.argsort(labels, kind="stable")
+        ipc = int(np.bincount(labels).max())
+        with col:
+            st.markdown(f"**{m}** · final loss {s.final_loss:.4g}")
+            grid = figures.tile_images(imgs[order], ncols=ipc, scale=3 if ipc <= 3 else 2)
+            st.image(grid, width="content")
+            st.download_button(f"{m} grid (PNG)", figures.png_bytes(grid), f"{m}_grid.png", "image/png",
+                               key=f"png_{job.id}_{m}")
+
+
+def draw() -> None:
+    """Draw the page."""
+    s = state.current()
+    st.title("Distill")
+    if pipeline.distill_module() is None:
+        state.building("Distillation", "distill")
+        return
+    pair = state.require_dataset(s)
+    if pair is None:
+        return
+    train, test = pair
+    st.caption(f"{s.dataset} at conflict ratio {s.ratio:.1%}, seed {s.seed}. "
+               + ("Tiny mode: iterations and evaluation shrunk. " if state.tiny() else ""))
+    busy = jobs.registry().running("distill")
+    choice = form(train)
+    if choice is not None:
+        if busy:
+            st.warning(f"A run is already going ({busy[0].label}); cancel it or wait (2 CPU cores).", icon=":material/hourglass_top:")
+        else:
+            try:
+                job = pipeline.start(s, train, test, choice)
+                st.session_state["distill_job"] = job.id
+            except state.DDAuditError as exc:
+                state.show_error(exc, "Could not start: ")
+    job = current_job()
+    if job is None:
+        st.caption("No run yet: choose settings and press Start.")
+        return
+    st.divider()
+    st.markdown(f"**{job.label}**")
+    if not job.done:
+        live(job.id)
+    elif job.status == "finished":
+        show_result(job)
+    else:
+        problem, fix = jobs.error_text(job)
+        if job.status == "cancelled":
+            st.warning(f"{problem}\n\n**Next:** {fix or 'start it again to resume from its checkpoint'}", icon=":material/stop_circle:")
+        else:
+            st.error(f"{problem}\n\n**Fix:** {fix}", icon=":material/error:")
+
+
+state.guarded(draw)

@@ -1,0 +1,263 @@
+"""Embeddings page: UMAP of SupCon embeddings, live KDE weights, diagnostics and a selection grid."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages import figures, jobs, pipeline, state
+
+COLOUR_BY = ("class", "attribute", "aligned / conflicting", "KDE density", "KDE weight")
+QUICK_SELECT = ("map selection (lasso / box)", "all conflicting", "50 highest weights", "50 lowest weights")
+TEMPERATURES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+GRID_MAX = 60
+
+
+def modules() -> tuple[Any | None, Any | None, Any | None]:
+    """(embed, density, projection) engine modules, or None for each that has not landed."""
+    return (state.engine_module("embed", "get_embeddings"),
+            state.engine_module("density", "kde_weights", "kde_log_density", "weight_diagnostics",
+                                "suggest_kernel_variance"),
+            state.engine_module("projection", "umap_map"))
+
+
+def map_key(s: state.Settings) -> str:
+    """Job key of the embeddings (+ UMAP map once engine/projection.py exists) for these settings."""
+    umap = "umap" if modules()[2] is not None else "no-umap"
+    return f"map|{s.dataset}|{s.ratio}|{s.seed}|{state.embed_preset_name()}|{state.map_points()}|{umap}"
+
+
+def start_map_job(s: state.Settings, train) -> jobs.Job:
+    """Embeddings (cached by the engine) + UMAP + suggested kernel variance, in the background."""
+    embed, density, projection = modules()
+    preset = state.embed_preset()
+    max_points = state.map_points()
+
+    def target(progress: jobs.Progress, should_stop: jobs.ShouldStop) -> dict:
+        from engine.device import pick_device
+        z = embed.get_embeddings(train, preset=preset, seed=s.seed, device=pick_device(), progress=progress)
+        z = z.detach().float().cpu()
+        row_ids, coords = None, None
+        if projection is not None:
+            progress({"stage": "umap", "step": 0, "total": 1})
+            row_ids, coords, _ = projection.umap_map(z, train.targets, train.aligned, max_points, s.seed)
+            row_ids, coords = np.asarray(row_ids, dtype=np.int64), np.asarray(coords, dtype=float)
+            progress({"stage": "umap", "step": 1, "total": 1})
+        s2 = density.suggest_kernel_variance(z, train.targets)
+        return {"z": z, "row_ids": row_ids, "coords": coords, "suggested": float(s2)}
+
+    return jobs.registry().submit(map_key(s), "map", f"embeddings + UMAP of {s.dataset}", target,
+                                  config={"dataset": s.dataset, "ratio": s.ratio, "seed": s.seed})
+
+
+@st.fragment(run_every=1.0)
+def job_progress(key: str) -> None:
+    """Progress of the map job; reruns the page when it is done."""
+    job = jobs.registry().get(key)
+    if job is None:
+        return
+    if job.done:
+        st.rerun()
+    info = job.latest
+    stage = pipeline.stage_label(info.get("stage", "starting"))
+    frac = job.fraction()
+    text = f"{stage}: step {info.get('step', 0)} of {info.get('total', '?')}" if frac is not None else f"{stage}..."
+    if "loss" in info and isinstance(info["loss"], (int, float)):
+        text += f" · loss {info['loss']:.4g}"
+    st.progress(frac or 0.0, text=f"{text} · {job.elapsed():.0f} s")
+    st.caption("Training the SupCon surrogate and the UMAP map; other pages stay usable meanwhile. "
+               "Both are cached: next time this is instant.")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def log_density_for(key: str, s2: float, _z, _labels) -> np.ndarray:
+    """Per-class KDE log-densities for one kernel variance (cached; independent of the temperature)."""
+    _, density, _ = modules()
+    return density.kde_log_density(_z, _labels, s2).detach().cpu().numpy().astype(float)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def weights_for(key: str, s2: float, temperature: float, _z, _labels, _aligned) -> dict:
+    """KDE log-densities, weights and diagnostics for one kernel variance and temperature (cached)."""
+    _, density, _ = modules()
+    w = density.kde_weights(_z, _labels, s2, temperature)
+    diag = density.weight_diagnostics(w, _labels, _aligned)
+    return {"log_density": log_density_for(key, s2, _z, _labels),
+            "weights": w.detach().cpu().numpy().astype(float), "diagnostics": diag}
+
+
+def kernel_variance_options(suggested: float) -> list[float]:
+    """Log-spaced kernel variances around the suggested one (1/100 x .. 10 x)."""
+    return [float(f"{suggested * 10 ** (k / 6):.3g}") for k in range(-12, 7)]
+
+
+def controls(key: str, suggested: float) -> tuple[str, float, float]:
+    """Colour-by, kernel variance and temperature widgets."""
+    opts = kernel_variance_options(suggested)
+    mid = opts[12]
+    c1, c2, c3 = st.columns([2, 2, 1.2])
+    colour = c1.radio("Colour by", COLOUR_BY, index=4, horizontal=True, key="emb_colour")
+    s2 = c2.select_slider("Kernel variance s² (log scale)", options=opts, value=mid, key=f"emb_s2|{key}",
+                          format_func=lambda v: f"{v:.3g}" + (" (suggested)" if v == mid else ""),
+                          help="Gaussian KDE variance on the L2-normalised embeddings. Small: every sample "
+                               "its own bump; large: one smooth blob per class.")
+    temp = c3.select_slider("Temperature T", options=TEMPERATURES, value=1.0, key="emb_temperature",
+                            help="w ∝ f^(-1/T): T = 1 is plain inverse density, large T tends to uniform.")
+    state.set_kde_choice(state.current(), s2, temp)
+    return colour, s2, temp
+
+
+def colour_values(colour: str, train, rows: np.ndarray, wres: dict) -> dict:
+    """Arguments for figures.embedding_scatter for the chosen colouring."""
+    if colour == "class":
+        return dict(values=train.targets.numpy()[rows], kind="categorical", label="class",
+                    categories=list(train.class_names))
+    if colour == "attribute":
+        return dict(values=train.attributes.numpy()[rows], kind="categorical", label="attribute",
+                    categories=list(train.attribute_names))
+    if colour == "aligned / conflicting":
+        return dict(values=(~train.aligned.numpy()[rows]).astype(int), kind="categorical", label="sample",
+                    categories=["aligned", "conflicting"])
+    if colour == "KDE density":
+        return dict(values=wres["log_density"][rows], kind="continuous", label="log KDE density")
+    rel = figures.relative_weights(wres["weights"], train.targets.numpy())
+    return dict(values=rel[rows], kind="continuous", label="weight × class size", log_colour=True)
+
+
+def diagnostics_panel(train, wres: dict) -> None:
+    """Conflict weight mass, ESS and the weight histogram."""
+    d = wres["diagnostics"]
+    n = int(d.get("n", len(train)))
+    frac, mass = float(d["conflict_fraction"]), float(d["conflict_weight_mass"])
+    ess = float(d["effective_sample_size"])
+    c1, c2 = st.columns(2)
+    c1.metric("conflict weight mass", f"{mass:.1%}", f"{mass / frac:.1f}× count share" if frac > 0 else None,
+              delta_color="off", delta_arrow="off",
+              help=f"Share of the total weight that the bias-conflicting samples receive; by count they are "
+                   f"{frac:.2%} of the training set.")
+    c2.metric("effective sample size", f"{ess:,.0f}", f"{ess / max(1, n):.0%} of {n:,}", delta_color="off",
+              delta_arrow="off",
+              help="Kish ESS (Σw)²/Σw² of the weights: how many equally weighted samples they are worth.")
+    st.plotly_chart(figures.weight_histogram(wres["weights"], train.targets.numpy(), train.aligned.numpy()),
+                    key="emb_hist")
+    with st.expander("Per class"):
+        per = pd.DataFrame(d.get("per_class", []))
+        if len(per):
+            per["class"] = [train.class_names[c] for c in per["class"]]
+            ess_pc = d.get("effective_sample_size_per_class")
+            if ess_pc and len(ess_pc) == len(per):
+                per["ESS"] = np.round(ess_pc, 1)
+            st.dataframe(per.set_index("class").style.format(
+                {"conflict_fraction": "{:.1%}", "conflict_weight_mass": "{:.1%}"}))
+
+
+def selected_rows(event, row_ids: np.ndarray, train, wres: dict, mode: str) -> np.ndarray:
+    """Training-row ids picked by the map selection or a quick selection."""
+    if mode == "all conflicting":
+        return np.flatnonzero(~train.aligned.numpy())
+    if mode == "50 highest weights":
+        rel = figures.relative_weights(wres["weights"], train.targets.numpy())
+        return np.sort(np.argsort(-rel, kind="stable")[:50])
+    if mode == "50 lowest weights":
+        rel = figures.relative_weights(wres["weights"], train.targets.numpy())
+        return np.sort(np.argsort(rel, kind="stable")[:50])
+    try:
+        pos = list(event.selection.point_indices) if event is not None else []
+    except (AttributeError, KeyError):
+        pos = []
+    pos = [p for p in pos if 0 <= p < len(row_ids)]
+    return np.asarray(row_ids[pos], dtype=np.int64)
+
+
+def selection_panel(rows: np.ndarray, train, wres: dict) -> None:
+    """The selected images in a grid with class, attribute, density and weight; ids as CSV."""
+    if len(rows) == 0:
+        st.caption("Draw a lasso or a box on the map (toolbar top right of the map) to see those images here.")
+        return
+    rel = figures.relative_weights(wres["weights"], train.targets.numpy())
+    df = pd.DataFrame({
+        "row_id": rows,
+        "class": [train.class_names[c] for c in train.targets.numpy()[rows]],
+        "attribute": [train.attribute_names[a] for a in train.attributes.numpy()[rows]],
+        "aligned": train.aligned.numpy()[rows],
+        "log_density": wres["log_density"][rows],
+        "weight": wres["weights"][rows],
+        "weight_x_class_size": rel[rows],
+    })
+    n_conf = int((~df["aligned"]).sum())
+    st.subheader(f"Selection: {len(rows)} images ({n_conf} conflicting)")
+    shown = rows[:GRID_MAX]
+    imgs = [img.transpose(1, 2, 0) for img in train.images.numpy()[shown]]
+    caps = [f"{c}·{a[:6]} w×n {w:.2g}" for c, a, w in
+            zip(df["class"][:GRID_MAX], df["attribute"][:GRID_MAX], df["weight_x_class_size"][:GRID_MAX])]
+    st.image(imgs, caption=caps, width=84)
+    st.caption("Caption: class · attribute, then weight × class size (1 = uniform). Row ids, log densities "
+               "and weights are in the table.")
+    if len(rows) > GRID_MAX:
+        st.caption(f"Showing the first {GRID_MAX} of {len(rows)}; the table and CSV hold all of them.")
+    st.dataframe(df.set_index("row_id"), height=240)
+    st.download_button("Download selected ids (CSV)", df.to_csv(index=False).encode(), "selection.csv",
+                       "text/csv", key="emb_csv")
+
+
+def draw() -> None:
+    """Draw the page."""
+    s = state.current()
+    st.title("Embeddings")
+    embed, density, projection = modules()
+    missing = [m for m, mod in (("embed", embed), ("density", density)) if mod is None]
+    if missing:
+        state.building("The embedding map", "` and `engine/".join(missing))
+        return
+    pair = state.require_dataset(s)
+    if pair is None:
+        return
+    train, _ = pair
+    key = map_key(s)
+    job = start_map_job(s, train)
+    if job.status in ("failed", "cancelled"):
+        problem, fix = jobs.error_text(job)
+        st.error(f"Could not build the embedding map: {problem}\n\n**Fix:** {fix}", icon=":material/error:")
+        if st.button("Retry", key="emb_retry"):
+            jobs.registry().forget(key)
+            st.rerun()
+        return
+    if not job.done:
+        job_progress(key)
+        return
+    res = job.result
+    z, labels, aligned = res["z"], train.targets, train.aligned
+    on_map = f"{len(res['row_ids']):,} on the map (every conflicting sample kept)" if res["row_ids"] is not None \
+        else "no map yet"
+    st.caption(f"{len(z):,} SupCon embeddings (dimension {z.shape[1]}), {on_map}. "
+               "Sliders recompute the KDE weights live.")
+    colour, s2, temp = controls(key, res["suggested"])
+    wres = weights_for(key, s2, temp, z, labels, aligned)
+    rows = res["row_ids"]
+    if rows is None:
+        left, right = st.columns([3, 2])
+        with left:
+            state.building("The UMAP map", "projection")
+        with right:
+            diagnostics_panel(train, wres)
+        mode = st.radio("Show", QUICK_SELECT[1:], horizontal=True, key="emb_select_mode_nomap")
+        selection_panel(selected_rows(None, np.zeros(0, np.int64), train, wres, mode), train, wres)
+        return
+    names_c = np.asarray(train.class_names, dtype=object)[labels.numpy()[rows]]
+    names_a = np.asarray(train.attribute_names, dtype=object)[train.attributes.numpy()[rows]]
+    rel = figures.relative_weights(wres["weights"], labels.numpy())[rows]
+    fig = figures.embedding_scatter(res["coords"], rows, hover={"class": names_c, "attribute": names_a,
+                                                                "w×n": np.round(rel, 3)},
+                                    **colour_values(colour, train, rows, wres))
+    left, right = st.columns([3, 2])
+    with left:
+        event = st.plotly_chart(fig, key=f"emb_map|{key}", on_select="rerun", selection_mode=("lasso", "box"))
+    with right:
+        diagnostics_panel(train, wres)
+    mode = st.radio("Show", QUICK_SELECT, horizontal=True, key="emb_select_mode")
+    selection_panel(selected_rows(event, rows, train, wres, mode), train, wres)
+
+
+state.guarded(draw)

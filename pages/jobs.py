@@ -1,0 +1,169 @@
+"""Background jobs: engine work runs in a thread so every page stays usable; one registry per server."""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import streamlit as st
+
+from engine.errors import Cancelled, DDAuditError
+
+Progress = Callable[[dict], None]
+ShouldStop = Callable[[], bool]
+Target = Callable[[Progress, ShouldStop], Any]
+
+MAX_EVENTS = 5000  # progress events kept per job (loss curves); older ones are thinned
+
+
+@dataclass
+class Job:
+    """One unit of background engine work, its progress history and its outcome."""
+
+    key: str
+    kind: str
+    label: str
+    config: dict = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    status: str = "running"  # running | finished | failed | cancelled
+    events: list[dict] = field(default_factory=list)
+    latest: dict = field(default_factory=dict)
+    result: Any = None
+    error: BaseException | None = None
+    detail: str = ""
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def progress(self, info: dict) -> None:
+        """Engine progress callback: keep the event (thread-safe)."""
+        event = dict(info)
+        event.setdefault("time", time.time())
+        with self._lock:
+            self.latest = event
+            self.events.append(event)
+            if len(self.events) > MAX_EVENTS:
+                self.events = self.events[::2]
+
+    def should_stop(self) -> bool:
+        """Engine cancellation callback."""
+        return self._stop.is_set()
+
+    def cancel(self) -> None:
+        """Ask the engine to stop at its next step."""
+        self._stop.set()
+
+    @property
+    def done(self) -> bool:
+        """True once the job finished, failed or was cancelled."""
+        return self.status != "running"
+
+    @property
+    def cancelling(self) -> bool:
+        """Cancel asked for but the engine has not stopped yet."""
+        return self._stop.is_set() and not self.done
+
+    def snapshot(self) -> list[dict]:
+        """A copy of the progress events (safe to read while the job runs)."""
+        with self._lock:
+            return list(self.events)
+
+    def fraction(self) -> float | None:
+        """Progress of the current stage in [0, 1], when the engine reports step/total."""
+        info = self.latest
+        try:
+            step, total = float(info.get("step", 0)), float(info.get("total", 0))
+        except (TypeError, ValueError):
+            return None
+        return min(1.0, max(0.0, step / total)) if total > 0 else None
+
+    def elapsed(self) -> float:
+        """Seconds since the job started (until it ended)."""
+        return (self.ended_at or time.time()) - self.started_at
+
+    def run(self, target: Target) -> None:
+        """Thread body: call the target, record its outcome; never raises."""
+        try:
+            self.result = target(self.progress, self.should_stop)
+            self.status = "finished"
+        except Cancelled as exc:
+            self.error, self.status = exc, "cancelled"
+        except DDAuditError as exc:
+            self.error, self.status = exc, "failed"
+        except Exception as exc:  # shown as st.error with the type; the detail goes to an expander
+            self.error, self.status = exc, "failed"
+            self.detail = traceback.format_exc(limit=8)
+        finally:
+            self.ended_at = time.time()
+
+
+class JobRegistry:
+    """All jobs of this server process, by key; at most one live job per key."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, key: str, kind: str, label: str, target: Target, config: dict | None = None,
+               restart: bool = False) -> Job:
+        """Start `target` in a thread unless a job with this key is running (or finished and not restart)."""
+        with self._lock:
+            old = self._jobs.get(key)
+            if old is not None and (not old.done or (old.status == "finished" and not restart)):
+                return old
+            job = Job(key=key, kind=kind, label=label, config=dict(config or {}))
+            self._jobs[key] = job
+        threading.Thread(target=job.run, args=(target,), name=f"ddaudit-{kind}-{job.id}", daemon=True).start()
+        return job
+
+    def get(self, key: str) -> Job | None:
+        """The job with this key, if any."""
+        return self._jobs.get(key)
+
+    def by_id(self, job_id: str) -> Job | None:
+        """The job with this id, if any."""
+        return next((j for j in self._jobs.values() if j.id == job_id), None)
+
+    def jobs(self, kind: str | None = None) -> list[Job]:
+        """Jobs (of one kind), newest first."""
+        out = [j for j in self._jobs.values() if kind is None or j.kind == kind]
+        return sorted(out, key=lambda j: j.started_at, reverse=True)
+
+    def running(self, kind: str | None = None) -> list[Job]:
+        """Jobs still running (of one kind)."""
+        return [j for j in self.jobs(kind) if not j.done]
+
+    def forget(self, key: str) -> None:
+        """Drop a finished job (e.g. to retry a failed one)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and job.done:
+                del self._jobs[key]
+
+    def wait(self, key: str, timeout: float) -> Job | None:
+        """Block until the job is done or the timeout passes (tests)."""
+        end = time.time() + timeout
+        job = self.get(key)
+        while job is not None and not job.done and time.time() < end:
+            time.sleep(0.05)
+        return job
+
+
+@st.cache_resource(show_spinner=False)
+def registry() -> JobRegistry:
+    """The one job registry of this server (shared by sessions and pages)."""
+    return JobRegistry()
+
+
+def error_text(job: Job) -> tuple[str, str]:
+    """(problem, fix) for a failed or cancelled job."""
+    exc = job.error
+    if isinstance(exc, DDAuditError):
+        return exc.problem, exc.fix or ""
+    if exc is None:
+        return "unknown failure", "try again"
+    return f"{type(exc).__name__}: {exc}", "try smaller settings or another preset; report it if it persists"

@@ -1,0 +1,143 @@
+"""Results page: per-method metrics, class x attribute accuracy heatmaps on one scale, bars, downloads."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from engine import data
+from pages import figures, jobs, pipeline, state
+
+
+def is_audit(metrics: object) -> bool:
+    """True for an audit result: methods with an accuracy each."""
+    return isinstance(metrics, dict) and isinstance(metrics.get("methods"), dict) and any(
+        isinstance(v, dict) and "accuracy" in v for v in metrics["methods"].values())
+
+
+def sources() -> dict[str, tuple[str, str]]:
+    """Label -> (kind, handle) for every audit result available: this server's jobs and the run store."""
+    out: dict[str, tuple[str, str]] = {}
+    for job in jobs.registry().jobs("distill"):
+        res = job.result or {}
+        if job.status == "finished" and is_audit(res.get("audit")):
+            out[f"this session: {job.label}"] = ("job", job.id)
+    store_mod = pipeline.store_module()
+    if store_mod is not None:
+        known_runs = {jobs.registry().by_id(h).result.get("run_id") for k, h in out.values()}
+        for r in store_mod.RunStore().list(status="finished"):
+            met = r.get("metrics") or {}
+            if r["id"] in known_runs or not any(k.startswith("methods.") and k.endswith(".accuracy") for k in met):
+                continue
+            cfg = r.get("config") or {}
+            out[f"run {r['id']} ({cfg.get('dataset', '?')} @ {cfg.get('conflict_ratio', '?')}, {r['created']})"] = \
+                ("run", r["id"])
+    return out
+
+
+def load(kind: str, handle: str) -> tuple[dict, Path | None]:
+    """The audit result dict and the run folder (for grids) of a source."""
+    if kind == "job":
+        job = jobs.registry().by_id(handle)
+        res = job.result or {}
+        run_dir = res.get("run_dir")
+        return res["audit"], Path(run_dir) if run_dir else None
+    info = pipeline.store_module().RunStore().get(handle)
+    return info.get("metrics") or {}, Path(info["dir"])
+
+
+def names(res: dict) -> tuple[list[str], list[str]]:
+    """Class and attribute names of the result's dataset."""
+    spec = data.REGISTRY.get(res.get("dataset", ""))
+    if spec is not None:
+        return list(spec.class_names), list(spec.attribute_names)
+    mat = next((np.asarray(v.get("group_accuracy") or [[]], dtype=object) for v in res["methods"].values()
+                if isinstance(v, dict)), np.zeros((0, 0)))
+    return [str(i) for i in range(mat.shape[0])], [str(j) for j in range(mat.shape[1] if mat.ndim == 2 else 0)]
+
+
+def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
+    """Everything about one audit result."""
+    classes, attrs = names(res)
+    ratio = res.get("conflict_ratio")
+    st.markdown(f"**{res.get('dataset', '?')}** · conflict ratio "
+                f"{f'{ratio:.1%}' if isinstance(ratio, (int, float)) else '?'} · "
+                f"{str(res.get('algorithm', '')).upper()} · IPC {res.get('ipc', '?')} · preset {res.get('preset', '?')}"
+                + (f" · {res['seconds']:.0f} s" if isinstance(res.get("seconds"), (int, float)) else ""))
+    head = st.columns(3)
+    pa = res.get("probe_accuracy")
+    head[0].metric("attribute probe accuracy", f"{pa:.1f}%" if isinstance(pa, (int, float)) else "–",
+                   help="How well the probe that labels synthetic images predicts the bias attribute on the test set.")
+    ras = res.get("real_aligned_share")
+    head[1].metric("real aligned share", f"{ras:.1f}%" if isinstance(ras, (int, float)) else "–",
+                   help="Share of real training images whose attribute is their class's aligned one.")
+    w = res.get("weights") or {}
+    if isinstance(w.get("conflict_weight_mass"), (int, float)):
+        head[2].metric("KDE conflict weight mass", f"{w['conflict_weight_mass']:.1%}",
+                       help=f"kernel variance {w.get('kernel_variance', '?'):.3g}, temperature "
+                            f"{w.get('temperature', '?')}" if isinstance(w.get("kernel_variance"), (int, float))
+                       else None)
+    df = figures.metrics_frame(res)
+    st.subheader("Metrics per method (%)")
+    st.dataframe(df.style.format("{:.1f}", na_rep="–"), key=f"res_table_{key}")
+    st.caption("Accuracies on the balanced test set; DEO = spread of accuracy across attributes within a class "
+               "(max: DEO_M, mean: DEO_A; lower is fairer); synthetic aligned share = how many synthetic images the "
+               "attribute probe sees as their class's aligned attribute (amplification when above the real share).")
+    group = {m: figures.group_matrix((v or {}).get("group_accuracy"), len(classes), len(attrs))
+             for m, v in res["methods"].items() if isinstance(v, dict) and (v or {}).get("group_accuracy") is not None}
+    if group:
+        st.plotly_chart(figures.accuracy_heatmaps(group, classes, attrs), key=f"res_heat_{key}")
+    b1, b2 = st.columns(2)
+    b1.plotly_chart(figures.metrics_bars(df), key=f"res_bars_{key}")
+    b2.plotly_chart(figures.aligned_share_bars(df), key=f"res_share_{key}")
+    found = {p.parent.name: p for p in run_dir.glob("*/grid.png")} if run_dir and run_dir.is_dir() else {}
+    grids = {m: found[m] for m in figures.ordered_methods(list(found))}
+    if grids:
+        st.subheader("Synthetic sets")
+        cols = st.columns(len(grids))
+        for col, (m, p) in zip(cols, grids.items()):
+            col.image(str(p), caption=m, width="content")
+    st.subheader("Downloads")
+    d1, d2, d3, d4 = st.columns(4)
+    d1.download_button("Metrics (CSV)", df.to_csv().encode(), "metrics.csv", "text/csv", key=f"dl_csv_{key}")
+    d2.download_button("Full results (JSON)", json.dumps(res, indent=2, default=str).encode(), "results.json",
+                       "application/json", key=f"dl_json_{key}")
+    if group:
+        d3.download_button("Heatmaps (PNG)", figures.heatmaps_png(group, classes, attrs), "group_accuracy.png",
+                           "image/png", key=f"dl_png_{key}")
+    for m, p in list(grids.items())[:1]:
+        d4.download_button(f"{m} synthetic grid (PNG)", p.read_bytes(), f"{m}_grid.png", "image/png",
+                           key=f"dl_grid_{key}")
+
+
+def draw() -> None:
+    """Draw the page."""
+    st.title("Results")
+    if pipeline.audit_module() is None:
+        state.building("Evaluation and the bias audit", "audit")
+        return
+    src = sources()
+    if not src:
+        st.info("No evaluated run yet: start one on the Distill page with “Evaluate + audit” ticked.", icon=":material/info:")
+        return
+    labels = list(src)
+    wanted = st.session_state.pop("results_run", None)
+    if wanted is not None:
+        match = [lab for lab, (k, h) in src.items() if h == wanted]
+        if match:
+            st.session_state["res_source"] = match[0]
+    if st.session_state.get("res_source") not in labels:
+        st.session_state["res_source"] = labels[0]
+    label = st.selectbox("Results of", labels, key="res_source")
+    kind, handle = src[label]
+    res, run_dir = load(kind, handle)
+    if not is_audit(res):
+        st.error("This run holds no evaluation results.\n\n**Fix:** pick another run, or run it again with "
+                 "“Evaluate + audit” ticked.", icon=":material/error:")
+        return
+    draw_result(res, run_dir, handle)
+
+
+state.guarded(draw)

@@ -1,0 +1,111 @@
+"""Runs page: earlier runs from the run store; pick two or more to compare."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pages import figures, pipeline, state
+
+
+def run_table(rows: list[dict]) -> pd.DataFrame:
+    """One line per run: id, kind, status, when, dataset, ratio, methods and headline accuracies."""
+    out = []
+    for r in rows:
+        cfg, met = r.get("config") or {}, r.get("metrics") or {}
+        line = {"id": r["id"], "kind": r["kind"], "status": r["status"], "created": r.get("created", ""),
+                "dataset": cfg.get("dataset"), "ratio": cfg.get("conflict_ratio"),
+                "methods": ", ".join(cfg.get("methods", [])) if isinstance(cfg.get("methods"), list) else None,
+                "ipc": cfg.get("ipc", (cfg.get("distill") or {}).get("ipc") if isinstance(cfg.get("distill"), dict)
+                               else None)}
+        for k, v in met.items():
+            if k.startswith("methods.") and k.endswith((".accuracy", ".conflicting_accuracy")) and v is not None:
+                _, m, metric = k.split(".", 2)
+                line[f"{m} {'acc' if metric == 'accuracy' else 'conf. acc'}"] = v
+        if r.get("error"):
+            line["error"] = r["error"]
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def grids(run_dir: Path) -> dict[str, Path]:
+    """Synthetic grid PNGs of a run folder, by method."""
+    found = {p.parent.name: p for p in run_dir.glob("*/grid.png")}
+    return {m: found[m] for m in figures.ordered_methods(list(found))}
+
+
+def compare(store, ids: list[str]) -> None:
+    """Side by side: differing settings, metrics, and the synthetic grids."""
+    cmp = store.compare(ids)
+    if cmp["config_diff"]:
+        st.markdown("**Settings that differ**")
+        st.dataframe(pd.DataFrame(cmp["config_diff"]).T.astype(str))
+    with st.expander("Settings they share"):
+        st.json(cmp["config_same"], expanded=False)
+    frames = {}
+    for i in ids:
+        info = store.get(i)
+        if isinstance(info.get("metrics"), dict) and info["metrics"].get("methods"):
+            df = figures.metrics_frame(info["metrics"])
+            if df.notna().any().any() and "accuracy" in df and df["accuracy"].notna().any():
+                frames[i] = df
+    if frames:
+        st.plotly_chart(figures.runs_comparison(frames), key="runs_cmp_bars")
+        big = pd.concat(frames, names=["run", "method"])
+        st.dataframe(big.style.format("{:.1f}", na_rep="–"))
+    metric_rows = {k: v for k, v in cmp["metrics"].items() if not k.endswith("group_accuracy")}
+    if metric_rows:
+        with st.expander("Every headline metric"):
+            st.dataframe(pd.DataFrame(metric_rows).T.astype(str))
+    st.markdown("**Synthetic sets** (one row per class)")
+    for i in ids:
+        found = grids(Path(store.get(i)["dir"]))
+        if not found:
+            continue
+        st.caption(i)
+        for col, (m, p) in zip(st.columns(max(3, len(found))), found.items()):
+            col.image(str(p), caption=m, width="content")
+
+
+def draw() -> None:
+    """Draw the page."""
+    st.title("Runs")
+    store_mod = pipeline.store_module()
+    if store_mod is None:
+        state.building("The run store", "store")
+        return
+    store = store_mod.RunStore()
+    rows = store.list()
+    st.caption(f"{len(rows)} run(s) under {store.root}. Identical requests reuse a finished run.")
+    if not rows:
+        st.info("No runs yet: start one on the Distill page.", icon=":material/info:")
+        return
+    df = run_table(rows)
+    st.dataframe(df.set_index("id"), key="runs_table")
+    ids = [r["id"] for r in rows]
+    picked = st.multiselect("Compare runs (pick two or more)", ids, default=ids[:2] if len(ids) >= 2 else ids,
+                            key="runs_pick")
+    c1, c2, c3 = st.columns(3)
+    if len(picked) == 1:
+        if c1.button("Show in Results", key="runs_to_results"):
+            st.session_state["results_run"] = picked[0]
+            st.switch_page("pages/results.py")
+        with c2.popover("Remove this run"):
+            st.write(f"Delete {picked[0]} and its files?")
+            if st.button("Yes, remove", key="runs_rm", type="primary"):
+                store.remove(picked[0])
+                st.rerun()
+        with c3:
+            info = store.get(picked[0])
+            st.download_button("Run metrics (JSON)", json.dumps(info.get("metrics", {}), indent=2).encode(),
+                               f"{picked[0]}.json", "application/json", key="runs_json")
+    if len(picked) >= 2:
+        compare(store, picked)
+    elif len(picked) == 1:
+        compare(store, picked)
+        st.caption("Pick a second run to compare.")
+
+
+state.guarded(draw)

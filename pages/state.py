@@ -1,0 +1,220 @@
+"""Shared sidebar, session settings and cached engine calls used by every page."""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import streamlit as st
+
+from engine import data
+from engine.errors import DDAuditError
+
+APP_MARKER = "_ddaudit_app"      # set by app.py on every run, consumed by the page it runs
+DEEP_LINK = "_ddaudit_deep_link"  # a page asked for before app.py ever ran in this session
+DEFAULT_RATIO = 0.05
+RATIO_CHOICES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+# How to get each data source (dataset_status says only whether it is there).
+HOW_TO_GET = {
+    "sklearn-digits": "bundled with scikit-learn: always available",
+    "mnist": "put the four MNIST IDX files under DIR/MNIST/raw and start the app with DDAUDIT_DATA=DIR, "
+             "or run once with network access (torchvision downloads them)",
+    "fashion-mnist": "apt-get install dataset-fashion-mnist, or put the four Fashion-MNIST IDX files under "
+                     "DIR/FashionMNIST/raw and start the app with DDAUDIT_DATA=DIR",
+    "cifar10": "put cifar-10-batches-bin (or cifar-10-batches-py) under DIR and start the app with "
+               "DDAUDIT_DATA=DIR, or run once with network access",
+    "bffhq": "put the published BFFHQ folders (align/conflict/valid/test) under DIR/bffhq and start the "
+             "app with DDAUDIT_DATA=DIR",
+}
+
+
+def tiny() -> bool:
+    """DDAUDIT_TINY=1 shrinks every engine setting the UI chooses (tests, demos)."""
+    return os.environ.get("DDAUDIT_TINY", "") not in ("", "0", "false", "False")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the sidebar chose: the dataset, its conflict ratio and the seed."""
+
+    dataset: str
+    ratio: float
+    seed: int
+
+
+def show_error(exc: BaseException, what: str = "") -> None:
+    """One st.error with the problem and its fix; never a traceback."""
+    if isinstance(exc, DDAuditError):
+        msg = f"{what}{exc.problem}" + (f"\n\n**Fix:** {exc.fix}" if exc.fix else "")
+    else:
+        msg = (f"{what}unexpected error: {type(exc).__name__}: {exc}\n\n**Fix:** try other settings; "
+               "if it persists, report it with these settings")
+    st.error(msg, icon=":material/error:")
+
+
+def engine_module(name: str, *needed: str) -> Any | None:
+    """Import engine.<name> if it exists and exposes `needed`, else None (feature still being built)."""
+    try:
+        mod = importlib.import_module(f"engine.{name}")
+    except ImportError:
+        return None
+    if not all(hasattr(mod, attr) for attr in needed):
+        return None
+    return mod
+
+
+def building(feature: str, module: str) -> None:
+    """The honest placeholder for a feature whose engine module has not landed yet."""
+    st.info(f"{feature} is being built: it appears here as soon as `engine/{module}.py` lands.", icon=":material/construction:")
+
+
+@st.cache_data(show_spinner=False)
+def statuses() -> dict[str, dict]:
+    """dataset_status for every registered dataset (cheap; cached per session start)."""
+    out = {}
+    for name in data.REGISTRY:
+        try:
+            out[name] = data.dataset_status(name)
+        except DDAuditError as exc:
+            out[name] = {"name": name, "available": False, "source": exc.problem}
+    return out
+
+
+def how_to_get(name: str) -> str:
+    """The instructions that make a dataset available."""
+    return HOW_TO_GET.get(data.REGISTRY[name].source_name, "see docs/DATASETS.md")
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def load_pair(name: str, ratio: float, seed: int) -> tuple[data.BiasedSplit, data.BiasedSplit]:
+    """Cached (train, test) splits; shared read-only across sessions."""
+    return data.load_pair(name, ratio, seed)
+
+
+def device_label() -> str:
+    """The compute device, in words (or why it cannot be used)."""
+    from engine import device
+    try:
+        return device.describe(device.pick_device())
+    except DDAuditError as exc:
+        return f"unusable: {exc.problem}"
+
+
+def _keep(name: str) -> None:
+    """Copy a sidebar widget's value into its persistent session key (survives page switches)."""
+    st.session_state[name] = st.session_state[f"sb_{name}"]
+
+
+def sidebar() -> Settings:
+    """Draw the shared sidebar and return the chosen settings."""
+    stat = statuses()
+    names = list(data.REGISTRY)
+    ss = st.session_state
+    ss.setdefault("dataset", data.DEFAULT_DATASET)
+    ss.setdefault("ratio", DEFAULT_RATIO)
+    ss.setdefault("seed", 0)
+    for name in ("dataset", "ratio", "seed"):  # widgets start from the persistent values
+        ss[f"sb_{name}"] = ss[name]
+    with st.sidebar:
+        st.markdown("### ddaudit")
+        st.caption("Bias amplification in dataset distillation")
+        st.selectbox("Dataset", names, key="sb_dataset", on_change=_keep, args=("dataset",),
+                     format_func=lambda n: n if stat[n]["available"] else f"{n} (not available)",
+                     help="Biased benchmarks; colored-digits always works offline.")
+        st.select_slider("Conflict ratio", options=RATIO_CHOICES, key="sb_ratio", on_change=_keep, args=("ratio",),
+                         format_func=lambda r: f"{r:.1%}",
+                         help="Fraction of training images whose attribute conflicts with their class.")
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="sb_seed", on_change=_keep,
+                        args=("seed",))
+        st.caption(f"Device: {device_label()}")
+        if tiny():
+            st.caption("Tiny mode (DDAUDIT_TINY=1): engine settings shrunk for tests.")
+    return Settings(ss["dataset"], float(ss["ratio"]), int(ss["seed"]))
+
+
+def current() -> Settings:
+    """The settings chosen in the sidebar (defaults before the sidebar ran)."""
+    ss = st.session_state
+    return Settings(ss.get("dataset", data.DEFAULT_DATASET), float(ss.get("ratio", DEFAULT_RATIO)),
+                    int(ss.get("seed", 0)))
+
+
+def require_dataset(s: Settings) -> tuple[data.BiasedSplit, data.BiasedSplit] | None:
+    """The splits of the chosen dataset, or an st.error saying how to get it (None)."""
+    stat = statuses().get(s.dataset, {})
+    if not stat.get("available", False):
+        st.error(f"Dataset **{s.dataset}** is not available on this machine ({stat.get('source', 'unknown')}).\n\n"
+                 f"**Fix:** {how_to_get(s.dataset)}; or pick colored-digits in the sidebar.", icon=":material/error:")
+        return None
+    try:
+        with st.spinner(f"Loading {s.dataset} (conflict ratio {s.ratio:.1%}, seed {s.seed})..."):
+            return load_pair(s.dataset, s.ratio, s.seed)
+    except DDAuditError as exc:
+        show_error(exc, f"Could not load {s.dataset}: ")
+        return None
+
+
+def through_app(page: str) -> None:
+    """Send a page run outside app.py's navigation back through app.py (keeping the page).
+
+    Streamlit treats a folder named pages/ next to the entry point as a legacy multipage app until
+    st.navigation has run once in the process, so the very first request of a fresh server for a
+    deep link such as /embeddings would run the page alone, without the shared sidebar.
+    """
+    if st.session_state.get(APP_MARKER):
+        st.session_state[APP_MARKER] = False  # app.py sets it again on its next run
+        return
+    from streamlit.runtime.pages_manager import PagesManager
+    PagesManager.uses_pages_directory = False
+    st.session_state[DEEP_LINK] = page
+    st.switch_page("app.py")
+
+
+def guarded(fn: Callable[[], None]) -> None:
+    """Run a page body; any error becomes an st.error instead of a traceback."""
+    through_app(os.path.splitext(os.path.basename(fn.__code__.co_filename))[0])
+    try:
+        fn()
+    except DDAuditError as exc:
+        show_error(exc)
+    except Exception as exc:  # the UI never shows a traceback (st.stop/st.rerun are BaseExceptions)
+        show_error(exc)
+
+
+# --------------------------------------------------------------------------- engine settings chosen by the UI
+
+TINY_EMBED = {"steps": 3, "batch_size": 32, "width": 8, "hidden_dim": 32, "dim": 16, "max_train": 400}
+
+
+def embed_preset_name() -> str:
+    """Name of the embedding preset the UI uses ('tiny' = quick shrunk for tests)."""
+    return "tiny" if tiny() else "quick"
+
+
+def embed_preset() -> Any:
+    """The preset passed to engine.embed: 'quick', or in tiny mode the quick preset with tiny sizes."""
+    if not tiny():
+        return "quick"
+    embed = engine_module("embed", "with_overrides")
+    return embed.with_overrides("quick", **TINY_EMBED) if embed is not None else "quick"
+
+
+def map_points() -> int:
+    """Cap on the points of the UMAP map."""
+    return 600 if tiny() else 5000
+
+
+def set_kde_choice(s: Settings, kernel_variance: float, temperature: float) -> None:
+    """Remember the Embeddings page's KDE knobs for these settings (the Distill page's kde method uses them)."""
+    st.session_state["kde_choice"] = {"settings": (s.dataset, s.ratio, s.seed),
+                                      "kernel_variance": float(kernel_variance), "temperature": float(temperature)}
+
+
+def kde_choice(s: Settings) -> tuple[float | None, float]:
+    """(kernel variance or None = engine's suggestion, temperature) chosen on the Embeddings page for s."""
+    c = st.session_state.get("kde_choice") or {}
+    if tuple(c.get("settings", ())) != (s.dataset, s.ratio, s.seed):
+        return None, 1.0
+    return c["kernel_variance"], c["temperature"]

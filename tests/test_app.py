@@ -1,0 +1,234 @@
+"""AppTest for every page of the dashboard at tiny engine settings (real engine, tiny sizes: DDAUDIT_TINY=1)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from streamlit.runtime.pages_manager import PagesManager
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEGACY_INIT = PagesManager.__init__
+APP = os.path.join(ROOT, "app.py")
+
+
+@pytest.fixture(autouse=True)
+def _tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DDAUDIT_TINY", "1")
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _navigation_like_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AppTest re-detects the pages/ folder as a legacy multipage app on every run; a real server stops
+    doing so once app.py's st.navigation ran (and pages.state.through_app covers the first request).
+    Make every AppTest run behave like the server does from then on: app.py is always the entry point."""
+    original = LEGACY_INIT
+
+    def init(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def open_page(page: str | None = None, timeout: float = 180) -> AppTest:
+    """Run the app, optionally switch to pages/<page>.py, and return the AppTest."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    return at
+
+
+def ok(at: AppTest) -> None:
+    """No exception element and no st.error on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def wait_jobs(timeout: float = 400) -> None:
+    """Wait until every background job of the registry is done."""
+    from pages import jobs
+    reg = jobs.registry()
+    for job in reg.jobs():
+        reg.wait(job.key, timeout)
+        assert job.done, f"job {job.label} still running after {timeout} s"
+        assert job.status == "finished", (job.label, job.status, job.error)
+
+
+def metric(at: AppTest, label: str) -> str:
+    """The value of the metric with this label."""
+    return next(m for m in at.metric if m.label == label).value
+
+
+# --------------------------------------------------------------------------- Dataset + sidebar
+
+def test_dataset_page_default() -> None:
+    at = open_page()
+    ok(at)
+    assert at.title[0].value == "Dataset"
+    assert metric(at, "conflicting (train)") == "70"  # colored-digits at 5%: exact per-class rounding
+    assert metric(at, "training images") == "1,442"
+    assert at.sidebar.selectbox(key="sb_dataset").value == "colored-digits"
+    assert any("Device: cpu" in c.value for c in at.sidebar.caption)
+    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("image")) == 2
+
+
+def test_sidebar_ratio_changes_counts() -> None:
+    at = open_page()
+    at.sidebar.select_slider(key="sb_ratio").set_value(0.01).run()
+    ok(at)
+    assert int(metric(at, "conflicting (train)")) < 70
+
+
+def test_unavailable_dataset_says_how_to_get_it() -> None:
+    from engine import data
+    missing = [n for n in data.REGISTRY if not data.dataset_status(n)["available"]]
+    if not missing:
+        pytest.skip("every dataset is available on this machine")
+    at = open_page()
+    options = at.sidebar.selectbox(key="sb_dataset").options
+    assert f"{missing[0]} (not available)" in options
+    at.sidebar.selectbox(key="sb_dataset").set_value(missing[0]).run()
+    assert not at.exception
+    assert at.error and "**Fix:**" in at.error[0].value and "colored-digits" in at.error[0].value
+    for page in ("embeddings", "distill"):  # every page that needs data says the same, no traceback
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception and at.error and "**Fix:**" in at.error[0].value
+
+
+def test_page_run_outside_navigation_goes_through_app() -> None:
+    """A page run alone (legacy pages/ handling of a fresh server) is re-run through app.py: sidebar + state kept."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(PagesManager, "__init__", LEGACY_INIT)
+    try:
+        at = open_page()
+        at.sidebar.select_slider(key="sb_ratio").set_value(0.02).run()
+        at.switch_page("pages/runs.py").run()
+        ok(at)
+        assert at.title[0].value == "Runs"
+        assert at.sidebar.select_slider(key="sb_ratio").value == 0.02
+    finally:
+        mp.undo()
+
+
+# --------------------------------------------------------------------------- Embeddings
+
+def test_embeddings_page_live_weights_and_selection() -> None:
+    at = open_page("embeddings")
+    assert not at.exception
+    wait_jobs()
+    at.run()
+    ok(at)
+    assert at.title[0].value == "Embeddings"
+    mass = metric(at, "conflict weight mass")
+    assert mass.endswith("%")
+    ess = metric(at, "effective sample size")
+    # a smaller kernel variance changes the weights, hence the diagnostics
+    s2 = next(s for s in at.select_slider if s.label.startswith("Kernel variance"))
+    s2.set_value(s2.options[2] if isinstance(s2.options[2], float) else float(s2.options[2].split(" ")[0])).run()
+    ok(at)
+    assert (metric(at, "conflict weight mass"), metric(at, "effective sample size")) != (mass, ess)
+    at.radio(key="emb_colour").set_value("class").run()
+    ok(at)
+    # quick selection: every conflicting sample in the image grid, with a CSV of ids
+    mode_key = "emb_select_mode" if any(r.key == "emb_select_mode" for r in at.radio) else "emb_select_mode_nomap"
+    at.radio(key=mode_key).set_value("all conflicting").run()
+    ok(at)
+    assert any("Selection: 70 images (70 conflicting)" in h.value for h in at.subheader)
+    assert at.get("download_button")
+    assert at.session_state["kde_choice"]["kernel_variance"] > 0  # used by the Distill page's kde method
+
+
+# --------------------------------------------------------------------------- Distill, Results, Runs
+
+def start_run(methods: list[str], evaluate: bool) -> AppTest:
+    """Start a tiny run on the Distill page and wait for it."""
+    at = open_page("distill")
+    ok(at)
+    at.multiselect(key="dst_methods").set_value(methods)
+    at.number_input(key="dst_ipc").set_value(2)
+    at.checkbox(key="dst_evaluate").set_value(evaluate)
+    at.button[0].click()  # the form's submit button
+    at.run()
+    ok(at)
+    wait_jobs()
+    at.run()
+    ok(at)
+    return at
+
+
+def test_distill_page_runs_tiny_distillation() -> None:
+    at = start_run(["vanilla", "fairdd"], evaluate=False)
+    assert at.success, "finished message"
+    assert len(at.get("image")) == 2  # one synthetic grid per method, side by side
+    assert len(at.get("download_button")) == 2
+
+
+def test_distill_refuses_empty_methods() -> None:
+    at = open_page("distill")
+    at.multiselect(key="dst_methods").set_value([])
+    at.button[0].click()
+    at.run()
+    assert not at.exception
+    assert at.error and "Fix" in at.error[0].value
+
+
+def test_results_page_after_tiny_audit() -> None:
+    at = start_run(["vanilla", "kde", "fairdd"], evaluate=True)
+    assert len(at.get("image")) == 3
+    at.switch_page("pages/results.py")
+    at.run()
+    ok(at)
+    assert at.title[0].value == "Results"
+    table = at.dataframe[0].value
+    assert {"vanilla", "kde", "fairdd", "random"} <= set(table.index)
+    assert "conflicting" in table.columns
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # heatmaps (one shared scale), bars, aligned share
+    names = {b.label for b in at.get("download_button")}
+    assert {"Metrics (CSV)", "Full results (JSON)", "Heatmaps (PNG)"} <= names
+
+
+def test_runs_page_lists_and_compares() -> None:
+    from engine.store import RunStore
+    if len(RunStore().list()) < 2:
+        start_run(["vanilla"], evaluate=False)
+        start_run(["vanilla", "fairdd"], evaluate=False)
+    at = open_page("runs")
+    ok(at)
+    assert len(at.multiselect(key="runs_pick").value) == 2
+    assert at.dataframe and len(at.get("image")) >= 2
+
+
+def test_distill_live_progress_and_cancel() -> None:
+    import time
+
+    from pages import jobs
+    at = open_page("distill")
+    at.multiselect(key="dst_methods").set_value(["vanilla", "fairdd"])
+    at.number_input(key="dst_iterations").set_value(5000)
+    at.checkbox(key="dst_evaluate").set_value(False)
+    at.button[0].click()
+    at.run()
+    ok(at)
+    job = jobs.registry().by_id(at.session_state["distill_job"])
+    end = time.time() + 120
+    while time.time() < end and not job.done and job.latest.get("stage") != "distill":
+        time.sleep(0.2)
+    at.run()
+    ok(at)
+    assert not job.done
+    assert at.get("progress"), "progress bar while running"
+    cancel = next(b for b in at.button if b.label == "Cancel run")
+    cancel.click()
+    at.run()
+    jobs.registry().wait(job.key, 120)
+    assert job.status == "cancelled"
+    at.run()
+    assert not at.exception
+    assert any("cancelled" in w.value for w in at.warning)

@@ -1,0 +1,244 @@
+"""End to end in a real browser: Playwright drives Debian's Chromium against `streamlit run` (tiny engine)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("DDAUDIT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--enable-unsafe-swiftshader"]
+LONG = 600_000  # ms: first embeddings + UMAP (numba JIT) or a tiny audit on 2 busy cores
+
+
+def _missing(reason: str) -> None:
+    """Under CI=true a missing browser is a failure, locally a skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the browser test must run; .ci/run installs chromium)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """`streamlit run app.py` on a free localhost port, tiny engine settings, its own DDAUDIT_HOME."""
+    port = _free_port()
+    home = os.environ.get("DDAUDIT_HOME") or str(tmp_path_factory.mktemp("ddh"))
+    env = {**os.environ, "DDAUDIT_TINY": "1", "DDAUDIT_HOME": home, "DDAUDIT_DEVICE": "cpu"}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--server.port", str(port),
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            if proc.poll() is not None:
+                break
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not become healthy in 60 s")
+        if proc.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"streamlit exited: {log.read()[-2000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server: str):
+    """A Chromium page (1400 x 1800: Streamlit scrolls inside the page, so screenshots show the viewport)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright (python) is not installed")
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        _missing(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def goto(page, server: str, path: str, title: str) -> None:
+    """Open a page by URL and wait until its title and the app are idle."""
+    page.goto(f"{server}/{path}")
+    page.get_by_role("heading", name=title).first.wait_for()
+    idle(page)
+
+
+def idle(page, timeout: float = LONG) -> None:
+    """Wait until Streamlit finished the current script run."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+
+
+def no_errors(page) -> None:
+    """No st.error / exception element on the page."""
+    assert page.locator("[data-testid='stException']").count() == 0
+    errs = page.locator("[data-testid='stAlertContentError']")
+    assert errs.count() == 0, errs.all_inner_texts()
+
+
+def shot(page, name: str) -> None:
+    """Full-page screenshot into tests/artifacts/."""
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_deep_link_on_fresh_server(page, server: str) -> None:
+    """The first request of a fresh server may be a deep link: it still gets the shared sidebar."""
+    goto(page, server, "runs", "Runs")
+    page.get_by_text("Conflict ratio").first.wait_for()
+    assert page.locator("[data-testid='stSidebarNav'] a").count() == 5
+    no_errors(page)
+
+
+def test_dataset_page(page, server: str) -> None:
+    goto(page, server, "", "Dataset")
+    page.get_by_text("conflicting (train)").first.wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    shot(page, "01-dataset")
+    assert page.locator(".js-plotly-plot").count() == 2
+    page.locator("[data-testid='stImage']").nth(1).wait_for()
+    no_errors(page)
+
+
+def nav(page, title: str) -> None:
+    """Click a page in the sidebar navigation and wait for its title."""
+    page.locator("[data-testid='stSidebarNav']").get_by_text(title, exact=True).click()
+    page.get_by_role("heading", name=title).first.wait_for()
+    idle(page)
+
+
+def metric_value(page, label: str) -> str:
+    """The shown value of the st.metric with this label."""
+    box = page.locator("[data-testid='stMetric']").filter(has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text()
+
+
+def drawn_pixels(page, locator) -> int:
+    """Non-white pixels inside an element's screenshot (WebGL canvases cannot be read back directly)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    img = np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
+    return int(((255 - img).sum(axis=2) > 60).sum())
+
+
+@pytest.mark.timeout(1800)
+def test_embeddings_page(page, server: str) -> None:
+    goto(page, server, "", "Dataset")
+    nav(page, "Embeddings")
+    # first visit: SupCon + UMAP (numba compiles on first use) in the background, then the map
+    page.get_by_text("conflict weight mass").first.wait_for(timeout=2 * LONG)
+    idle(page)
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    page.wait_for_function("() => { const g = document.querySelector('.js-plotly-plot');"
+                           " return g && g._fullData && g._fullData[0].type === 'scattergl'"
+                           " && g._fullData[0].x.length > 100; }")
+    assert page.locator(".js-plotly-plot canvas").count() >= 1  # WebGL
+    n_points = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData[0].x.length")
+    area = plot.locator(".nsewdrag").first
+    assert drawn_pixels(page, area) > 200, "the scatter drew no points"
+    shot(page, "02-embeddings")
+    no_errors(page)
+
+    # kernel variance: move the log-scale slider; the weights and diagnostics update live
+    before = metric_value(page, "conflict weight mass"), metric_value(page, "effective sample size")
+    thumb = page.get_by_role("slider", name="Kernel variance s² (log scale)")
+    thumb.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowLeft")
+    idle(page)
+    page.wait_for_function(
+        "(b) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')];"
+        " const v = l => { const e = m.find(x => x.innerText.includes(l)); return e &&"
+        " e.querySelector('[data-testid=\"stMetricValue\"]').innerText; };"
+        " return v('conflict weight mass') !== b[0] || v('effective sample size') !== b[1]; }", arg=list(before))
+    shot(page, "03-embeddings-kernel-variance")
+
+    # lasso: a polygon over the middle of the map selects points; their images appear in a grid
+    box = area.bounding_box()
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    poly = [(0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.1, 0.9), (0.1, 0.12)]
+    page.mouse.move(x0 + w * poly[0][0], y0 + h * poly[0][1])
+    page.mouse.down()
+    for fx, fy in poly[1:]:
+        page.mouse.move(x0 + w * fx, y0 + h * fy, steps=12)
+    page.mouse.up()
+    page.get_by_text("Selection:").first.wait_for(timeout=60_000)
+    idle(page)
+    text = page.get_by_text("Selection:").first.inner_text()
+    n_sel = int(text.split("Selection: ")[1].split(" ")[0])
+    assert 0 < n_sel <= n_points
+    shot(page, "04-embeddings-lasso")
+    page.wait_for_function("(n) => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= n",
+                           arg=min(n_sel, 60))
+    assert page.get_by_text("Download selected ids (CSV)").count() == 1
+    no_errors(page)
+    shot(page, "04-embeddings-lasso")
+
+
+@pytest.mark.timeout(1800)
+def test_distill_and_results_pages(page, server: str) -> None:
+    goto(page, server, "", "Dataset")
+    nav(page, "Distill")
+    no_errors(page)
+    shot(page, "05-distill-form")
+    page.get_by_role("button", name="Start distillation").click()
+    page.locator("[data-testid='stProgress']").first.wait_for(timeout=60_000)  # live progress while it runs
+    page.get_by_role("button", name="Cancel run").wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    shot(page, "05b-distill-running")
+    page.get_by_text("Finished").first.wait_for(timeout=LONG)
+    idle(page)
+    no_errors(page)
+    assert page.locator("[data-testid='stImage']").count() == 3  # one grid per method, side by side
+    shot(page, "06-distill-done")
+    nav(page, "Results")
+    page.get_by_text("Metrics per method").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+                           ".filter(i => i.complete && i.naturalWidth > 0).length >= 3")
+    no_errors(page)
+    shot(page, "07-results")
+
+
+def test_runs_page(page, server: str) -> None:
+    goto(page, server, "", "Dataset")
+    nav(page, "Runs")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+                           ".filter(i => i.complete && i.naturalWidth > 0).length >= 1")
+    no_errors(page)
+    shot(page, "08-runs")

@@ -1,0 +1,155 @@
+"""Unit tests for the pure figure and table builders of pages/figures.py."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+from pages import figures
+
+
+def test_count_heatmap_marks_aligned_cells_and_keeps_counts() -> None:
+    counts = np.array([[90, 10], [5, 95]])
+    fig = figures.count_heatmap(counts, ["a", "b"], ["red", "green"], "t", aligned_attribute=(0, 1))
+    hm = fig.data[0]
+    assert isinstance(hm, go.Heatmap)
+    assert np.array_equal(np.asarray(hm.text), counts)
+    assert np.allclose(np.asarray(hm.z), np.log10(counts + 1))
+    assert len(fig.layout.shapes) == 2
+    assert fig.layout.shapes[1].x0 == 0.5 and fig.layout.shapes[1].y0 == 0.5
+
+
+def test_tile_images_layout_and_padding() -> None:
+    imgs = np.zeros((5, 3, 4, 6), np.uint8)
+    imgs[1] = 200
+    out = figures.tile_images(imgs, ncols=2, pad=1)
+    assert out.shape == (3 * 5 + 1, 2 * 7 + 1, 3) and out.dtype == np.uint8
+    assert (out[1:5, 8:14] == 200).all()       # image 1: row 0, column 1
+    assert (out[0] == 255).all()               # padding is white
+    assert figures.tile_images(np.zeros((0, 3, 4, 4), np.uint8)).shape == (1, 1, 3)
+    gray = figures.tile_images(np.full((2, 1, 4, 4), 7, np.uint8), ncols=2, scale=2)
+    assert gray.shape == (16, 28, 3) and (gray[4:12, 4:12] == 7).all() and (gray[:4] == 255).all()
+
+
+def test_embedding_scatter_is_one_webgl_trace_with_row_ids() -> None:
+    coords = np.random.default_rng(0).normal(size=(50, 2))
+    ids = np.arange(100, 150)
+    fig = figures.embedding_scatter(coords, ids, np.arange(50) % 3, kind="categorical", label="class",
+                                    categories=["x", "y", "z"], hover={"class": np.array(["x"] * 50, dtype=object)})
+    assert len(fig.data) == 1 and isinstance(fig.data[0], go.Scattergl)
+    assert list(np.asarray(fig.data[0].customdata)[:, 0]) == list(ids)
+    assert list(fig.data[0].marker.colorbar.ticktext) == ["x", "y", "z"]
+    fig2 = figures.embedding_scatter(coords, ids, np.linspace(0.1, 10, 50), kind="continuous", label="w",
+                                     log_colour=True)
+    assert fig2.data[0].marker.colorscale is not None
+    assert np.isclose(fig2.data[0].marker.color[-1], 1.0)  # log10(10)
+    assert fig2.layout.dragmode == "lasso"
+
+
+def test_categorical_colours_are_distinct_and_safe() -> None:
+    cols = figures.categorical_colours(10)
+    assert len(set(cols)) == 10 and all(c in figures.SAFE for c in cols)
+
+
+def test_relative_weights_and_histogram() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    w = np.array([0.25, 0.25, 0.25, 0.25, 0.9, 0.1])
+    rel = figures.relative_weights(w, labels)
+    assert np.allclose(rel, [1, 1, 1, 1, 1.8, 0.2])
+    aligned = np.array([1, 1, 1, 0, 1, 0], bool)
+    fig = figures.weight_histogram(w, labels, aligned, bins=10)
+    assert [t.name.split(" ")[0] for t in fig.data] == ["aligned", "conflicting"]
+    assert np.isclose(sum(fig.data[0].y), 1.0) and np.isclose(sum(fig.data[1].y), 1.0)
+
+
+def test_loss_curves_and_log_axis() -> None:
+    fig = figures.loss_curves({"vanilla": [(1, 100.0), (2, 1.0)], "kde": [(1, 50.0), (2, 0.5)], "fairdd": []})
+    assert [t.name for t in fig.data] == ["vanilla", "kde"]
+    assert fig.layout.yaxis.type == "log"
+    assert figures.loss_curves({"v": [(1, 2.0), (2, 1.0)]}).layout.yaxis.type == "linear"
+
+
+AUDIT = {
+    "dataset": "colored-digits", "conflict_ratio": 0.05, "ipc": 10, "preset": "quick", "real_aligned_share": 95.0,
+    "methods": {
+        "fairdd": {"accuracy": 80.0, "accuracy_std": 1.0, "aligned_accuracy": 85.0, "conflicting_accuracy": 79.0,
+                   "worst_group_accuracy": 50.0, "deo_m": 30.0, "deo_a": 10.0, "synthetic_aligned_share": 20.0,
+                   "group_accuracy": [[90.0, None], [70.0, 80.0]]},
+        "vanilla": {"accuracy": 30.0, "accuracy_std": 2.0, "aligned_accuracy": 99.0, "conflicting_accuracy": 20.0,
+                    "worst_group_accuracy": 0.0, "deo_m": 100.0, "deo_a": 90.0, "synthetic_aligned_share": 99.0,
+                    "group_accuracy": [[100.0, 0.0], [10.0, 100.0]]},
+        "random": {"accuracy": 40.0, "accuracy_std": None, "aligned_accuracy": 90.0, "conflicting_accuracy": 35.0,
+                   "worst_group_accuracy": 5.0, "deo_m": 90.0, "deo_a": 60.0, "synthetic_aligned_share": None,
+                   "group_accuracy": [[95.0, 20.0], [25.0, 95.0]]},
+    },
+}
+
+
+def test_metrics_frame_orders_methods_and_keeps_missing_as_nan() -> None:
+    df = figures.metrics_frame(AUDIT)
+    assert list(df.index) == ["vanilla", "fairdd", "random"]
+    assert df.loc["fairdd", "conflicting"] == 79.0
+    assert np.isnan(df.loc["random", "synthetic aligned share"]) and np.isnan(df.loc["random", "± std"])
+    assert (df["real aligned share"] == 95.0).all()
+
+
+def test_group_matrix_and_heatmaps_share_one_scale() -> None:
+    m = figures.group_matrix(AUDIT["methods"]["fairdd"]["group_accuracy"], 2, 2)
+    assert np.isnan(m[0, 1]) and m[1, 0] == 70.0
+    group = {k: figures.group_matrix(v["group_accuracy"], 2, 2) for k, v in AUDIT["methods"].items()}
+    fig = figures.accuracy_heatmaps(group, ["0", "1"], ["red", "green"])
+    assert len(fig.data) == 3 and all(t.coloraxis == "coloraxis" for t in fig.data)
+    assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 100
+    assert [a.text for a in fig.layout.annotations] == ["vanilla", "fairdd", "random"]
+    assert np.asarray(fig.data[1].text)[0, 1] == "–"  # the empty cell is shown as missing, not 0
+
+
+def test_heatmaps_png_is_a_png() -> None:
+    group = {k: figures.group_matrix(v["group_accuracy"], 2, 2) for k, v in AUDIT["methods"].items()}
+    png = figures.heatmaps_png(group, ["0", "1"], ["red", "green"])
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.width > 100
+
+
+def test_bar_charts() -> None:
+    df = figures.metrics_frame(AUDIT)
+    bars = figures.metrics_bars(df)
+    assert [t.name for t in bars.data] == ["vanilla", "fairdd", "random"]
+    assert list(bars.data[0].x) == ["accuracy", "aligned", "conflicting", "worst group"]
+    share = figures.aligned_share_bars(df)
+    assert list(share.data[0].y)[:2] == [99.0, 20.0]
+    assert share.layout.shapes[0].y0 == 95.0
+    cmp = figures.runs_comparison({"run-a": df, "run-b": df.iloc[:2]})
+    assert {t.name for t in cmp.data} == {"run-a", "run-b"}
+
+
+def test_sample_indices_seeded_per_class() -> None:
+    targets = np.repeat(np.arange(3), 10)
+    mask = np.ones(30, bool)
+    mask[10:20] = False
+    idx = figures.sample_indices(targets, mask, 4, seed=1)
+    assert len(idx) == 8 and set(targets[idx]) == {0, 2}
+    assert np.array_equal(idx, figures.sample_indices(targets, mask, 4, seed=1))
+
+
+def test_png_bytes_roundtrip() -> None:
+    arr = np.zeros((4, 5, 3), np.uint8)
+    arr[1, 2] = (10, 20, 30)
+    back = np.asarray(Image.open(io.BytesIO(figures.png_bytes(arr))))
+    assert np.array_equal(back, arr)
+
+
+@pytest.mark.parametrize("n", [1, 13])
+def test_ordered_methods(n: int) -> None:
+    names = ["zeta", "fairdd", "vanilla"] + [f"m{i}" for i in range(n)]
+    out = figures.ordered_methods(names)
+    assert out[:2] == ["vanilla", "fairdd"] and out[2] == "zeta" and len(out) == len(names)
+
+
+def test_metrics_frame_empty() -> None:
+    df = figures.metrics_frame({"methods": {}})
+    assert isinstance(df, pd.DataFrame) and df.empty
