@@ -145,9 +145,40 @@ def test_every_method_runs_end_to_end(tiny: BiasedSplit, cfg: D.DistillConfig) -
 
 def test_single_group_fairdd_and_uniform_kde_equal_vanilla_end_to_end(tiny: BiasedSplit) -> None:
     one = _subset(tiny, torch.arange(len(tiny)), attributes=torch.zeros(len(tiny), dtype=torch.long))
-    out = D.distill(one, TINY, D.METHODS, weights=_uniform_weights(one))
+    # the weighted form reweights vanilla's own batch, so uniform weights reproduce vanilla exactly
+    out = D.distill(one, replace(TINY, kde_sampling="weighted"), D.METHODS, weights=_uniform_weights(one))
     assert torch.allclose(out["fairdd"].images, out["vanilla"].images, atol=1e-5)
     assert torch.allclose(out["kde"].images, out["vanilla"].images, atol=1e-5)
+
+
+def test_importance_kde_loss_is_plain_mean_of_kde_rows() -> None:
+    real = torch.tensor([[1.0, 0.0], [3.0, 0.0], [9.0, 9.0], [5.0, 0.0], [7.0, 0.0]])
+    labels = torch.zeros(5, dtype=torch.long)
+    uniform = torch.tensor([True, True, True, False, False])
+    kde_rows = torch.tensor([False, False, False, True, True])
+    groups = torch.tensor([0, 0, 1, 0, 0])
+    syn = torch.tensor([[0.0, 0.0]])
+    out = D.dm_losses(real, labels, uniform, groups, {"kde": syn, "fairdd": syn, "vanilla": syn}, 1, 2,
+                      kde_rows=kde_rows)
+    assert out["kde"].item() == pytest.approx(36.0)        # mean of rows 3, 4 = (6, 0)
+    assert out["vanilla"].item() == pytest.approx(169 / 9 + 9)  # mean of rows 0-2 = (13/3, 3)
+    # fairdd ignores the kde rows: groups (2, 0) and (9, 9) -> (4 + 162) / 2
+    assert out["fairdd"].item() == pytest.approx(83.0)
+
+
+def test_importance_sampler_draws_in_proportion_to_weights(tiny: BiasedSplit) -> None:
+    w = torch.zeros(len(tiny))
+    favourite = [int(torch.nonzero(tiny.targets == c).flatten()[-1]) for c in range(4)]
+    w[favourite] = 1.0  # all of each class's weight on one image
+    sampler = D._Sampler(tiny, 6, 0, False, kde_weights=w, kde_batch=5)
+    index, labels, uniform, kde_rows = sampler.draw(torch.Generator().manual_seed(0), torch.Generator(),
+                                                    torch.Generator().manual_seed(1))
+    assert int(kde_rows.sum()) == 4 * 5 and not (uniform & kde_rows).any()
+    for c in range(4):
+        assert (index[kde_rows & (labels == c)] == favourite[c]).all()
+    # vanilla's uniform rows do not depend on whether kde rows are drawn
+    plain = D._Sampler(tiny, 6, 0, False).draw(torch.Generator().manual_seed(0), torch.Generator())
+    assert torch.equal(plain[0][plain[2]], index[uniform])
 
 
 def test_vanilla_unchanged_by_running_beside_other_methods(tiny: BiasedSplit) -> None:
