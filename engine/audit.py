@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -63,7 +63,8 @@ class _Plan:
     seeds: list[int]
 
 
-def _positive_int(value, name: str, fix: str) -> int:
+def positive_int(value, name: str, fix: str) -> int:
+    """An integer >= 1 from an int or a string, else InvalidArgument with the fix."""
     if isinstance(value, bool):
         value = None
     try:
@@ -98,7 +99,7 @@ def plan(cfg: AuditConfig) -> _Plan:
     methods = distill.check_methods(cfg.methods)
     if cfg.preset not in AUDIT_PRESETS:
         raise InvalidArgument(f"unknown preset {cfg.preset!r}", f"use one of: {', '.join(AUDIT_PRESETS)}")
-    ipc = _positive_int(cfg.ipc, "IPC", "give --ipc as a whole number such as 10")
+    ipc = positive_int(cfg.ipc, "IPC", "give --ipc as a whole number such as 10")
     kv = cfg.kernel_variance
     if kv is not None:
         from .density import check_kernel_variance
@@ -111,7 +112,7 @@ def plan(cfg: AuditConfig) -> _Plan:
     distill_cfg = distill.config_for(cfg.preset, cfg.algorithm, ipc, seed=seed, device=cfg.device or "auto",
                                      **cfg.distill_overrides)
     eval_cfg = evaluate.get_preset(cfg.preset, **cfg.eval_overrides)
-    n_seeds = eval_cfg.seeds if cfg.eval_seeds is None else _positive_int(
+    n_seeds = eval_cfg.seeds if cfg.eval_seeds is None else positive_int(
         cfg.eval_seeds, "number of evaluation seeds", "give --eval-seeds as a whole number such as 3")
     embed_preset = cfg.preset
     if cfg.embed_overrides:
@@ -278,3 +279,43 @@ def markdown_table(result: dict, published: dict[str, str] | None = None) -> str
             row += f" {published.get(m, '-')} |"
         lines.append(row)
     return "\n".join(lines)
+
+
+def check_ipc_fits(cfg: AuditConfig) -> None:
+    """IPC must not exceed the smallest class (loads the cached split; writes nothing)."""
+    p = plan(cfg)
+    train = data.load_split(p.cfg.dataset, p.cfg.conflict_ratio, "train", p.cfg.seed, p.cfg.data_root)
+    smallest = int(torch.bincount(train.targets, minlength=train.num_classes).min())
+    if p.cfg.ipc > smallest:
+        raise InvalidArgument(f"IPC {p.cfg.ipc} exceeds the smallest class of {p.cfg.dataset} ({smallest} images)",
+                              f"use --ipc between 1 and {smallest}")
+
+
+def store_key(cfg: AuditConfig) -> dict:
+    """Everything that determines an audit's results (not where it is written or on which device)."""
+    p = plan(cfg)
+    key = {k: v for k, v in asdict(p.cfg).items() if k not in ("out", "device")}
+    from . import embed
+    key["versions"] = {"data": data.BUILD_VERSION, "distill": distill.DISTILL_VERSION,
+                       "evaluate": getattr(evaluate, "EVAL_VERSION", 0), "embed": embed.EMBED_VERSION}
+    return key
+
+
+def run_stored(cfg: AuditConfig, force: bool = False, progress: Callable[[dict], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> tuple[dict, "object"]:
+    """run_audit as a run in the run store: an identical finished request is reused unless force.
+
+    Validation (including IPC against the data) happens before the store is touched, so bad input
+    writes nothing. Returns (results, run); the run's folder holds results.json, the sets and grids.
+    """
+    from .store import RunStore
+    check_ipc_fits(cfg)
+    key = store_key(cfg)
+    with RunStore().run("audit", key, force=force) as run:
+        if run.reused and (run.dir / "results.json").is_file():
+            return cache.read_json(run.dir / "results.json"), run
+        stop = should_stop or (lambda: False)
+        results = run_audit(replace(cfg, out=str(run.dir)), progress=progress,
+                            should_stop=lambda: stop() or run.should_stop())
+        run.finish(results)
+        return results, run

@@ -117,19 +117,13 @@ def audit_target(s: state.Settings, choice: dict, methods: tuple[str, ...], kv: 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in base.items()}
 
     def target(progress: jobs.Progress, should_stop: jobs.ShouldStop) -> dict:
-        store = store_module()
+        # the engine's run_stored keys the run exactly as `python -m engine audit` does: one store for both
         dist = distill_module()
-        with store.RunStore().run("audit", config) as run:
-            if run.reused and (run.dir / "results.json").is_file():
-                from engine import cache
-                results = cache.read_json(run.dir / "results.json")
-            else:
-                results = audit.run_audit(audit.AuditConfig(out=str(run.dir), **base), progress=progress,
-                                          should_stop=_stopper(should_stop, run))
-                run.finish(results)
-            sets = {m: dist.load_synthetic(run.dir / m) for m in methods if (run.dir / m).is_dir()}
-            return {"synthetic": sets, "audit": results, "config": config, "run_id": run.id,
-                    "run_dir": str(run.dir)}
+        results, run = audit.run_stored(audit.AuditConfig(out=str(state_home() / "tmp-validate"), **base),
+                                        progress=progress, should_stop=should_stop)
+        sets = {m: dist.load_synthetic(run.dir / m) for m in methods if (run.dir / m).is_dir()}
+        return {"synthetic": sets, "audit": results, "config": config, "run_id": run.id,
+                "run_dir": str(run.dir)}
 
     return target, config
 

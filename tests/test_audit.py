@@ -126,3 +126,23 @@ def test_tables_render_every_method_and_missing_values():
     md = audit.markdown_table(res, {"vanilla": "25.0 / 100 / 99.96"}).splitlines()
     assert len(md) == 4 and md[3].startswith("| vanilla") and md[3].endswith("25.0 / 100 / 99.96 |")
     assert all(line.count("|") == md[0].count("|") for line in md)
+
+
+def test_audit_is_a_stored_run_reused_unless_forced(tiny_presets, fresh_home, tmp_path, capsys):
+    argv = ["audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods", "vanilla,fairdd",
+            "--ipc", "1", "--eval-seeds", "1", "--seed", "3", "--json"]
+    rc, out, err = _run(argv + ["--out", str(tmp_path / "a")], capsys)
+    assert rc == 0 and "computed" in err, err
+    first = json.loads(out)
+    rc, out, err = _run(argv + ["--out", str(tmp_path / "b")], capsys)  # identical request, other OUT
+    assert rc == 0 and "reused" in err, err
+    assert json.loads(out) == first and (tmp_path / "b" / "fairdd" / "grid.png").is_file()
+    rc, out, err = _run(["runs", "list", "--kind", "audit", "--json"], capsys)
+    runs = json.loads(out)
+    assert rc == 0 and len(runs) == 1 and runs[0]["status"] == "finished"
+    rc, out, err = _run(argv + ["--out", str(tmp_path / "c"), "--force"], capsys)
+    assert rc == 0 and "computed" in err, err
+    rc, out, err = _run(argv[:-1] + ["--seed", "4", "--json", "--out", str(tmp_path / "d")], capsys)
+    assert rc == 0 and "computed" in err  # another seed is another run
+    rc, out, _ = _run(["runs", "list", "--kind", "audit", "--json"], capsys)
+    assert len(json.loads(out)) == 2

@@ -56,6 +56,14 @@ def test_cli_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture, monk
         assert info["final_loss"] > 0 and info["seconds"] > 0
         s = D.load_synthetic(out / m)
         assert s.images.shape == (20, 3, 32, 32) and (out / m / "grid.png").exists()
+    assert "computed" in err
+    # an identical request is served from the run store; --force recomputes
+    code, stdout2, err = _run(["distill", "--dataset", "colored-digits", "--conflict-ratio", "0.05",
+                               "--methods", "vanilla,kde,fairdd", "--algorithm", "dm", "--ipc", "2",
+                               "--preset", "quick", "--iterations", "3", "--kernel-variance", "0.5",
+                               "--device", "cpu", "--out", str(tmp_path / "again"), "--json"], capsys)
+    assert code == 0 and "reused" in err and json.loads(stdout2)["run_id"] == res["run_id"]
+    assert torch.equal(D.load_synthetic(tmp_path / "again" / "kde").images, D.load_synthetic(out / "kde").images)
 
 
 @pytest.mark.parametrize("bad", [

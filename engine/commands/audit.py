@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 
@@ -22,9 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published settings)")
     p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from the data)")
     p.add_argument("--temperature", default="1.0", help="KDE weight temperature (default 1)")
+    p.add_argument("--iterations", default=None, help="distillation iterations (default: the preset's)")
     p.add_argument("--eval-seeds", default=None, help="evaluation trainings per set (default: the preset's)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default auto / $DDAUDIT_DEVICE)")
     p.add_argument("--out", required=True, help="folder for results.json, the synthetic sets and their grids")
+    p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -59,8 +62,16 @@ def run(args: argparse.Namespace) -> int:
         algorithm=args.algorithm, ipc=args.ipc, preset=args.preset,
         kernel_variance=_number(args.kernel_variance, "kernel-variance"),
         temperature=_number(args.temperature, "temperature"), seed=args.seed,
-        eval_seeds=args.eval_seeds, data_root=args.data_root, device=args.device)
-    result = audit.run_audit(cfg, progress=_progress_printer())
+        eval_seeds=args.eval_seeds, data_root=args.data_root, device=args.device,
+        distill_overrides={} if args.iterations is None else {"iterations": audit.positive_int(
+            args.iterations, "iterations", "give --iterations as a whole number such as 300")})
+    audit.plan(cfg)  # every argument checked before the run store or OUT is touched
+    result, run = audit.run_stored(cfg, force=args.force, progress=_progress_printer())
+    # the run lives in the store; OUT gets a copy of its results, sets and grids
+    shutil.copytree(run.dir, args.out, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("checkpoints", "status.json", "log.txt", ".*"))
+    print(f"run {run.id} ({'reused' if run.reused else 'computed'}; python -m engine runs show {run.id})",
+          file=sys.stderr)
     if args.json:
         emit(result, True)
     else:

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", default=None, help="override the preset's number of iterations")
     p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from data)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: $DDAUDIT_DEVICE or auto)")
-    p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default OUT/.checkpoint); resumes")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoint folder (default: the run's folder in the run store); resumes")
+    p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
     p.add_argument("--out", required=True, help="output folder: OUT/<method>/synthetic.safetensors + grid.png")
     add_json(p)
     p.set_defaults(func=run_distill)
@@ -74,21 +76,33 @@ def run_distill(args: argparse.Namespace) -> int:
     if ipc > smallest:
         raise InvalidArgument(f"--ipc {ipc} exceeds the smallest class ({smallest} images)",
                               f"use --ipc between 1 and {smallest}")
-    weights = None
-    if "kde" in methods:
-        weights = _kde_weights(train, kv, args.preset, seed, cfg.device)
-
-    bar = _bar(cfg.iterations, f"distill {args.algorithm} x{len(methods)}")
+    from ..store import RunStore
+    key = {"dataset": args.dataset, "conflict_ratio": ratio, "seed": seed, "methods": list(methods),
+           "data_root": args.data_root, "kernel_variance": kv, "embed_preset": args.preset,
+           "distill": cfg.key(), "versions": {"data": data.BUILD_VERSION, "distill": D.DISTILL_VERSION}}
     t0 = time.perf_counter()
-    try:
-        sets = D.distill(train, cfg, methods, weights=weights, progress=bar.update if bar else None,
-                         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else out / ".checkpoint")
-    finally:
-        if bar:
-            bar.close()
+    with RunStore().run("distill", key, force=args.force) as run:
+        if run.reused and all((run.dir / m / "synthetic.safetensors").is_file() for m in methods):
+            sets = {m: D.load_synthetic(run.dir / m) for m in methods}
+        else:
+            weights = _kde_weights(train, kv, args.preset, seed, cfg.device) if "kde" in methods else None
+            bar = _bar(cfg.iterations, f"distill {args.algorithm} x{len(methods)}")
+            try:
+                sets = D.distill(train, cfg, methods, weights=weights, progress=bar.update if bar else None,
+                                 should_stop=run.should_stop,
+                                 checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir
+                                 else run.checkpoint_dir)
+            finally:
+                if bar:
+                    bar.close()
+            D.save_synthetic(sets, run.dir)
+            run.finish({"methods": {m: {"final_loss": x.final_loss, "seconds": x.seconds} for m, x in sets.items()},
+                        "iterations": cfg.iterations})
     D.save_synthetic(sets, out)
+    print(f"run {run.id} ({'reused' if run.reused else 'computed'}; python -m engine runs show {run.id})",
+          file=sys.stderr)
     emit({"out": str(out), "methods": {m: {"final_loss": s.final_loss, "seconds": s.seconds} for m, s in sets.items()},
-          "iterations": cfg.iterations, "seconds": round(time.perf_counter() - t0, 3)}, args.json)
+          "iterations": cfg.iterations, "seconds": round(time.perf_counter() - t0, 3), "run_id": run.id}, args.json)
     return 0
 
 
