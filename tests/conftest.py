@@ -39,3 +39,12 @@ def require_fashion() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("Fashion-MNIST missing under CI: .ci/run must apt-get install dataset-fashion-mnist")
         pytest.skip("apt-get install dataset-fashion-mnist to run real-data tests")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and 2 OpenMP threads on a busy 2-core box spin badly."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,13 +10,7 @@ from engine.augment import DSA, FAMILIES, DSAParams
 from engine.errors import InvalidArgument
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spinning on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params_of(family: str, n: int, seed: int = 0) -> DSAParams:

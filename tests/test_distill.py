@@ -12,13 +12,7 @@ from engine.data import BiasedSplit, load_split
 from engine.errors import Cancelled, InvalidArgument
 from engine.nets import ConvNet, ConvNetConfig
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and 2 OpenMP threads on a busy 2-core box spin badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = D.DistillConfig(algorithm="dm", ipc=2, iterations=4, batch_real=6, lr_img=1.0, width=8, depth=3,

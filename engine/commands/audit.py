@@ -9,7 +9,7 @@ import time
 
 from .. import audit
 from ..cli import emit
-from .common import add_dataset_args, add_json
+from .common import add_dataset_args, add_json, parse_float
 
 log = logging.getLogger("ddaudit")
 
@@ -32,16 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _number(value: str | None, name: str) -> float | None:
-    from ..errors import InvalidArgument
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise InvalidArgument(f"{name} {value!r} is not a number", f"give --{name} as a number such as 0.1") from None
-
-
 def _progress_printer() -> callable:
     """Stage changes and ~10% steps as log lines on stderr (shown with -v); stdout stays clean for --json."""
     last: dict[str, int] = {}
@@ -60,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = audit.AuditConfig(
         dataset=args.dataset, conflict_ratio=args.conflict_ratio, out=args.out, methods=args.methods,
         algorithm=args.algorithm, ipc=args.ipc, preset=args.preset,
-        kernel_variance=_number(args.kernel_variance, "kernel-variance"),
-        temperature=_number(args.temperature, "temperature"), seed=args.seed,
+        kernel_variance=parse_float(args.kernel_variance, "kernel-variance"),
+        temperature=parse_float(args.temperature, "temperature"), seed=args.seed,
         eval_seeds=args.eval_seeds, data_root=args.data_root, device=args.device,
         distill_overrides={} if args.iterations is None else {"iterations": audit.positive_int(
             args.iterations, "iterations", "give --iterations as a whole number such as 300")})

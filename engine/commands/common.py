@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import DEFAULT_DATASET
+from ..errors import InvalidArgument
 
 
 def add_dataset_args(p: argparse.ArgumentParser, ratio_default: float | None = None) -> None:
@@ -17,3 +18,26 @@ def add_dataset_args(p: argparse.ArgumentParser, ratio_default: float | None = N
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def parse_int(value: str | None, flag: str) -> int | None:
+    """--flag as an integer (None stays None); range checks belong to the engine."""
+    if value is None:
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise InvalidArgument(f"--{flag} {value!r} is not an integer", f"give a whole number for --{flag}") from None
+
+
+def parse_float(value: str | None, flag: str, positive: bool = False) -> float | None:
+    """--flag as a float (None stays None); with positive=True also finite and > 0."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        raise InvalidArgument(f"--{flag} {value!r} is not a number", f"give a number for --{flag}") from None
+    if positive and (not v > 0 or v == float("inf")):
+        raise InvalidArgument(f"--{flag} must be a positive number, got {value}", f"give --{flag} > 0")
+    return v

@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import data
 from ..cli import emit
 from ..errors import InvalidArgument
-from .common import add_dataset_args, add_json
+from .common import add_dataset_args, add_json, parse_float, parse_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,27 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_distill)
 
 
-def _int(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise InvalidArgument(f"--{name} {value!r} is not an integer", f"give a whole number for --{name}") from None
-
-
-def _float(value: str | None, name: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        v = float(value)
-    except ValueError:
-        raise InvalidArgument(f"--{name} {value!r} is not a number", f"give a number for --{name}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise InvalidArgument(f"--{name} must be a positive number, got {value}", f"give --{name} > 0")
-    return v
-
-
 def run_distill(args: argparse.Namespace) -> int:
     from .. import distill as D  # torch-heavy: imported only when the command runs
 
@@ -60,9 +39,9 @@ def run_distill(args: argparse.Namespace) -> int:
     ratio = data.check_ratio(args.conflict_ratio)
     seed = data.check_seed(args.seed)
     data.get_spec(args.dataset)
-    ipc = _int(args.ipc, "ipc")
-    kv = _float(args.kernel_variance, "kernel-variance")
-    cfg = D.config_for(args.preset, args.algorithm, ipc, iterations=_int(args.iterations, "iterations"), seed=seed,
+    ipc = parse_int(args.ipc, "ipc")
+    kv = parse_float(args.kernel_variance, "kernel-variance", positive=True)
+    cfg = D.config_for(args.preset, args.algorithm, ipc, iterations=parse_int(args.iterations, "iterations"), seed=seed,
                        device=args.device)
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
