@@ -30,9 +30,12 @@ def _uniform_weights(train: data.BiasedSplit) -> torch.Tensor:
     return 1.0 / counts[train.targets]
 
 
-def _real_rows(train: data.BiasedSplit, cfg: D.DistillConfig, fairdd: bool) -> int:
-    sampler = D._Sampler(train, cfg.batch_real, cfg.group_min, fairdd)
-    index, _, _ = sampler.draw(D._gen(cfg.seed, 0, 0), D._gen(cfg.seed, 0, 1))
+def _real_rows(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str, ...]) -> int:
+    """Real images embedded per iteration: uniform batch + FairDD top-up + KDE importance rows."""
+    kde = "kde" in methods and cfg.kde_sampling == "importance"
+    sampler = D._Sampler(train, cfg.batch_real, cfg.group_min, "fairdd" in methods,
+                         kde_weights=_uniform_weights(train) if kde else None, kde_batch=cfg.kde_batch)
+    index, _, _, _ = sampler.draw(D._gen(cfg.seed, 0, 0), D._gen(cfg.seed, 0, 1), D._gen(cfg.seed, 0, 16))
     return len(index)
 
 
@@ -92,7 +95,7 @@ def run(dataset: str, preset: str, iterations: int, device: str, reference: bool
     base = None
     for methods in (("vanilla",), D.METHODS):
         s = time_engine(train, cfg, methods)
-        real = _real_rows(train, cfg, "fairdd" in methods)
+        real = _real_rows(train, cfg, methods)
         base = base or s
         rows.append({"dataset": dataset, "preset": preset, "what": "+".join(methods), "s_per_it": s,
                      "it_per_s": 1 / s, "real_img_per_s": real / s, "ratio": s / base})
