@@ -14,3 +14,11 @@ def test_bench_distill_counts_real_rows_of_every_method() -> None:
     together = B._real_rows(train, cfg, D.METHODS)
     # + FairDD top-up rows for absent groups + kde_batch importance rows per class
     assert together >= vanilla + 10 * cfg.kde_batch
+
+
+def test_bench_distill_runs_end_to_end_at_one_iteration() -> None:
+    from bench import bench_distill as B
+    rows = B.run("colored-digits", "quick", 1, "cpu", True)
+    assert {r["what"] for r in rows} >= {"vanilla", "vanilla+kde+fairdd"}
+    for r in rows:
+        assert r["s_per_it"] > 0 and r["real_img_per_s"] > 0
