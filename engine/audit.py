@@ -144,10 +144,7 @@ def run_audit(cfg: AuditConfig, progress: Callable[[dict], None] | None = None,
 
     done = stage("data")
     train, test = data.load_pair(c.dataset, c.conflict_ratio, c.seed, c.data_root)
-    smallest = int(torch.bincount(train.targets, minlength=train.num_classes).min())
-    if c.ipc > smallest:  # still before anything is written
-        raise InvalidArgument(f"IPC {c.ipc} exceeds the smallest class of {c.dataset} ({smallest} images)",
-                              f"use --ipc between 1 and {smallest}")
+    distill.check_ipc(train, c.ipc)  # still before anything is written
     done()
     flip = not data.get_spec(c.dataset).digits
     p.out.mkdir(parents=True, exist_ok=True)
@@ -284,11 +281,8 @@ def markdown_table(result: dict, published: dict[str, str] | None = None) -> str
 def check_ipc_fits(cfg: AuditConfig) -> None:
     """IPC must not exceed the smallest class (loads the cached split; writes nothing)."""
     p = plan(cfg)
-    train = data.load_split(p.cfg.dataset, p.cfg.conflict_ratio, "train", p.cfg.seed, p.cfg.data_root)
-    smallest = int(torch.bincount(train.targets, minlength=train.num_classes).min())
-    if p.cfg.ipc > smallest:
-        raise InvalidArgument(f"IPC {p.cfg.ipc} exceeds the smallest class of {p.cfg.dataset} ({smallest} images)",
-                              f"use --ipc between 1 and {smallest}")
+    distill.check_ipc(data.load_split(p.cfg.dataset, p.cfg.conflict_ratio, "train", p.cfg.seed, p.cfg.data_root),
+                      p.cfg.ipc)
 
 
 def store_key(cfg: AuditConfig) -> dict:

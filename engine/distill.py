@@ -421,16 +421,20 @@ def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor
     return mean.float(), var.sqrt().float().clamp_min(1e-3)
 
 
+def check_ipc(train: BiasedSplit, ipc: int) -> None:
+    """IPC must not exceed the smallest class of the training split (InvalidArgument with the range)."""
+    smallest = int(torch.bincount(train.targets, minlength=train.num_classes).min())
+    if ipc > smallest:
+        raise InvalidArgument(f"IPC {ipc} exceeds the smallest class of {train.dataset} ({smallest} images)",
+                              f"use --ipc between 1 and {smallest}")
+
+
 def _check_inputs(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...],
                   weights: torch.Tensor | None) -> None:
     check_config(cfg)
     if len(train) == 0:
         raise InvalidArgument("the training split is empty", "load a dataset with images")
-    counts = torch.bincount(train.targets, minlength=train.num_classes)
-    smallest = int(counts.min())
-    if cfg.ipc > smallest:
-        raise InvalidArgument(f"IPC {cfg.ipc} exceeds the smallest class ({smallest} images)",
-                              f"use --ipc between 1 and {smallest}")
+    check_ipc(train, cfg.ipc)
     if "kde" in methods:
         if weights is None:
             raise InvalidArgument("the kde method needs per-sample KDE weights",

@@ -55,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
         eval_seeds=args.eval_seeds, data_root=args.data_root, device=args.device,
         distill_overrides={} if args.iterations is None else {"iterations": audit.positive_int(
             args.iterations, "iterations", "give --iterations as a whole number such as 300")})
-    audit.plan(cfg)  # every argument checked before the run store or OUT is touched
     result, run = audit.run_stored(cfg, force=args.force, progress=_progress_printer())
     # the run lives in the store; OUT gets a copy of its results, sets and grids
     shutil.copytree(run.dir, args.out, dirs_exist_ok=True,

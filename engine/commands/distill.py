@@ -51,10 +51,7 @@ def run_distill(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"cannot write into {parent}", "pass an --out folder you can write to")
 
     train = data.load_split(args.dataset, ratio, "train", seed, args.data_root)
-    smallest = int(train.targets.bincount().min())
-    if ipc > smallest:
-        raise InvalidArgument(f"--ipc {ipc} exceeds the smallest class ({smallest} images)",
-                              f"use --ipc between 1 and {smallest}")
+    D.check_ipc(train, ipc)
     from ..store import RunStore
     key = {"dataset": args.dataset, "conflict_ratio": ratio, "seed": seed, "methods": list(methods),
            "data_root": args.data_root, "kernel_variance": kv, "embed_preset": args.preset,
