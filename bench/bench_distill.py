@@ -98,7 +98,9 @@ def run(dataset: str, preset: str, iterations: int, device: str, reference: bool
         real = _real_rows(train, cfg, methods)
         base = base or s
         rows.append({"dataset": dataset, "preset": preset, "what": "+".join(methods), "s_per_it": s,
-                     "it_per_s": 1 / s, "real_img_per_s": real / s, "ratio": s / base})
+                     "it_per_s": 1 / s, "real_img_per_s": real / s, "ratio": s / base,
+                     # the preset's whole run, extrapolated from the measured s/it (setup not included)
+                     "preset_run_s": s * D.PRESETS[preset]["dm"].iterations})
     if reference:
         s = time_per_class_loop(train, replace(cfg, iterations=iterations), iterations)
         real = _real_rows(train, cfg, ("vanilla",))
@@ -130,8 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
             for r in run(name, preset, its, str(dev), not args.no_reference):
                 rows.append(r)
                 print(f"{r['dataset']:<15} {r['preset']:<6} {r['what']:<42} {r['s_per_it']:8.3f} s/it "
-                      f"{r['it_per_s']:7.2f} it/s {r['real_img_per_s']:9.0f} real img/s  x{r['ratio']:.2f}",
-                      flush=True)
+                      f"{r['it_per_s']:7.2f} it/s {r['real_img_per_s']:9.0f} real img/s  x{r['ratio']:.2f}"
+                      + (f"  {preset} run of {D.PRESETS[preset]['dm'].iterations} it ~ {r['preset_run_s']:.0f} s"
+                         if "preset_run_s" in r else ""), flush=True)
     return {"device": describe(dev), "rows": rows}
 
 

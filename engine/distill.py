@@ -26,10 +26,10 @@ from .device import autocast, pick_device
 from .errors import Cancelled, CorruptArtifact, InvalidArgument
 from .nets import ConvNet, ConvNetConfig
 
-DISTILL_VERSION = 2  # bump when a change alters the synthetic sets a config produces
+DISTILL_VERSION = 3  # bump when a change alters the synthetic sets a config produces
 METHODS = ("vanilla", "kde", "fairdd")
 ALGORITHMS = ("dm", "dc")
-INITS = ("real", "balanced", "noise")
+INITS = ("method", "real", "balanced", "noise")
 CHECKPOINT = "checkpoint.safetensors"
 _STREAM_MAIN, _STREAM_GROUPS, _STREAM_INIT, _STREAM_INNER = 0, 1, 2, 3
 _STREAM_KDE = 16  # after the per-method inner streams (3 + method index)
@@ -52,7 +52,9 @@ class DistillConfig:
     depth: int = 3
     norm: str = "instancenorm"
     dsa: str = "color_crop_cutout_flip_scale_rotate"  # "none" disables; flip dropped for digits
-    init: str = "real"            # real | balanced (round-robin over attributes) | noise
+    # method: each method starts from the real images its target favours (vanilla random, kde drawn
+    # with probability w_i, fairdd attribute-balanced); real | balanced | noise: one shared start
+    init: str = "method"
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "auto"
@@ -456,17 +458,49 @@ def _fingerprint(train: BiasedSplit, weights: torch.Tensor | None, methods: tupl
     return cache.cache_key(data=h.hexdigest(), methods=methods, cfg=cfg.key(), version=DISTILL_VERSION)
 
 
-def _init_images(train: BiasedSplit, cfg: DistillConfig, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """The shared starting synthetic set (class-major, ipc per class), standardised."""
-    gen = _gen(cfg.seed, -1, _STREAM_INIT)
+def _init_images(train: BiasedSplit, cfg: DistillConfig, mean: torch.Tensor, std: torch.Tensor,
+                 methods: Sequence[str] = ("vanilla",), weights: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """Each method's starting synthetic set (class-major, ipc per class), standardised.
+
+    init "method": vanilla starts from random real images, kde from images drawn with probability
+    w_i (no bias labels), fairdd from attribute-balanced images (bias labels, as FairDD itself).
+    Why: with 95% aligned images in the start, 300 CPU iterations recolour only part of them, so a
+    shared random start holds every method near the biased distribution (docs/DISTILL.md).
+    """
+    kind = {m: cfg.init for m in methods}
+    if cfg.init == "method":
+        kind = {m: {"vanilla": "real", "kde": "weighted", "fairdd": "balanced"}[m] for m in methods}
+    cache_by_kind: dict[str, torch.Tensor] = {}
+    for k in dict.fromkeys(kind.values()):
+        if k == "weighted" and weights is None:
+            raise InvalidArgument("the kde initialisation needs per-sample KDE weights", "pass weights, or init='real'")
+        cache_by_kind[k] = _start(train, cfg, k, mean, std, weights)
+    return {m: cache_by_kind[kind[m]] for m in methods}
+
+
+def _start(train: BiasedSplit, cfg: DistillConfig, kind: str, mean: torch.Tensor, std: torch.Tensor,
+           weights: torch.Tensor | None) -> torch.Tensor:
+    """One starting set: noise, random real, real drawn with probability w_i, or attribute-balanced real."""
+    gen = _gen(cfg.seed, -1, _STREAM_INIT)  # the same stream for every kind: vanilla's start never changes
     c, h, w = train.images.shape[1:]
-    if cfg.init == "noise":
+    if kind == "noise":
         return torch.randn(train.num_classes * cfg.ipc, c, h, w, generator=gen)
     picks = []
     for k in range(train.num_classes):
         pool = torch.nonzero(train.targets == k).flatten()
-        if cfg.init == "real":
+        if kind == "real":
             picks.append(pool[torch.randperm(len(pool), generator=gen)[:cfg.ipc]])
+            continue
+        if kind == "weighted":  # without replacement: ipc distinct images, dense clusters rarely picked
+            p = weights[pool].double().clamp_min(0)
+            p = p if float(p.sum()) > 0 else torch.ones_like(p)
+            n_pos = int((p > 0).sum())
+            take = torch.multinomial(p, min(cfg.ipc, n_pos), replacement=False, generator=gen)
+            if len(take) < cfg.ipc:  # fewer positive weights than ipc: fill with random others
+                rest = torch.nonzero(p <= 0).flatten()
+                take = torch.cat([take, rest[torch.randperm(len(rest), generator=gen)[:cfg.ipc - len(take)]]])
+            picks.append(pool[take])
             continue
         # balanced: round-robin over the class's attribute groups, random image within each group
         groups = [pool[train.attributes[pool] == g] for g in torch.unique(train.attributes[pool]).tolist()]
@@ -510,8 +544,8 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
     syn_labels = torch.arange(nc).repeat_interleave(ipc)
     syn_labels_d = syn_labels.to(device)
 
-    start = _init_images(train, cfg, mean, std)
-    syn = {m: start.clone().to(device).requires_grad_(True) for m in methods}
+    starts = _init_images(train, cfg, mean, std, methods, weights)
+    syn = {m: starts[m].clone().to(device).requires_grad_(True) for m in methods}
     opts = {m: torch.optim.SGD([syn[m]], lr=cfg.lr_img, momentum=cfg.momentum) for m in methods}
     log_every = max(1, cfg.iterations // 200)
     history: dict[str, list[tuple[int, float]]] = {m: [] for m in methods}

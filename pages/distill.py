@@ -24,12 +24,17 @@ def form(train) -> dict | None:
                                  help="DM: distribution matching (with DSA); DC: gradient matching.")
         preset = c3.selectbox("Preset", ("quick", "paper"), key="dst_preset",
                               help="quick: CPU minutes; paper: the published settings (GPU hours).")
-        c4, c5, c6 = st.columns(3)
+        c4, c5, c6, c7 = st.columns(4)
         ipc = c4.number_input("Images per class (IPC)", 1, 500, 2 if tiny else 10, key="dst_ipc")
         default_iters = pipeline.default_iterations(preset, algorithm)
         iterations = c5.number_input("Iterations (0 = preset default)", 0, 100000, 0, key="dst_iterations",
                                      help=f"The {preset} preset uses {default_iters} for {algorithm}.")
-        evaluate = c6.checkbox("Evaluate + audit after distilling", value=pipeline.audit_module() is not None,
+        eval_seeds = c6.number_input("Evaluation trainings per set", 1, 10, pipeline.UI_EVAL_SEEDS,
+                                     key="dst_eval_seeds",
+                                     help="Fresh ConvNets trained on each set; 2 or more give a ± spread. "
+                                          "The dashboard defaults to 1 to keep a CPU run to minutes; "
+                                          "the CLI uses the preset's (3 for quick, 5 for paper).")
+        evaluate = c7.checkbox("Evaluate + audit after distilling", value=pipeline.audit_module() is not None,
                                key="dst_evaluate", disabled=pipeline.audit_module() is None,
                                help="Train fresh ConvNets on each synthetic set, measure group accuracies and "
                                     "the attribute probe's aligned share (Results page).")
@@ -49,7 +54,7 @@ def form(train) -> dict | None:
                  f"**Fix:** choose an IPC of at most {per_class.min()}.", icon=":material/error:")
         return None
     return {"methods": pipeline.order(methods), "algorithm": algorithm, "preset": preset, "ipc": int(ipc),
-            "iterations": int(iterations) or None, "evaluate": bool(evaluate)}
+            "iterations": int(iterations) or None, "evaluate": bool(evaluate), "eval_seeds": int(eval_seeds)}
 
 
 def current_job() -> jobs.Job | None:

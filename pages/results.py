@@ -58,6 +58,15 @@ def names(res: dict) -> tuple[list[str], list[str]]:
     return [str(i) for i in range(mat.shape[0])], [str(j) for j in range(mat.shape[1] if mat.ndim == 2 else 0)]
 
 
+def evaluation_note(seeds: object) -> str:
+    """How many evaluation trainings the ± columns rest on."""
+    if not isinstance(seeds, list) or not seeds:
+        return ""
+    if len(seeds) == 1:
+        return " · 1 evaluation training per set (no ± spread; raise it on the Distill page)"
+    return f" · mean ± std over {len(seeds)} evaluation trainings per set"
+
+
 def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
     """Everything about one audit result."""
     classes, attrs = names(res)
@@ -65,7 +74,8 @@ def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
     st.markdown(f"**{res.get('dataset', '?')}** · conflict ratio "
                 f"{f'{ratio:.1%}' if isinstance(ratio, (int, float)) else '?'} · "
                 f"{str(res.get('algorithm', '')).upper()} · IPC {res.get('ipc', '?')} · preset {res.get('preset', '?')}"
-                + (f" · {res['seconds']:.0f} s" if isinstance(res.get("seconds"), (int, float)) else ""))
+                + (f" · {res['seconds']:.0f} s" if isinstance(res.get("seconds"), (int, float)) else "")
+                + evaluation_note(res.get("eval_seeds")))
     head = st.columns(3)
     pa = res.get("probe_accuracy")
     head[0].metric("attribute probe accuracy", f"{pa:.1f}%" if isinstance(pa, (int, float)) else "–",

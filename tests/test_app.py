@@ -146,13 +146,15 @@ def test_embeddings_page_live_weights_and_selection() -> None:
 
 # --------------------------------------------------------------------------- Distill, Results, Runs
 
-def start_run(methods: list[str], evaluate: bool) -> AppTest:
+def start_run(methods: list[str], evaluate: bool, eval_seeds: int | None = None) -> AppTest:
     """Start a tiny run on the Distill page and wait for it."""
     at = open_page("distill")
     ok(at)
     at.multiselect(key="dst_methods").set_value(methods)
     at.number_input(key="dst_ipc").set_value(2)
     at.checkbox(key="dst_evaluate").set_value(evaluate)
+    if eval_seeds is not None:
+        at.number_input(key="dst_eval_seeds").set_value(eval_seeds)
     at.button[0].click()  # the form's submit button
     at.run()
     ok(at)
@@ -192,6 +194,17 @@ def test_results_page_after_tiny_audit() -> None:
     assert len(charts) == 3  # heatmaps (one shared scale), bars, aligned share
     names = {b.label for b in at.get("download_button")}
     assert {"Metrics (CSV)", "Full results (JSON)", "Heatmaps (PNG)"} <= names
+
+
+def test_evaluation_trainings_follow_the_form() -> None:
+    at = open_page("distill")
+    assert at.number_input(key="dst_eval_seeds").value == 1  # the dashboard's quick default
+    at = start_run(["vanilla"], evaluate=True, eval_seeds=2)
+    at.switch_page("pages/results.py")
+    at.run()
+    ok(at)
+    header = " ".join(m.value for m in at.markdown)
+    assert "mean ± std over 2 evaluation trainings per set" in header
 
 
 def test_runs_page_lists_and_compares() -> None:

@@ -22,3 +22,7 @@ def test_bench_distill_runs_end_to_end_at_one_iteration() -> None:
     assert {r["what"] for r in rows} >= {"vanilla", "vanilla+kde+fairdd"}
     for r in rows:
         assert r["s_per_it"] > 0 and r["real_img_per_s"] > 0
+    engine_rows = [r for r in rows if "preset_run_s" in r]
+    assert len(engine_rows) == 2
+    for r in engine_rows:  # the whole quick run, extrapolated from the measured iteration time
+        assert r["preset_run_s"] == r["s_per_it"] * D.PRESETS["quick"]["dm"].iterations

@@ -47,6 +47,7 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("--ipc", "100000", ("ipc", "per class")),
     ("--kernel-variance", "0", ("variance",)), ("--kernel-variance", "-1", ("variance",)),
     ("--temperature", "0", ("temperature",)),
+    ("--init", "no-such-init", ("init",)),
     ("--seed", "-1", ("seed",)), ("--seed", "abc", ("seed",)),
     ("--data-root", "{file}", ("data root", "not a folder")),
     ("--data-root", "{missing}", ("data root", "does not exist", "not found")),

@@ -124,9 +124,10 @@ def test_dc_class_loss_equivalences() -> None:
 def test_every_method_runs_end_to_end(tiny: BiasedSplit, cfg: D.DistillConfig) -> None:
     seen: list[dict] = []
     out = D.distill(tiny, cfg, D.METHODS, weights=_random_weights(tiny), progress=seen.append)
-    start = D._init_images(tiny, cfg, out["vanilla"].mean, out["vanilla"].std)
+    starts = D._init_images(tiny, cfg, out["vanilla"].mean, out["vanilla"].std, D.METHODS, _random_weights(tiny))
     assert set(out) == set(D.METHODS)
-    for s in out.values():
+    for m, s in out.items():
+        start = starts[m]
         assert s.images.shape == (4 * cfg.ipc, 3, 32, 32)
         assert s.labels.tolist() == [c for c in range(4) for _ in range(cfg.ipc)]
         assert torch.isfinite(s.images).all() and s.final_loss == s.final_loss
@@ -140,7 +141,9 @@ def test_every_method_runs_end_to_end(tiny: BiasedSplit, cfg: D.DistillConfig) -
 def test_single_group_fairdd_and_uniform_kde_equal_vanilla_end_to_end(tiny: BiasedSplit) -> None:
     one = _subset(tiny, torch.arange(len(tiny)), attributes=torch.zeros(len(tiny), dtype=torch.long))
     # the weighted form reweights vanilla's own batch, so uniform weights reproduce vanilla exactly
-    out = D.distill(one, replace(TINY, kde_sampling="weighted"), D.METHODS, weights=_uniform_weights(one))
+    # (from one shared start: init "method" would start kde and fairdd elsewhere)
+    out = D.distill(one, replace(TINY, kde_sampling="weighted", init="real"), D.METHODS,
+                    weights=_uniform_weights(one))
     assert torch.allclose(out["fairdd"].images, out["vanilla"].images, atol=1e-5)
     assert torch.allclose(out["kde"].images, out["vanilla"].images, atol=1e-5)
 
@@ -214,10 +217,43 @@ def test_cancel_without_checkpoint(tiny: BiasedSplit) -> None:
 
 def test_balanced_init_covers_attributes(tiny: BiasedSplit) -> None:
     cfg = replace(TINY, ipc=3, init="balanced")
-    x = D._init_images(tiny, cfg, torch.zeros(3), torch.ones(3))
+    x = D._init_images(tiny, cfg, torch.zeros(3), torch.ones(3))["vanilla"]
     for c in range(4):
         colours = {tuple((x[c * 3 + k].flatten(1).max(1).values > 0.5).tolist()) for k in range(3)}
         assert len(colours) >= 2  # aligned colour plus at least one conflicting colour
+
+
+def test_method_init_starts_each_method_from_its_target(tiny: BiasedSplit) -> None:
+    w = torch.zeros(len(tiny))
+    favourite = [torch.nonzero(tiny.targets == c).flatten()[-2:] for c in range(4)]
+    for rows in favourite:
+        w[rows] = 1.0  # each class's weight on its last two images
+    cfg = replace(TINY, ipc=2)
+    zeros, ones = torch.zeros(3), torch.ones(3)
+    starts = D._init_images(tiny, cfg, zeros, ones, D.METHODS, w)
+    shared = {k: D._init_images(tiny, replace(cfg, init=k), zeros, ones, ["vanilla"])["vanilla"]
+              for k in ("real", "balanced")}
+    assert torch.equal(starts["vanilla"], shared["real"])        # vanilla: plain random real images
+    assert torch.equal(starts["fairdd"], shared["balanced"])     # fairdd: attribute-balanced
+    expected = tiny.images[torch.cat(favourite)].float() / 255.0  # kde: drawn with probability w_i
+    got = starts["kde"].view(4, 2, -1)
+    for c in range(4):
+        want = {tuple(x.flatten().tolist()) for x in expected.view(4, 2, -1)[c]}
+        assert {tuple(x.tolist()) for x in got[c]} == want
+    with pytest.raises(InvalidArgument, match="weights"):
+        D._init_images(tiny, cfg, zeros, ones, ["kde"], None)
+
+
+def test_kde_init_with_fewer_positive_weights_than_ipc_fills_with_others(tiny: BiasedSplit) -> None:
+    w = torch.zeros(len(tiny))
+    first = [int(torch.nonzero(tiny.targets == c).flatten()[0]) for c in range(4)]
+    w[first] = 1.0
+    x = D._init_images(tiny, replace(TINY, ipc=3), torch.zeros(3), torch.ones(3), ["kde"], w)["kde"]
+    assert x.shape == (12, 3, 32, 32)
+    for c in range(4):
+        block = x[c * 3:(c + 1) * 3]
+        assert torch.equal(block[0], tiny.images[first[c]].float() / 255.0)
+        assert len({tuple(img.flatten().tolist()) for img in block}) == 3  # distinct images
 
 
 def test_save_and_load_roundtrip(tiny: BiasedSplit, tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from the data)")
     p.add_argument("--temperature", default="1.0", help="KDE weight temperature (default 1)")
     p.add_argument("--iterations", default=None, help="distillation iterations (default: the preset's)")
+    p.add_argument("--init", default=None,
+                   help="synthetic start: method (default: each method its own), real, balanced or noise")
     p.add_argument("--eval-seeds", default=None, help="evaluation trainings per set (default: the preset's)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default auto / $DDAUDIT_DEVICE)")
     p.add_argument("--out", required=True, help="folder for results.json, the synthetic sets and their grids")
@@ -46,6 +48,17 @@ def _progress_printer() -> callable:
     return show
 
 
+def _distill_overrides(args: argparse.Namespace) -> dict:
+    """--iterations and --init as DistillConfig overrides (checked by distill.config_for)."""
+    out: dict = {}
+    if args.iterations is not None:
+        out["iterations"] = audit.positive_int(args.iterations, "iterations",
+                                               "give --iterations as a whole number such as 300")
+    if args.init is not None:
+        out["init"] = args.init
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = audit.AuditConfig(
         dataset=args.dataset, conflict_ratio=args.conflict_ratio, out=args.out, methods=args.methods,
@@ -53,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
         kernel_variance=parse_float(args.kernel_variance, "kernel-variance"),
         temperature=parse_float(args.temperature, "temperature"), seed=args.seed,
         eval_seeds=args.eval_seeds, data_root=args.data_root, device=args.device,
-        distill_overrides={} if args.iterations is None else {"iterations": audit.positive_int(
-            args.iterations, "iterations", "give --iterations as a whole number such as 300")})
+        distill_overrides=_distill_overrides(args))
     result, run = audit.run_stored(cfg, force=args.force, progress=_progress_printer())
     # the run lives in the store; OUT gets a copy of its results, sets and grids
     shutil.copytree(run.dir, args.out, dirs_exist_ok=True,

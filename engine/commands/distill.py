@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published settings)")
     p.add_argument("--iterations", default=None, help="override the preset's number of iterations")
     p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from data)")
+    p.add_argument("--init", default=None,
+                   help="synthetic start: method (default: each method its own), real, balanced or noise")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: $DDAUDIT_DEVICE or auto)")
     p.add_argument("--checkpoint-dir", default=None,
                    help="checkpoint folder (default: the run's folder in the run store); resumes")
@@ -42,7 +44,7 @@ def run_distill(args: argparse.Namespace) -> int:
     ipc = parse_int(args.ipc, "ipc")
     kv = parse_float(args.kernel_variance, "kernel-variance", positive=True)
     cfg = D.config_for(args.preset, args.algorithm, ipc, iterations=parse_int(args.iterations, "iterations"), seed=seed,
-                       device=args.device)
+                       device=args.device, init=args.init)
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise InvalidArgument(f"--out {out} exists and is not a folder", "pass a folder path")
