@@ -290,6 +290,9 @@ def store_key(cfg: AuditConfig) -> dict:
     p = plan(cfg)
     key = {k: v for k, v in asdict(p.cfg).items() if k not in ("out", "device")}
     from . import embed
+    # the resolved stage settings, not only the request: a changed preset must not reuse old results
+    key["resolved"] = {"distill": p.distill_cfg.key(), "evaluate": asdict(p.eval_cfg),
+                       "embed": asdict(embed.get_preset(p.embed_preset))}
     key["versions"] = {"data": data.BUILD_VERSION, "distill": distill.DISTILL_VERSION,
                        "evaluate": getattr(evaluate, "EVAL_VERSION", 0), "embed": embed.EMBED_VERSION}
     return key

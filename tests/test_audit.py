@@ -146,3 +146,22 @@ def test_audit_is_a_stored_run_reused_unless_forced(tiny_presets, fresh_home, tm
     assert rc == 0 and "computed" in err  # another seed is another run
     rc, out, _ = _run(["runs", "list", "--kind", "audit", "--json"], capsys)
     assert len(json.loads(out)) == 2
+
+
+def test_store_key_follows_the_resolved_presets(tmp_path, monkeypatch):
+    """A changed preset value (same request) is another run: the key holds the resolved stage settings."""
+    cfg = audit.AuditConfig(dataset="colored-digits", conflict_ratio=0.05, out=str(tmp_path))
+    before = audit.store_key(cfg)
+    assert before == audit.store_key(cfg)
+    quick = dict(distill.PRESETS["quick"])
+    quick["dm"] = replace(quick["dm"], iterations=quick["dm"].iterations + 1)
+    monkeypatch.setitem(distill.PRESETS, "quick", quick)
+    assert audit.store_key(cfg) != before
+    monkeypatch.undo()
+    monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=1))
+    assert audit.store_key(cfg) != before
+    monkeypatch.undo()
+    monkeypatch.setitem(embed.PRESETS, "quick", replace(embed.PRESETS["quick"], steps=1))
+    assert audit.store_key(cfg) != before
+    monkeypatch.undo()
+    assert audit.store_key(cfg) == before
