@@ -26,3 +26,19 @@ def test_bench_distill_runs_end_to_end_at_one_iteration() -> None:
     assert len(engine_rows) == 2
     for r in engine_rows:  # the whole quick run, extrapolated from the measured iteration time
         assert r["preset_run_s"] == r["s_per_it"] * D.PRESETS["quick"]["dm"].iterations
+
+
+def test_starts_script_evaluates_every_method_start(monkeypatch, fresh_home) -> None:
+    """bench.starts at tiny presets: one row per method with the audit's keys, shares in [0, 100]."""
+    from dataclasses import replace
+
+    from bench import starts
+    from engine import embed, evaluate
+    monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8,
+                                                           probe_steps=2, probe_width=8, probe_batch=16))
+    monkeypatch.setitem(embed.PRESETS, "quick", replace(embed.PRESETS["quick"], steps=2, width=8, max_train=200,
+                                                        batch_size=32, hidden_dim=16, dim=8))
+    out = starts.main(["--dataset", "colored-digits", "--ipc", "2", "--eval-seeds", "1"])
+    assert set(out) == set(D.METHODS)
+    for row in out.values():
+        assert 0 <= row["synthetic_aligned_share"] <= 100 and 0 <= row["conflicting_accuracy"] <= 100
