@@ -14,6 +14,8 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	$(BIN)/python -c "import torchvision.ops, torch, streamlit, umap; print('torch', torch.__version__, 'ok')"
+	$(BIN)/python -c "from engine.projection import warm_up; print(f'umap compiled in {warm_up():.0f} s')" \
+		|| echo "umap warm-up failed: the first map will compile it (about 35 s)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
 ]
 
+state.warm_up_umap()  # background, once per server: the Embeddings page's first map skips numba's JIT
 nav = st.navigation(PAGES)
 state.sidebar()
 deep_link = st.session_state.pop(state.DEEP_LINK, None)

@@ -2,7 +2,8 @@
 
 Embeddings page: SupCon training + embeddings, UMAP map, suggested kernel variance. Distill page
 (default form: 3 methods, DM, IPC 10, quick, evaluate ticked, 1 evaluation training per set):
-the stored audit. Runs in a fresh DDAUDIT_HOME so nothing is cached; prints seconds per step.
+the stored audit. Runs in a fresh DDAUDIT_HOME so nothing is cached; prints seconds per step. UMAP's numba kernels
+are compiled by `make install` (engine.projection.warm_up); `--cold-jit` measures without that.
 """
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--conflict-ratio", type=float, default=0.05)
     ap.add_argument("--eval-seeds", type=int, default=1, help="the dashboard's default")
     ap.add_argument("--iterations", type=int, default=None, help="default: the quick preset's")
+    ap.add_argument("--cold-jit", action="store_true",
+                    help="an empty numba cache, as if `make install` had not compiled UMAP (its warm-up)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ddaudit-first-run-") as home:
         os.environ["DDAUDIT_HOME"] = home  # cold: nothing cached (read by engine.cache at call time)
+        if args.cold_jit:  # numba reads this when umap is first imported, below
+            os.environ["NUMBA_CACHE_DIR"] = os.path.join(home, "numba")
         import torch
 
         from engine import audit, data, density, embed, projection
@@ -30,6 +35,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"device: {describe(dev)}; load average {load:.1f} on {os.cpu_count()} cores", flush=True)
         steps: dict[str, float] = {}
         t0 = time.perf_counter()
+        # as app.py does at server start: UMAP's per-process JIT in the background (pages.state.warm_up_umap)
+        import threading
+        threading.Thread(target=projection.warm_up, daemon=True).start()
 
         def lap(name: str, start: float) -> None:
             steps[name] = time.perf_counter() - start

@@ -63,6 +63,19 @@ def _fit(z: np.ndarray, seed: int):
     return reducer, np.asarray(coords, dtype=np.float32)
 
 
+def warm_up() -> float:
+    """Import umap and fit a tiny map so numba compiles (and caches) its kernels; returns the seconds taken.
+
+    On a fresh install the first map costs ~35 s of import and JIT compilation before any real work
+    (measured on 2 cores); `make install` and the dashboard's start pay it ahead of time.
+    """
+    import time
+    t0 = time.perf_counter()
+    z = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    _fit(z, 0)
+    return time.perf_counter() - t0
+
+
 def umap_map(z, labels, aligned, max_points: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, MapReducer]:
     """(row_ids, coords [n, 2], reducer) for a capped, stratified subsample that keeps all conflicting rows."""
     z_np = _as_numpy(z, "embedding").astype(np.float32, copy=False)

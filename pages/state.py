@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -85,6 +86,20 @@ def statuses() -> dict[str, dict]:
 def how_to_get(name: str) -> str:
     """The instructions that make a dataset available."""
     return HOW_TO_GET.get(data.REGISTRY[name].source_name, "see docs/DATASETS.md")
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up_umap() -> threading.Thread:
+    """Once per server: compile UMAP's numba kernels in the background while the user reads the Dataset page."""
+    def work() -> None:
+        try:
+            from engine.projection import warm_up
+            warm_up()
+        except Exception:  # an optimisation only: the first map compiles them itself
+            pass
+    thread = threading.Thread(target=work, name="ddaudit-umap-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)

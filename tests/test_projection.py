@@ -66,3 +66,11 @@ def test_map_is_seeded_cached_and_places_new_points(monkeypatch: pytest.MonkeyPa
     assert np.array_equal(coords, coords3)  # same seed, same map
     # the cached map's reducer is refitted on demand and places points where the original did
     np.testing.assert_allclose(projection.place(lazy, z[:7]), placed, atol=1e-5)
+
+
+def test_warm_up_compiles_umap_and_reports_seconds() -> None:
+    import sys
+
+    from engine.projection import warm_up
+    seconds = warm_up()
+    assert "umap" in sys.modules and 0 < seconds < 600
