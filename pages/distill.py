@@ -67,7 +67,7 @@ def current_job() -> jobs.Job | None:
     return job
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=2.0)  # every rerun costs the engine thread CPU and GIL time (2 cores)
 def live(job_id: str) -> None:
     """Progress bar, ETA, live loss curves and the cancel button of a running job."""
     job = jobs.registry().by_id(job_id)
