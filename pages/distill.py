@@ -67,7 +67,7 @@ def current_job() -> jobs.Job | None:
     return job
 
 
-@st.fragment(run_every=2.0)  # every rerun costs the engine thread CPU and GIL time (2 cores)
+@st.fragment(run_every=jobs.LIVE_REFRESH_S)
 def live(job_id: str) -> None:
     """Progress bar, ETA, live loss curves and the cancel button of a running job."""
     job = jobs.registry().by_id(job_id)

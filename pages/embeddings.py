@@ -52,7 +52,7 @@ def start_map_job(s: state.Settings, train) -> jobs.Job:
                                   config={"dataset": s.dataset, "ratio": s.ratio, "seed": s.seed})
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=jobs.LIVE_REFRESH_S)
 def job_progress(key: str) -> None:
     """Progress of the map job; reruns the page when it is done."""
     job = jobs.registry().get(key)

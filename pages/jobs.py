@@ -16,6 +16,9 @@ Progress = Callable[[dict], None]
 ShouldStop = Callable[[], bool]
 Target = Callable[[Progress, ShouldStop], Any]
 
+# how often a page's live progress fragment reruns: each rerun takes CPU and GIL time from the
+# engine thread it reports on (2 cores), so not every second
+LIVE_REFRESH_S = 2.0
 MAX_EVENTS = 5000  # progress events kept per job (loss curves); older ones are thinned
 
 

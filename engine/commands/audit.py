@@ -9,7 +9,7 @@ import time
 
 from .. import audit
 from ..cli import emit
-from .common import add_dataset_args, add_json, parse_float
+from .common import add_dataset_args, add_distill_args, add_json, parse_float
 
 log = logging.getLogger("ddaudit")
 
@@ -17,19 +17,10 @@ log = logging.getLogger("ddaudit")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="distill, evaluate and audit bias amplification end to end")
     add_dataset_args(p)
-    p.add_argument("--methods", default="vanilla,kde,fairdd", help="comma-separated: vanilla, kde, fairdd")
-    p.add_argument("--algorithm", default="dm", help="dm (distribution matching) or dc (gradient matching)")
-    p.add_argument("--ipc", default="10", help="synthetic images per class (default 10)")
-    p.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published settings)")
-    p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from the data)")
+    add_distill_args(p)
     p.add_argument("--temperature", default="1.0", help="KDE weight temperature (default 1)")
-    p.add_argument("--iterations", default=None, help="distillation iterations (default: the preset's)")
-    p.add_argument("--init", default=None,
-                   help="synthetic start: method (default: each method its own), real, balanced or noise")
     p.add_argument("--eval-seeds", default=None, help="evaluation trainings per set (default: the preset's)")
-    p.add_argument("--device", default=None, help="auto, cpu or cuda (default auto / $DDAUDIT_DEVICE)")
     p.add_argument("--out", required=True, help="folder for results.json, the synthetic sets and their grids")
-    p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
     add_json(p)
     p.set_defaults(func=run)
 

@@ -16,6 +16,20 @@ def add_dataset_args(p: argparse.ArgumentParser, ratio_default: float | None = N
     p.add_argument("--data-root", default=None, help="folder with the raw data (or set DDAUDIT_DATA)")
 
 
+def add_distill_args(p: argparse.ArgumentParser) -> None:
+    """The distillation options `distill` and `audit` share (validated by the engine, not argparse)."""
+    p.add_argument("--methods", default="vanilla,kde,fairdd", help="comma-separated: vanilla, kde, fairdd")
+    p.add_argument("--algorithm", default="dm", help="dm (distribution matching) or dc (gradient matching)")
+    p.add_argument("--ipc", default="10", help="synthetic images per class (default 10)")
+    p.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published settings)")
+    p.add_argument("--iterations", default=None, help="distillation iterations (default: the preset's)")
+    p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from the data)")
+    p.add_argument("--init", default=None,
+                   help="synthetic start: method (default: each method its own), real, balanced or noise")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: $DDAUDIT_DEVICE or auto)")
+    p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
+
+
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 

@@ -10,24 +10,15 @@ from pathlib import Path
 from .. import data
 from ..cli import emit
 from ..errors import InvalidArgument
-from .common import add_dataset_args, add_json, parse_float, parse_int
+from .common import add_dataset_args, add_distill_args, add_json, parse_float, parse_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("distill", help="distill a biased dataset with several methods side by side")
     add_dataset_args(p)
-    p.add_argument("--methods", default="vanilla,kde,fairdd", help="comma-separated: vanilla,kde,fairdd")
-    p.add_argument("--algorithm", default="dm", help="dm (distribution matching) or dc (gradient matching)")
-    p.add_argument("--ipc", default="10", help="synthetic images per class (default 10)")
-    p.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published settings)")
-    p.add_argument("--iterations", default=None, help="override the preset's number of iterations")
-    p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from data)")
-    p.add_argument("--init", default=None,
-                   help="synthetic start: method (default: each method its own), real, balanced or noise")
-    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: $DDAUDIT_DEVICE or auto)")
+    add_distill_args(p)
     p.add_argument("--checkpoint-dir", default=None,
                    help="checkpoint folder (default: the run's folder in the run store); resumes")
-    p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
     p.add_argument("--out", required=True, help="output folder: OUT/<method>/synthetic.safetensors + grid.png")
     add_json(p)
     p.set_defaults(func=run_distill)
