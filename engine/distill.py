@@ -258,25 +258,26 @@ def grid_png(s: SyntheticSet, scale: int = 2, pad: int = 2) -> bytes:
 def dm_losses(real: torch.Tensor, real_labels: torch.Tensor, uniform: torch.Tensor, groups: torch.Tensor,
               syn: dict[str, torch.Tensor], num_classes: int, num_groups: int,
               weights: torch.Tensor | None = None, reduction: str = "mean",
-              kde_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              kde_only: torch.Tensor | None = None, kde_take: torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
     """DM loss per method from real features (rows), and synthetic features (class-major, ipc per class).
 
     vanilla: sum_c ||mean phi(real_c) - mean phi(S_c)||^2 over the uniform rows;
-    kde: the real mean replaced by sum_i w_i phi(x_i): estimated by the plain mean of the kde_rows
-    (drawn with probability w_i) when given, else by the uniform rows weighted by w renormalised
-    within the class batch;
+    kde: the real mean replaced by sum_i w_i phi(x_i): estimated by the plain mean of the rows in
+    kde_take (positions drawn with probability w_i, repeats counted) when given, else by the uniform
+    rows weighted by w renormalised within the class batch;
     fairdd: sum_c red_g ||mean phi(real_{c,g}) - mean phi(S_c)||^2 over groups present (every row
-    but the kde rows), red = mean (our default) or sum.
+    but the kde_only rows), red = mean (our default) or sum.
     """
     out = {}
     d = real.shape[1]
-    not_kde = torch.ones_like(uniform) if kde_rows is None else ~kde_rows
+    not_kde = torch.ones_like(uniform) if kde_only is None else ~kde_only
     for method, feats in syn.items():
         mu_syn = feats.view(num_classes, -1, d).mean(1)
         if method == "vanilla":
             out[method] = ((_class_mean(real[uniform], real_labels[uniform], num_classes) - mu_syn) ** 2).sum()
-        elif method == "kde" and kde_rows is not None:
-            out[method] = ((_class_mean(real[kde_rows], real_labels[kde_rows], num_classes) - mu_syn) ** 2).sum()
+        elif method == "kde" and kde_take is not None:
+            out[method] = ((_class_mean(real[kde_take], real_labels[kde_take], num_classes) - mu_syn) ** 2).sum()
         elif method == "kde":
             if weights is None:
                 raise InvalidArgument("the kde method needs per-sample weights", "pass weights (density.training_weights)")
@@ -335,8 +336,9 @@ def _gen(seed: int, iteration: int, stream: int) -> torch.Generator:
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last everywhere: tensor-core friendly on CUDA, and measured ~1.3x faster on CPU at quick."""
-    return torch.channels_last
+    """channels_last on CUDA (tensor cores); contiguous on CPU, where channels_last ran this ConvNet's
+    forward and backward 1.1-2x slower (bench/bench_distill.py, docs/DISTILL.md)."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def init_network(net: nn.Module, gen: torch.Generator) -> None:
@@ -369,17 +371,19 @@ class _Sampler:
         self.by_group = [[torch.nonzero((train.targets == c) & (train.attributes == g)).flatten()
                           for g in range(self.num_groups)] for c in range(self.num_classes)]
         self.batch_real, self.group_min, self.fairdd = batch_real, group_min, fairdd
-        self.attributes = train.attributes
+        self.attributes, self.targets = train.attributes, train.targets
         # importance sampling for kde: per-class probabilities (None = no kde rows)
         self.kde_probs = None if kde_weights is None else [kde_weights[p].double().clamp_min(0) for p in self.by_class]
         self.kde_batch = kde_batch
         self.gen_kde: torch.Generator | None = None
 
     def draw(self, gen: torch.Generator, gen_groups: torch.Generator, gen_kde: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(indices, labels, uniform mask, kde mask): a uniform batch per class, FairDD's group top-up
-        rows, then the kde rows drawn with probability proportional to the weights (own RNG streams:
-        vanilla's batch is the same whichever methods run beside it)."""
+             ) -> "_Draw":
+        """A uniform batch per class, FairDD's group top-up rows, then the kde draws (probability
+        proportional to the weights). Own RNG streams: vanilla's batch is the same whichever methods
+        run beside it. A kde draw of an image already in the batch reuses its row (DSA parameters are
+        per class, so its embedding is the same), and repeated draws share one row: only images new
+        to the batch add real forwards. `kde_take` lists the drawn rows with multiplicity."""
         idx, labels = [], []
         for c, pool in enumerate(self.by_class):
             take = pool[torch.randperm(len(pool), generator=gen)[:self.batch_real]]
@@ -399,15 +403,37 @@ class _Sampler:
                     idx.append(extra)
                     labels.append(torch.full((len(extra),), c, dtype=torch.long))
         n_before_kde = sum(len(t) for t in idx)
+        kde_take = None
         if self.kde_probs is not None and gen_kde is not None:
-            for c, (pool, p) in enumerate(zip(self.by_class, self.kde_probs)):
+            draws = []
+            for pool, p in zip(self.by_class, self.kde_probs):
                 p = p if float(p.sum()) > 0 else torch.ones_like(p)
-                take = pool[torch.multinomial(p, self.kde_batch, replacement=True, generator=gen_kde)]
-                idx.append(take)
-                labels.append(torch.full((len(take),), c, dtype=torch.long))
+                draws.append(pool[torch.multinomial(p, self.kde_batch, replacement=True, generator=gen_kde)])
+            drawn = torch.cat(draws)
+            have = torch.cat(idx)
+            row_of = torch.full((len(self.targets),), -1, dtype=torch.long)
+            row_of[have] = torch.arange(len(have))
+            new = torch.unique(drawn)
+            new = new[row_of[new] < 0]                 # images not yet in the batch, once each
+            row_of[new] = torch.arange(n_before_kde, n_before_kde + len(new))
+            idx.append(new)
+            labels.append(self.targets[new])
+            kde_take = row_of[drawn]
         index, lab = torch.cat(idx), torch.cat(labels)
         rows = torch.arange(len(index))
-        return index, lab, rows < n_uniform, rows >= n_before_kde
+        return _Draw(index, lab, rows < n_uniform, rows >= n_before_kde, kde_take)
+
+
+@dataclass
+class _Draw:
+    """One iteration's real rows: training-split indices, labels, the uniform part, the rows that
+    only kde uses, and kde's draws as row positions with multiplicity (None without kde rows)."""
+
+    index: torch.Tensor
+    labels: torch.Tensor
+    uniform: torch.Tensor
+    kde_only: torch.Tensor
+    kde_take: torch.Tensor | None
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
@@ -585,7 +611,8 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
     net = ConvNet(net_cfg).to(device).to(memory_format=fmt)
 
     def real_batch(gen: torch.Generator, gen_groups: torch.Generator, params: DSAParams | None) -> _Batch:
-        index, lab, uniform, kde_rows = sampler.draw(gen, gen_groups, sampler.gen_kde)
+        d = sampler.draw(gen, gen_groups, sampler.gen_kde)
+        index, lab, uniform = d.index, d.labels, d.uniform
         index_d, lab_d = index.to(device), lab.to(device)
         x = (images_dev[index_d].float() / 255.0 - mean_d) / std_d
         if params is not None:
@@ -593,7 +620,8 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
         return _Batch(x.contiguous(memory_format=fmt), index, lab, uniform, train.attributes[index],
                       lab_d, uniform.to(device), attrs_dev[index_d],
                       w_dev[index_d] if w_dev is not None else None,
-                      kde_rows if importance else None, kde_rows.to(device) if importance else None)
+                      d.kde_only if importance else None, d.kde_only.to(device) if importance else None,
+                      d.kde_take if importance else None, d.kde_take.to(device) if importance else None)
 
     t_loop = time.perf_counter()
     for it in range(it0, cfg.iterations):
@@ -652,8 +680,10 @@ class _Batch:
     uniform_d: torch.Tensor
     groups_d: torch.Tensor
     weights_d: torch.Tensor | None
-    kde_rows: torch.Tensor | None = None    # CPU bool: rows drawn with probability w_i (kde, importance)
-    kde_rows_d: torch.Tensor | None = None
+    kde_only: torch.Tensor | None = None    # CPU bool: rows that only kde uses (importance sampling)
+    kde_only_d: torch.Tensor | None = None
+    kde_take: torch.Tensor | None = None    # CPU: kde's draws (probability w_i) as row positions, with repeats
+    kde_take_d: torch.Tensor | None = None
 
 
 def _dm_step(net, syn, opts, gen, gen_groups, real_batch, dsa, syn_labels, nc, ng, cfg, device):
@@ -663,23 +693,23 @@ def _dm_step(net, syn, opts, gen, gen_groups, real_batch, dsa, syn_labels, nc, n
     params = dsa.sample(nc, gen) if dsa is not None else None  # one parameter set per class (siamese)
     b = real_batch(gen, gen_groups, params)
     with torch.no_grad(), autocast(device):
-        real = net.embed(b.x).float()
+        real = net.embed_rows(b.x).float()
     methods = list(syn)
     if cfg.norm == "batchnorm":  # batch statistics must not mix methods
         feats = {}
         for m in methods:
             xs = syn[m] if params is None else dsa.apply(syn[m], params.take(syn_labels))
             with autocast(device):
-                feats[m] = net.embed(xs.contiguous(memory_format=memory_format(device))).float()
+                feats[m] = net.embed(xs.contiguous(memory_format=memory_format(device))).float()  # whole: batch stats
     else:  # per-sample norm: one forward of every method's images together
         xs = torch.cat([syn[m] for m in methods])
         if params is not None:
             xs = dsa.apply(xs, params.take(syn_labels.repeat(len(methods))))
         with autocast(device):
-            out = net.embed(xs.contiguous(memory_format=memory_format(device))).float()
+            out = net.embed_rows(xs.contiguous(memory_format=memory_format(device))).float()
         feats = dict(zip(methods, out.split(len(syn_labels))))
     losses = dm_losses(real, b.labels_d, b.uniform_d, b.groups_d, feats, nc, ng, weights=b.weights_d,
-                       reduction=cfg.fairdd_reduction, kde_rows=b.kde_rows_d)
+                       reduction=cfg.fairdd_reduction, kde_only=b.kde_only_d, kde_take=b.kde_take_d)
     for m in methods:
         opts[m].zero_grad(set_to_none=True)
     torch.stack([losses[m] for m in methods]).sum().backward()
@@ -750,16 +780,20 @@ def _dc_step(net, syn, opts, gen, gen_groups, real_batch, dsa, syn_labels, nc, n
         for m in methods:
             loss = torch.zeros((), device=device)
             for c in range(nc):
-                not_kde = torch.ones_like(b.uniform) if b.kde_rows is None else ~b.kde_rows
-                importance = m == "kde" and b.kde_rows is not None
-                rows = (b.labels == c) & (b.kde_rows if importance else b.uniform if m != "fairdd" else not_kde)
-                rows_d = torch.nonzero(rows).flatten().to(device)
+                importance = m == "kde" and b.kde_take is not None
+                if importance:  # kde's draws of class c, repeats included
+                    rows_d = b.kde_take[b.labels[b.kde_take] == c].to(device)
+                else:
+                    rows = (b.labels == c) & b.uniform
+                    if m == "fairdd":  # the uniform rows and the top-up, not the rows only kde uses
+                        rows = (b.labels == c) & (~b.kde_only if b.kde_only is not None else True)
+                    rows_d = torch.nonzero(rows).flatten().to(device)
                 xs = syn[m][c * ipc:(c + 1) * ipc]
                 if params is not None:
                     xs = dsa.apply(xs, params.take(torch.full((ipc,), c, device=device)))
                 loss = loss + dc_class_loss(
                     nets[m], xs.contiguous(memory_format=memory_format(device)), c, b.x[rows_d], m,
-                    groups=b.groups[rows].to(device),
+                    groups=None if importance else b.groups[rows].to(device),
                     weights=b.weights_d[rows_d] if m == "kde" and not importance else None,
                     reduction=cfg.fairdd_reduction, device=device)
             opts[m].zero_grad(set_to_none=True)

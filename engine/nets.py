@@ -47,8 +47,29 @@ class ConvNet(nn.Module):
         """Flattened features: the phi of distribution matching."""
         return self.features(x).flatten(1)
 
+    def embed_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """`embed(x)`, on CPU in row chunks sized to the cache (same values: the norm is per sample)."""
+        rows = cpu_chunk_rows(self.cfg) if x.device.type == "cpu" else 0
+        if rows <= 0 or len(x) <= rows:
+            return self.embed(x)
+        return torch.cat([self.embed(part) for part in x.split(rows)])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
+
+
+# On CPU a conv stack is bound by memory traffic: with a batch whose first-layer activations
+# (width x H x W floats per image) far exceed the cache, every layer streams them from RAM.
+# Chunks of ~12 MB of activations (32 images at width 128, 128 at width 32, 28x28) ran the
+# real-batch forward 1.5-2.4x faster than one batch of 640-2,560 images on 2 EPYC cores.
+CPU_CHUNK_BYTES = 12 * 2**20
+
+
+def cpu_chunk_rows(cfg: ConvNetConfig) -> int:
+    """Rows per CPU chunk for a per-sample-norm ConvNet; 0 = do not chunk (batch norm mixes rows)."""
+    if cfg.norm == "batchnorm":
+        return 0
+    return max(8, CPU_CHUNK_BYTES // (cfg.width * cfg.image_size * cfg.image_size * 4))
 
 
 def to_float(images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:

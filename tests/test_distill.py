@@ -10,7 +10,7 @@ import torch
 from engine import distill as D
 from engine.data import BiasedSplit, load_split
 from engine.errors import Cancelled, InvalidArgument
-from engine.nets import ConvNet, ConvNetConfig
+from engine.nets import ConvNet, ConvNetConfig, cpu_chunk_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -148,19 +148,23 @@ def test_single_group_fairdd_and_uniform_kde_equal_vanilla_end_to_end(tiny: Bias
     assert torch.allclose(out["kde"].images, out["vanilla"].images, atol=1e-5)
 
 
-def test_importance_kde_loss_is_plain_mean_of_kde_rows() -> None:
+def test_importance_kde_loss_is_plain_mean_of_kde_draws() -> None:
     real = torch.tensor([[1.0, 0.0], [3.0, 0.0], [9.0, 9.0], [5.0, 0.0], [7.0, 0.0]])
     labels = torch.zeros(5, dtype=torch.long)
     uniform = torch.tensor([True, True, True, False, False])
-    kde_rows = torch.tensor([False, False, False, True, True])
+    kde_only = torch.tensor([False, False, False, True, True])
     groups = torch.tensor([0, 0, 1, 0, 0])
     syn = torch.tensor([[0.0, 0.0]])
     out = D.dm_losses(real, labels, uniform, groups, {"kde": syn, "fairdd": syn, "vanilla": syn}, 1, 2,
-                      kde_rows=kde_rows)
+                      kde_only=kde_only, kde_take=torch.tensor([3, 4]))
     assert out["kde"].item() == pytest.approx(36.0)        # mean of rows 3, 4 = (6, 0)
     assert out["vanilla"].item() == pytest.approx(169 / 9 + 9)  # mean of rows 0-2 = (13/3, 3)
-    # fairdd ignores the kde rows: groups (2, 0) and (9, 9) -> (4 + 162) / 2
+    # fairdd ignores the rows only kde uses: groups (2, 0) and (9, 9) -> (4 + 162) / 2
     assert out["fairdd"].item() == pytest.approx(83.0)
+    # a draw of a uniform row reuses it; a repeated draw counts twice: mean of (1,0),(5,0),(5,0)
+    out = D.dm_losses(real, labels, uniform, groups, {"kde": syn}, 1, 2, kde_only=kde_only,
+                      kde_take=torch.tensor([0, 3, 3]))
+    assert out["kde"].item() == pytest.approx((11 / 3) ** 2)
 
 
 def test_importance_sampler_draws_in_proportion_to_weights(tiny: BiasedSplit) -> None:
@@ -168,14 +172,30 @@ def test_importance_sampler_draws_in_proportion_to_weights(tiny: BiasedSplit) ->
     favourite = [int(torch.nonzero(tiny.targets == c).flatten()[-1]) for c in range(4)]
     w[favourite] = 1.0  # all of each class's weight on one image
     sampler = D._Sampler(tiny, 6, 0, False, kde_weights=w, kde_batch=5)
-    index, labels, uniform, kde_rows = sampler.draw(torch.Generator().manual_seed(0), torch.Generator(),
-                                                    torch.Generator().manual_seed(1))
-    assert int(kde_rows.sum()) == 4 * 5 and not (uniform & kde_rows).any()
+    d = sampler.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
+    assert len(d.kde_take) == 4 * 5 and not (d.uniform & d.kde_only).any()
     for c in range(4):
-        assert (index[kde_rows & (labels == c)] == favourite[c]).all()
+        drawn = d.kde_take[d.labels[d.kde_take] == c]
+        assert len(drawn) == 5 and (d.index[drawn] == favourite[c]).all()
+    # five draws of one image share one row: at most one new row per class
+    assert int(d.kde_only.sum()) <= 4 and len(torch.unique(d.index)) == len(d.index)
     # vanilla's uniform rows do not depend on whether kde rows are drawn
     plain = D._Sampler(tiny, 6, 0, False).draw(torch.Generator().manual_seed(0), torch.Generator())
-    assert torch.equal(plain[0][plain[2]], index[uniform])
+    assert torch.equal(plain.index[plain.uniform], d.index[d.uniform])
+
+
+def test_importance_sampler_reuses_rows_already_in_the_batch(tiny: BiasedSplit) -> None:
+    """A batch that holds whole classes needs no extra rows for kde; draws point at the right images."""
+    w = torch.rand(len(tiny), generator=torch.Generator().manual_seed(3))
+    sampler = D._Sampler(tiny, len(tiny), 0, False, kde_weights=w, kde_batch=7)
+    d = sampler.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
+    assert int(d.kde_only.sum()) == 0 and len(d.index) == len(tiny)
+    assert torch.equal(d.labels[d.kde_take], tiny.targets[d.index[d.kde_take]])
+    # the same draws from a smaller batch: new rows appear, each image once, and point at the same images
+    small = D._Sampler(tiny, 2, 0, False, kde_weights=w, kde_batch=7)
+    e = small.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
+    assert torch.equal(e.index[e.kde_take], d.index[d.kde_take])
+    assert int(e.kde_only.sum()) > 0 and len(torch.unique(e.index)) == len(e.index)
 
 
 def test_vanilla_unchanged_by_running_beside_other_methods(tiny: BiasedSplit) -> None:
@@ -303,3 +323,31 @@ def test_channel_stats_match_float_computation() -> None:
     mean, std = D.channel_stats(x, chunk=128)  # several chunks, the last one partial
     f = x.float() / 255
     assert torch.allclose(mean, f.mean((0, 2, 3)), atol=1e-5) and torch.allclose(std, f.std((0, 2, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["instancenorm", "none"])
+def test_cpu_row_chunks_equal_one_batch_and_keep_gradients(norm: str) -> None:
+    """embed_rows splits a CPU batch into cache-sized chunks: same features, same gradients."""
+    cfg = ConvNetConfig(channels=3, num_classes=4, image_size=32, width=128, norm=norm)
+    rows = cpu_chunk_rows(cfg)
+    assert rows == 24                          # 128 channels x 32 x 32 floats = 512 KiB per image
+    net = ConvNet(cfg)
+    x = torch.randn(3 * rows + 5, 3, 32, 32, requires_grad=True)
+    whole = net.embed(x)
+    (gw,) = torch.autograd.grad(whole.square().sum(), x)
+    calls = []
+    net.features.register_forward_hook(lambda mod, inp, out: calls.append(len(inp[0])))
+    chunked = net.embed_rows(x)
+    assert calls == [rows, rows, rows, 5]
+    (gc,) = torch.autograd.grad(chunked.square().sum(), x)
+    assert torch.allclose(chunked, whole, atol=1e-5) and torch.allclose(gc, gw, atol=1e-5)
+
+
+def test_batchnorm_is_never_chunked() -> None:
+    assert cpu_chunk_rows(ConvNetConfig(width=128, norm="batchnorm")) == 0
+    assert cpu_chunk_rows(ConvNetConfig(width=128, image_size=28)) == 12 * 2**20 // (128 * 28 * 28 * 4)
+
+
+def test_cpu_uses_contiguous_memory_format() -> None:
+    assert D.memory_format(torch.device("cpu")) == torch.contiguous_format
+    assert D.memory_format(torch.device("cuda")) == torch.channels_last
