@@ -42,6 +42,7 @@ class AuditConfig:
     temperature: float = 1.0
     seed: int = 0
     eval_seeds: int | None = None       # None: the evaluation preset's number of seeds
+    baseline: bool = True               # also evaluate IPC random real images per class ("random")
     data_root: str | None = None
     device: str | None = None           # auto | cpu | cuda
     # tests and experiments: field overrides of the stage presets
@@ -175,8 +176,9 @@ def run_audit(cfg: AuditConfig, progress: Callable[[dict], None] | None = None,
     # every set evaluated in the same space: the distillation's standardisation
     candidates: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {
         m: (s.images, s.labels, s.unit()) for m, s in sets.items()}
-    rx, ry = evaluate.random_subset(train, c.ipc, c.seed, mean, std)
-    candidates["random"] = (rx, ry, evaluate.random_subset(train, c.ipc, c.seed)[0])
+    if c.baseline:
+        rx, ry = evaluate.random_subset(train, c.ipc, c.seed, mean, std)
+        candidates["random"] = (rx, ry, evaluate.random_subset(train, c.ipc, c.seed)[0])
 
     done = stage("probe")
     probe = evaluate.train_probe(train, p.eval_cfg, seed=c.seed, device=c.device, progress=progress,

@@ -71,7 +71,7 @@ class SupConNet(nn.Module):
                                   nn.Linear(p.hidden_dim, p.dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.encoder.embed(x)).float(), dim=1)
+        return F.normalize(self.head(self.encoder.embed_rows(x)).float(), dim=1)
 
 
 def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """ConvNet-D (the dataset-distillation standard): D blocks of conv3x3 -> norm -> ReLU -> avgpool."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -48,14 +49,15 @@ class ConvNet(nn.Module):
         return self.features(x).flatten(1)
 
     def embed_rows(self, x: torch.Tensor) -> torch.Tensor:
-        """`embed(x)`, on CPU in row chunks sized to the cache (same values: the norm is per sample)."""
+        """`embed(x)`, on CPU in equal row chunks sized to the cache (same values: the norm is per sample)."""
         rows = cpu_chunk_rows(self.cfg) if x.device.type == "cpu" else 0
         if rows <= 0 or len(x) <= rows:
             return self.embed(x)
-        return torch.cat([self.embed(part) for part in x.split(rows)])
+        parts = math.ceil(len(x) / rows)
+        return torch.cat([self.embed(part) for part in x.split(math.ceil(len(x) / parts))])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
+        return self.classifier(self.embed_rows(x))
 
 
 # On CPU a conv stack is bound by memory traffic: with a batch whose first-layer activations

@@ -38,6 +38,11 @@ def form(train) -> dict | None:
                                key="dst_evaluate", disabled=pipeline.audit_module() is None,
                                help="Train fresh ConvNets on each synthetic set, measure group accuracies and "
                                     "the attribute probe's aligned share (Results page).")
+        baseline = st.checkbox("Also evaluate a random-real baseline", value=pipeline.UI_BASELINE,
+                               key="dst_baseline", disabled=pipeline.audit_module() is None,
+                               help="IPC random real training images per class, evaluated like the synthetic "
+                                    "sets (the 'random' row on Results): what distillation must beat. One more "
+                                    "evaluation; the CLI audit always includes it unless --no-baseline.")
         if "kde" in methods:
             kv, temp = state.kde_choice(state.current())
             st.caption(f"KDE uses kernel variance {f'{kv:.3g}' if kv else '(suggested by the engine)'} and "
@@ -54,7 +59,8 @@ def form(train) -> dict | None:
                  f"**Fix:** choose an IPC of at most {per_class.min()}.", icon=":material/error:")
         return None
     return {"methods": pipeline.order(methods), "algorithm": algorithm, "preset": preset, "ipc": int(ipc),
-            "iterations": int(iterations) or None, "evaluate": bool(evaluate), "eval_seeds": int(eval_seeds)}
+            "iterations": int(iterations) or None, "evaluate": bool(evaluate), "eval_seeds": int(eval_seeds),
+            "baseline": bool(baseline)}
 
 
 def current_job() -> jobs.Job | None:

@@ -11,6 +11,7 @@ TINY_DISTILL = {"iterations": 4, "batch_real": 8, "width": 16, "checkpoint_every
 TINY_EVAL = {"epochs": 2, "seeds": 1, "probe_steps": 3, "probe_batch": 16, "width": 8, "probe_width": 8,
              "batch_size": 64}
 UI_EVAL_SEEDS = 1  # evaluation trainings per set in the dashboard: colored-digits end to end in ~2 min on 2 cores
+UI_BASELINE = False  # the random-real baseline costs one more evaluation (~15 s on 2 cores); opt in on the form
 STAGES = {"distill": "distilling", "embed": "embedding the training images",
           "supcon": "training the SupCon surrogate", "kde": "KDE weights", "weights": "KDE weights",
           "data": "loading the data", "probe": "training the attribute probe", "umap": "UMAP map",
@@ -110,6 +111,7 @@ def audit_target(s: state.Settings, choice: dict, methods: tuple[str, ...], kv: 
     base = dict(dataset=s.dataset, conflict_ratio=s.ratio, methods=methods, algorithm=choice["algorithm"],
                 ipc=choice["ipc"], preset=choice["preset"], kernel_variance=kv if "kde" in methods else None,
                 temperature=temp, seed=s.seed, eval_seeds=int(choice.get("eval_seeds") or UI_EVAL_SEEDS),
+                baseline=bool(choice.get("baseline", UI_BASELINE)),
                 distill_overrides={**(TINY_DISTILL if tiny else {}),
                                    **({"iterations": choice["iterations"]} if choice.get("iterations") else {})},
                 eval_overrides=dict(TINY_EVAL) if tiny else {},

@@ -92,6 +92,9 @@ def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
     df = figures.metrics_frame(res)
     st.subheader("Metrics per method (%)")
     st.dataframe(df.style.format("{:.1f}", na_rep="–"), key=f"res_table_{key}")
+    if "random" not in res["methods"]:
+        st.caption("No random-real baseline in this run: tick “Also evaluate a random-real baseline” on the "
+                   "Distill page and run again to see what IPC random real images per class score.")
     st.caption("Accuracies on the balanced test set; DEO = spread of accuracy across attributes within a class "
                "(max: DEO_M, mean: DEO_A; lower is fairer); synthetic aligned share = how many synthetic images the "
                "attribute probe sees as their class's aligned attribute (amplification when above the real share).")

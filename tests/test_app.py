@@ -146,7 +146,7 @@ def test_embeddings_page_live_weights_and_selection() -> None:
 
 # --------------------------------------------------------------------------- Distill, Results, Runs
 
-def start_run(methods: list[str], evaluate: bool, eval_seeds: int | None = None) -> AppTest:
+def start_run(methods: list[str], evaluate: bool, eval_seeds: int | None = None, baseline: bool = False) -> AppTest:
     """Start a tiny run on the Distill page and wait for it."""
     at = open_page("distill")
     ok(at)
@@ -155,6 +155,7 @@ def start_run(methods: list[str], evaluate: bool, eval_seeds: int | None = None)
     at.checkbox(key="dst_evaluate").set_value(evaluate)
     if eval_seeds is not None:
         at.number_input(key="dst_eval_seeds").set_value(eval_seeds)
+    at.checkbox(key="dst_baseline").set_value(baseline)
     at.button[0].click()  # the form's submit button
     at.run()
     ok(at)
@@ -181,7 +182,7 @@ def test_distill_refuses_empty_methods() -> None:
 
 
 def test_results_page_after_tiny_audit() -> None:
-    at = start_run(["vanilla", "kde", "fairdd"], evaluate=True)
+    at = start_run(["vanilla", "kde", "fairdd"], evaluate=True, baseline=True)
     assert len(at.get("image")) == 3
     at.switch_page("pages/results.py")
     at.run()
@@ -199,12 +200,15 @@ def test_results_page_after_tiny_audit() -> None:
 def test_evaluation_trainings_follow_the_form() -> None:
     at = open_page("distill")
     assert at.number_input(key="dst_eval_seeds").value == 1  # the dashboard's quick default
+    assert at.checkbox(key="dst_baseline").value is False    # the baseline is opt-in in the dashboard
     at = start_run(["vanilla"], evaluate=True, eval_seeds=2)
     at.switch_page("pages/results.py")
     at.run()
     ok(at)
     header = " ".join(m.value for m in at.markdown)
     assert "mean ± std over 2 evaluation trainings per set" in header
+    assert set(at.dataframe[0].value.index) == {"vanilla"}
+    assert any("random-real baseline" in c.value for c in at.caption)
 
 
 def test_runs_page_lists_and_compares() -> None:

@@ -70,6 +70,19 @@ def test_audit_without_kde_skips_weights(tiny_presets, tmp_path):
     assert again["methods"]["random"]["accuracy"] == res["methods"]["random"]["accuracy"]
 
 
+def test_audit_without_baseline_evaluates_only_the_sets(tiny_presets, tmp_path, capsys):
+    cfg = audit.AuditConfig("colored-digits", 0.05, tmp_path / "r", methods="vanilla", ipc=1, eval_seeds=1,
+                            baseline=False)
+    res = audit.run_audit(cfg)
+    assert set(res["methods"]) == {"vanilla"} and "evaluate random" not in res["timings"]
+    # a stored run with the baseline is a different run, not a reuse of this one
+    assert audit.store_key(cfg) != audit.store_key(replace(cfg, baseline=True))
+    rc, _, _ = _run(["audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods", "vanilla",
+                     "--ipc", "1", "--eval-seeds", "1", "--no-baseline", "--out", str(tmp_path / "cli"), "--json"], capsys)
+    assert rc == 0
+    assert set(json.loads((tmp_path / "cli" / "results.json").read_text())["methods"]) == {"vanilla"}
+
+
 @pytest.mark.parametrize("args, words", [
     (["--dataset", "nope"], "unknown dataset"),
     (["--conflict-ratio", "1.5"], "outside (0, 1)"),

@@ -42,3 +42,11 @@ def test_starts_script_evaluates_every_method_start(monkeypatch, fresh_home) -> 
     assert set(out) == set(D.METHODS)
     for row in out.values():
         assert 0 <= row["synthetic_aligned_share"] <= 100 and 0 <= row["conflicting_accuracy"] <= 100
+
+
+def test_bench_layout_times_every_layout() -> None:
+    from bench import bench_layout as B
+    for grad in (False, True):
+        rows = B.run(8, 40, grad, 1)
+        assert [r["layout"].split(",")[0] for r in rows] == ["channels_last", "contiguous", "contiguous"]
+        assert all(r["best_s"] > 0 and r["median_s"] >= r["best_s"] for r in rows)

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_distill_args(p)
     p.add_argument("--temperature", default="1.0", help="KDE weight temperature (default 1)")
     p.add_argument("--eval-seeds", default=None, help="evaluation trainings per set (default: the preset's)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the 'random' baseline (IPC random real images per class, evaluated like the sets)")
     p.add_argument("--out", required=True, help="folder for results.json, the synthetic sets and their grids")
     add_json(p)
     p.set_defaults(func=run)
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         algorithm=args.algorithm, ipc=args.ipc, preset=args.preset,
         kernel_variance=parse_float(args.kernel_variance, "kernel-variance"),
         temperature=parse_float(args.temperature, "temperature"), seed=args.seed,
-        eval_seeds=args.eval_seeds, data_root=args.data_root, device=args.device,
+        eval_seeds=args.eval_seeds, baseline=not args.no_baseline, data_root=args.data_root, device=args.device,
         distill_overrides=_distill_overrides(args))
     result, run = audit.run_stored(cfg, force=args.force, progress=_progress_printer())
     # the run lives in the store; OUT gets a copy of its results, sets and grids
