@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--iterations", type=int, default=None, help="default: the quick preset's")
     ap.add_argument("--cold-jit", action="store_true",
                     help="an empty numba cache, as if `make install` had not compiled UMAP (its warm-up)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also evaluate the random-real baseline (off by default, as on the Distill form)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ddaudit-first-run-") as home:
         os.environ["DDAUDIT_HOME"] = home  # cold: nothing cached (read by engine.cache at call time)
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         overrides = {"iterations": args.iterations} if args.iterations else {}
         cfg = audit.AuditConfig(dataset=args.dataset, conflict_ratio=args.conflict_ratio,
                                 out=os.path.join(home, "out"), eval_seeds=args.eval_seeds,
-                                distill_overrides=overrides)
+                                baseline=args.baseline, distill_overrides=overrides)
         result, _ = audit.run_stored(cfg)
         lap("distill page: audit (distill + evaluate)", t)
         for stage, s in result["timings"].items():
