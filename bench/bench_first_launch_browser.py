@@ -10,24 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--enable-unsafe-swiftshader"]
+from bench import serve
+
 LONG = 900_000  # ms
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,15 +37,10 @@ def main(argv: list[str] | None = None) -> dict:
     steps: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="ddaudit-first-launch-") as tmp:
         home = args.home or tmp
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "DDAUDIT_HOME": home}
         env.pop("DDAUDIT_TINY", None)
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                                 "--server.address", "127.0.0.1", "--server.port", str(port),
-                                 "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, url = serve.start_app(env)
 
         def lap(name: str, since: float) -> float:
             now = time.perf_counter()
@@ -65,15 +49,11 @@ def main(argv: list[str] | None = None) -> dict:
             return now
 
         try:
-            for _ in range(240):
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.5)
+            if not serve.wait_healthy(proc, url, 120):
+                raise SystemExit("streamlit did not become healthy in 120 s (or exited); run `make app` to see why")
             t = lap("server up", t0)
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=args.chromium, args=ARGS)
+                browser = pw.chromium.launch(executable_path=args.chromium, args=serve.CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1800})
                 page.set_default_timeout(LONG)
                 page.goto(url)
@@ -95,11 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"  results header: {header}", flush=True)
                 browser.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            serve.stop(proc)
     total = sum(v for k, v in steps.items())
     print(f"{'total, server start to results':<52} {total:7.1f} s (waits on the Dataset page excluded)", flush=True)
     return {"steps": steps, "total_s": total}

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     for m, x in starts.items():
         ev = evaluate.evaluate_synthetic(x, labels, test, ev_cfg, evaluate.eval_seeds(args.eval_seeds, args.seed * 1000),
                                          mean=mean, std=std, flip=flip)
-        unit = (x * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)).clamp(0, 1)
+        unit = distill.to_unit(x, mean, std)
         out[m] = {"accuracy": ev["accuracy"], "conflicting_accuracy": ev["conflicting_accuracy"],
                   "conflicting_accuracy_std": ev["conflicting_accuracy_std"],
                   "synthetic_aligned_share": evaluate.synthetic_aligned_share(probe, unit, labels,

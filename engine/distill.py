@@ -193,10 +193,15 @@ class SyntheticSet:
 
     def unit(self) -> torch.Tensor:
         """Images in [0, 1] for display (un-standardised, clipped)."""
-        return (self.images * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)).clamp(0, 1)
+        return to_unit(self.images, self.mean, self.std)
 
     def to_uint8(self) -> torch.Tensor:
         return (self.unit() * 255).round().to(torch.uint8)
+
+
+def to_unit(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Standardised images back to [0, 1] (clipped): what a synthetic set looks like."""
+    return (images * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)).clamp(0, 1)
 
 
 def save_synthetic(sets: dict[str, SyntheticSet], out_dir: str | Path) -> dict[str, Path]:
@@ -777,6 +782,8 @@ def _dc_step(net, syn, opts, gen, gen_groups, real_batch, dsa, syn_labels, nc, n
     for ol in range(outer):
         params = dsa.sample(nc, gen) if dsa is not None else None
         b = real_batch(gen, gen_groups, params)
+        # fairdd: the uniform rows and the top-up, not the rows only kde uses; vanilla (and weighted kde): uniform
+        fairdd_rows = ~b.kde_only if b.kde_only is not None else torch.ones_like(b.uniform)
         for m in methods:
             loss = torch.zeros((), device=device)
             for c in range(nc):
@@ -784,9 +791,7 @@ def _dc_step(net, syn, opts, gen, gen_groups, real_batch, dsa, syn_labels, nc, n
                 if importance:  # kde's draws of class c, repeats included
                     rows_d = b.kde_take[b.labels[b.kde_take] == c].to(device)
                 else:
-                    rows = (b.labels == c) & b.uniform
-                    if m == "fairdd":  # the uniform rows and the top-up, not the rows only kde uses
-                        rows = (b.labels == c) & (~b.kde_only if b.kde_only is not None else True)
+                    rows = (b.labels == c) & (fairdd_rows if m == "fairdd" else b.uniform)
                     rows_d = torch.nonzero(rows).flatten().to(device)
                 xs = syn[m][c * ipc:(c + 1) * ipc]
                 if params is not None:

@@ -3,22 +3,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from bench import serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("DDAUDIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--enable-unsafe-swiftshader"]
 LONG = 600_000  # ms: first embeddings + UMAP (numba JIT) or a tiny audit on 2 busy cores
 
 
@@ -29,45 +24,22 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """`streamlit run app.py` on a free localhost port, tiny engine settings, its own DDAUDIT_HOME."""
-    port = _free_port()
     home = os.environ.get("DDAUDIT_HOME") or str(tmp_path_factory.mktemp("ddh"))
     env = {**os.environ, "DDAUDIT_TINY": "1", "DDAUDIT_HOME": home, "DDAUDIT_DEVICE": "cpu"}
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--server.port", str(port),
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve.start_app(env, log)
     try:
-        for _ in range(120):
-            if proc.poll() is not None:
-                break
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not become healthy in 60 s")
-        if proc.poll() is not None:
+        if not serve.wait_healthy(proc, url, 60):
+            if proc.poll() is None:
+                pytest.fail("streamlit did not become healthy in 60 s")
             log.seek(0)
             pytest.fail(f"streamlit exited: {log.read()[-2000:]}")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        serve.stop(proc)
         log.close()
 
 
@@ -82,7 +54,7 @@ def page(server: str):
         _missing(f"no Chromium at {CHROMIUM}: apt-get install chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=serve.CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1800})
         pg.set_default_timeout(60_000)
         yield pg
