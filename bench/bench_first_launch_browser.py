@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                 browser.close()
         finally:
             serve.stop(proc)
-    total = sum(v for k, v in steps.items())
+    total = sum(steps.values())
     print(f"{'total, server start to results':<52} {total:7.1f} s (waits on the Dataset page excluded)", flush=True)
     return {"steps": steps, "total_s": total}
 

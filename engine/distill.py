@@ -377,8 +377,8 @@ class _Sampler:
                           for g in range(self.num_groups)] for c in range(self.num_classes)]
         self.batch_real, self.group_min, self.fairdd = batch_real, group_min, fairdd
         self.attributes, self.targets = train.attributes, train.targets
-        # importance sampling for kde: per-class probabilities (None = no kde rows)
-        self.kde_probs = None if kde_weights is None else [kde_weights[p].double().clamp_min(0) for p in self.by_class]
+        # importance sampling for kde: per-class probabilities, computed once (None = no kde rows)
+        self.kde_probs = None if kde_weights is None else [_draw_probs(kde_weights[p]) for p in self.by_class]
         self.kde_batch = kde_batch
         self.gen_kde: torch.Generator | None = None
 
@@ -412,7 +412,6 @@ class _Sampler:
         if self.kde_probs is not None and gen_kde is not None:
             draws = []
             for pool, p in zip(self.by_class, self.kde_probs):
-                p = p if float(p.sum()) > 0 else torch.ones_like(p)
                 draws.append(pool[torch.multinomial(p, self.kde_batch, replacement=True, generator=gen_kde)])
             drawn = torch.cat(draws)
             have = torch.cat(idx)
@@ -427,6 +426,12 @@ class _Sampler:
         index, lab = torch.cat(idx), torch.cat(labels)
         rows = torch.arange(len(index))
         return _Draw(index, lab, rows < n_uniform, rows >= n_before_kde, kde_take)
+
+
+def _draw_probs(weights: torch.Tensor) -> torch.Tensor:
+    """Sampling probabilities proportional to a class's KDE weights (negatives as 0; all zero: uniform)."""
+    p = weights.double().clamp_min(0)
+    return p if float(p.sum()) > 0 else torch.ones_like(p)
 
 
 @dataclass
@@ -525,8 +530,7 @@ def _start(train: BiasedSplit, cfg: DistillConfig, kind: str, mean: torch.Tensor
             picks.append(pool[torch.randperm(len(pool), generator=gen)[:cfg.ipc]])
             continue
         if kind == "weighted":  # without replacement: ipc distinct images, dense clusters rarely picked
-            p = weights[pool].double().clamp_min(0)
-            p = p if float(p.sum()) > 0 else torch.ones_like(p)
+            p = _draw_probs(weights[pool])
             n_pos = int((p > 0).sum())
             take = torch.multinomial(p, min(cfg.ipc, n_pos), replacement=False, generator=gen)
             if len(take) < cfg.ipc:  # fewer positive weights than ipc: fill with random others
