@@ -40,9 +40,9 @@ def _real_rows(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str
 
     KDE's draws use the stand-in weights (`_standin_weights`)."""
     kde = "kde" in methods and cfg.kde_sampling == "importance"
-    sampler = D._Sampler(train, cfg.batch_real, cfg.group_min, "fairdd" in methods,
+    sampler = D.Sampler(train, cfg.batch_real, cfg.group_min, "fairdd" in methods,
                          kde_weights=_standin_weights(train) if kde else None, kde_batch=cfg.kde_batch)
-    return len(sampler.draw(D._gen(cfg.seed, 0, 0), D._gen(cfg.seed, 0, 1), D._gen(cfg.seed, 0, 16)).index)
+    return len(sampler.draw(D.rng(cfg.seed, 0, 0), D.rng(cfg.seed, 0, 1), D.rng(cfg.seed, 0, 16)).index)
 
 
 def time_engine(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str, ...]) -> float:

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = distill.config_for("quick", "dm", args.ipc, seed=args.seed, init=args.init)
     weights = training_weights(train, preset="quick", seed=args.seed).weights
     mean, std = distill.channel_stats(train.images)
-    starts = distill._init_images(train, cfg, mean, std, distill.METHODS, weights)
+    starts = distill.initial_sets(train, cfg, mean, std, distill.METHODS, weights)
     ev_cfg = evaluate.get_preset("quick")
     probe = evaluate.train_probe(train, ev_cfg, seed=args.seed)
     labels = torch.arange(train.num_classes).repeat_interleave(args.ipc)

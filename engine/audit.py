@@ -18,7 +18,7 @@ import torch
 
 from . import cache, data, distill, evaluate
 from .errors import InvalidArgument
-from .nets import to_float
+from .images import to_float
 
 log = logging.getLogger("ddaudit")
 

@@ -97,6 +97,14 @@ def read_json(path: Path) -> Any:
         raise CorruptArtifact(f"{path} is corrupt ({exc})", "delete it; it will be rebuilt") from exc
 
 
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """The one content hash of tensors' bytes (sha256 hex): keys caches to the data they came from."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
@@ -123,13 +131,14 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raw = path.read_bytes()
         tensors = st_load(raw)
         header = _read_header(raw)
-    except (SafetensorError, ValueError, json.JSONDecodeError, OSError) as exc:
+        meta = json.loads(header.get("ddaudit_meta", "{}"))
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise CorruptArtifact(f"{path} is corrupt or truncated ({exc})", "delete it; it will be rebuilt") from exc
     if header.get("sha256") != _digest(tensors):
         raise CorruptArtifact(f"{path} failed its checksum", "delete it; it will be rebuilt")
-    return tensors, json.loads(header.get("ddaudit_meta", "{}"))
+    return tensors, meta
 
 
 def _read_header(raw: bytes) -> dict[str, str]:

@@ -7,7 +7,6 @@ colour bias the KDE must see (docs/KDE.md). Weights and embeddings are cached as
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -20,7 +19,8 @@ from . import cache
 from .data import REGISTRY, BiasedSplit, check_seed
 from .device import autocast, pick_device
 from .errors import InvalidArgument
-from .nets import ConvNet, ConvNetConfig, to_float
+from .images import to_float
+from .nets import ConvNet, ConvNetConfig, seeded
 
 EMBED_VERSION = 1  # bump when training or embedding changes: invalidates cached models/embeddings
 
@@ -112,17 +112,9 @@ def _prep(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
-def _fingerprint(train: BiasedSplit) -> str:
-    """Content hash of the images and labels: a rebuilt split with other pixels gets another key."""
-    h = hashlib.sha256()
-    for t in (train.images, train.targets):
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _key(train: BiasedSplit, p: EmbedPreset, seed: int) -> str:
     return cache.cache_key(dataset=train.dataset, ratio=train.meta.get("conflict_ratio"),
-                           data_seed=train.meta.get("seed"), n=len(train), content=_fingerprint(train),
+                           data_seed=train.meta.get("seed"), n=len(train), content=cache.tensor_digest(train.images, train.targets)[:16],
                            seed=seed, preset=asdict(p), version=EMBED_VERSION)
 
 
@@ -140,9 +132,7 @@ def train_supcon(train: BiasedSplit, p: EmbedPreset, seed: int, device: torch.de
     flip = not REGISTRY[train.dataset].digits if train.dataset in REGISTRY else True  # no flip for digits
     n = len(train)
     pool = torch.randperm(n, generator=gen)[:p.max_train] if p.max_train and p.max_train < n else torch.arange(n)
-    with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the global RNG
-        torch.manual_seed(seed)
-        model = SupConNet(train.images.shape[1], train.images.shape[2], p).to(device)
+    model = seeded(lambda: SupConNet(train.images.shape[1], train.images.shape[2], p), seed).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)

@@ -7,7 +7,6 @@ no test sample is *missing* (None) and excluded from every aggregate, never coun
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -22,7 +21,8 @@ from . import cache
 from .data import BiasedSplit, check_seed
 from .device import autocast, pick_device
 from .errors import Cancelled, InvalidArgument
-from .nets import ConvNet, ConvNetConfig, to_float
+from .images import to_float
+from .nets import ConvNet, ConvNetConfig, seeded
 
 log = logging.getLogger("ddaudit")
 
@@ -178,13 +178,6 @@ def _to_input(images: torch.Tensor, mean: torch.Tensor | None = None, std: torch
     return to_float(images, mean, std) if images.dtype == torch.uint8 else images.float()
 
 
-def _seeded_net(cfg: ConvNetConfig, seed: int) -> ConvNet:
-    """Network initialisation from `seed` without touching the global RNG stream."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ConvNet(cfg)
-
-
 def _make_dsa(flip: bool):
     from .augment import DSA  # imported lazily: metrics and the probe do not need it
     return DSA(strategy="color_crop_cutout_flip_scale_rotate", flip=flip)
@@ -207,7 +200,7 @@ def train_on(images: torch.Tensor, labels: torch.Tensor, cfg: EvalPreset, seed: 
     num_classes = num_classes or int(y_all.max()) + 1
     net_cfg = ConvNetConfig(channels=x_all.shape[1], num_classes=num_classes, image_size=x_all.shape[-1],
                             width=cfg.width, depth=cfg.depth, norm=cfg.norm)
-    net = _seeded_net(net_cfg, seed).to(device)
+    net = seeded(lambda: ConvNet(net_cfg), seed).to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -336,19 +329,11 @@ class Probe:
     meta: dict
 
 
-def _split_digest(split: BiasedSplit) -> str:
-    """Content hash of a split, so a cached probe never outlives the data it was trained on."""
-    h = hashlib.sha256()
-    for t in (split.images, split.targets, split.attributes):
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _probe_path(train: BiasedSplit, cfg: EvalPreset, seed: int):
     ratio = train.meta.get("conflict_ratio")
     key = cache.cache_key(dataset=train.dataset, ratio=ratio, seed=seed, steps=cfg.probe_steps,
                           batch=cfg.probe_batch, width=cfg.probe_width, depth=cfg.depth, norm=cfg.norm,
-                          data=_split_digest(train), version=PROBE_VERSION)
+                          data=cache.tensor_digest(train.images, train.targets, train.attributes)[:16], version=PROBE_VERSION)
     return cache.cache_dir("probes") / f"{cache.safe_name(train.dataset)}-{key}.safetensors"
 
 
@@ -381,7 +366,7 @@ def train_probe(train: BiasedSplit, preset: str | EvalPreset = "quick", seed: in
     counts = torch.from_numpy(train.counts()).double()
     sample_w = 1.0 / counts[train.targets, train.attributes]
     gen = torch.Generator().manual_seed(seed + 104729)
-    net = _seeded_net(net_cfg, seed + 104729).to(device)
+    net = seeded(lambda: ConvNet(net_cfg), seed + 104729).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.probe_steps)
     net.train()

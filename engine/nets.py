@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,34 @@ def cpu_chunk_rows(cfg: ConvNetConfig) -> int:
     return max(8, CPU_CHUNK_BYTES // (cfg.width * cfg.image_size * cfg.image_size * 4))
 
 
-def to_float(images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 N,C,H,W -> float in [0,1], optionally standardised per channel."""
-    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-    if mean is not None and std is not None:
-        x = (x - mean.view(1, -1, 1, 1).to(x)) / std.view(1, -1, 1, 1).to(x)
-    return x
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA (tensor cores); contiguous on CPU, where channels_last ran this ConvNet's
+    forward and backward 1.1-2x slower (bench/bench_layout.py, docs/DISTILL.md)."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def init_network(net: nn.Module, gen: torch.Generator) -> None:
+    """PyTorch's default initialisation, drawn from `gen` (not the global RNG): distillation's
+    per-iteration random network, re-drawn in place from its (seed, iteration) stream."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                w = torch.empty(m.weight.shape)
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+                m.weight.copy_(w)
+                if m.bias is not None:
+                    bound = 1 / math.sqrt(w[0].numel())
+                    m.bias.copy_(torch.empty(m.bias.shape).uniform_(-bound, bound, generator=gen))
+            elif isinstance(m, (nn.GroupNorm, nn.BatchNorm2d)):
+                m.weight.fill_(1)
+                m.bias.fill_(0)
+                if isinstance(m, nn.BatchNorm2d):
+                    m.reset_running_stats()
+
+
+def seeded(build: Callable[[], T], seed: int) -> T:
+    """build() under torch.manual_seed(seed) without touching the caller's global RNG stream:
+    a new module initialised reproducibly (evaluation nets, the probe, the SupCon encoder)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()

@@ -124,7 +124,7 @@ def test_dc_class_loss_equivalences() -> None:
 def test_every_method_runs_end_to_end(tiny: BiasedSplit, cfg: D.DistillConfig) -> None:
     seen: list[dict] = []
     out = D.distill(tiny, cfg, D.METHODS, weights=_random_weights(tiny), progress=seen.append)
-    starts = D._init_images(tiny, cfg, out["vanilla"].mean, out["vanilla"].std, D.METHODS, _random_weights(tiny))
+    starts = D.initial_sets(tiny, cfg, out["vanilla"].mean, out["vanilla"].std, D.METHODS, _random_weights(tiny))
     assert set(out) == set(D.METHODS)
     for m, s in out.items():
         start = starts[m]
@@ -171,7 +171,7 @@ def test_importance_sampler_draws_in_proportion_to_weights(tiny: BiasedSplit) ->
     w = torch.zeros(len(tiny))
     favourite = [int(torch.nonzero(tiny.targets == c).flatten()[-1]) for c in range(4)]
     w[favourite] = 1.0  # all of each class's weight on one image
-    sampler = D._Sampler(tiny, 6, 0, False, kde_weights=w, kde_batch=5)
+    sampler = D.Sampler(tiny, 6, 0, False, kde_weights=w, kde_batch=5)
     d = sampler.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
     assert len(d.kde_take) == 4 * 5 and not (d.uniform & d.kde_only).any()
     for c in range(4):
@@ -180,19 +180,19 @@ def test_importance_sampler_draws_in_proportion_to_weights(tiny: BiasedSplit) ->
     # five draws of one image share one row: at most one new row per class
     assert int(d.kde_only.sum()) <= 4 and len(torch.unique(d.index)) == len(d.index)
     # vanilla's uniform rows do not depend on whether kde rows are drawn
-    plain = D._Sampler(tiny, 6, 0, False).draw(torch.Generator().manual_seed(0), torch.Generator())
+    plain = D.Sampler(tiny, 6, 0, False).draw(torch.Generator().manual_seed(0), torch.Generator())
     assert torch.equal(plain.index[plain.uniform], d.index[d.uniform])
 
 
 def test_importance_sampler_reuses_rows_already_in_the_batch(tiny: BiasedSplit) -> None:
     """A batch that holds whole classes needs no extra rows for kde; draws point at the right images."""
     w = torch.rand(len(tiny), generator=torch.Generator().manual_seed(3))
-    sampler = D._Sampler(tiny, len(tiny), 0, False, kde_weights=w, kde_batch=7)
+    sampler = D.Sampler(tiny, len(tiny), 0, False, kde_weights=w, kde_batch=7)
     d = sampler.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
     assert int(d.kde_only.sum()) == 0 and len(d.index) == len(tiny)
     assert torch.equal(d.labels[d.kde_take], tiny.targets[d.index[d.kde_take]])
     # the same draws from a smaller batch: new rows appear, each image once, and point at the same images
-    small = D._Sampler(tiny, 2, 0, False, kde_weights=w, kde_batch=7)
+    small = D.Sampler(tiny, 2, 0, False, kde_weights=w, kde_batch=7)
     e = small.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
     assert torch.equal(e.index[e.kde_take], d.index[d.kde_take])
     assert int(e.kde_only.sum()) > 0 and len(torch.unique(e.index)) == len(e.index)
@@ -237,7 +237,7 @@ def test_cancel_without_checkpoint(tiny: BiasedSplit) -> None:
 
 def test_balanced_init_covers_attributes(tiny: BiasedSplit) -> None:
     cfg = replace(TINY, ipc=3, init="balanced")
-    x = D._init_images(tiny, cfg, torch.zeros(3), torch.ones(3))["vanilla"]
+    x = D.initial_sets(tiny, cfg, torch.zeros(3), torch.ones(3))["vanilla"]
     for c in range(4):
         colours = {tuple((x[c * 3 + k].flatten(1).max(1).values > 0.5).tolist()) for k in range(3)}
         assert len(colours) >= 2  # aligned colour plus at least one conflicting colour
@@ -250,8 +250,8 @@ def test_method_init_starts_each_method_from_its_target(tiny: BiasedSplit) -> No
         w[rows] = 1.0  # each class's weight on its last two images
     cfg = replace(TINY, ipc=2)
     zeros, ones = torch.zeros(3), torch.ones(3)
-    starts = D._init_images(tiny, cfg, zeros, ones, D.METHODS, w)
-    shared = {k: D._init_images(tiny, replace(cfg, init=k), zeros, ones, ["vanilla"])["vanilla"]
+    starts = D.initial_sets(tiny, cfg, zeros, ones, D.METHODS, w)
+    shared = {k: D.initial_sets(tiny, replace(cfg, init=k), zeros, ones, ["vanilla"])["vanilla"]
               for k in ("real", "balanced")}
     assert torch.equal(starts["vanilla"], shared["real"])        # vanilla: plain random real images
     assert torch.equal(starts["fairdd"], shared["balanced"])     # fairdd: attribute-balanced
@@ -261,14 +261,14 @@ def test_method_init_starts_each_method_from_its_target(tiny: BiasedSplit) -> No
         want = {tuple(x.flatten().tolist()) for x in expected.view(4, 2, -1)[c]}
         assert {tuple(x.tolist()) for x in got[c]} == want
     with pytest.raises(InvalidArgument, match="weights"):
-        D._init_images(tiny, cfg, zeros, ones, ["kde"], None)
+        D.initial_sets(tiny, cfg, zeros, ones, ["kde"], None)
 
 
 def test_kde_init_with_fewer_positive_weights_than_ipc_fills_with_others(tiny: BiasedSplit) -> None:
     w = torch.zeros(len(tiny))
     first = [int(torch.nonzero(tiny.targets == c).flatten()[0]) for c in range(4)]
     w[first] = 1.0
-    x = D._init_images(tiny, replace(TINY, ipc=3), torch.zeros(3), torch.ones(3), ["kde"], w)["kde"]
+    x = D.initial_sets(tiny, replace(TINY, ipc=3), torch.zeros(3), torch.ones(3), ["kde"], w)["kde"]
     assert x.shape == (12, 3, 32, 32)
     for c in range(4):
         block = x[c * 3:(c + 1) * 3]

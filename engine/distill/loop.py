@@ -1,0 +1,363 @@
+"""The side-by-side distillation loop: every method shares the random network, the real batch (one
+batched forward, all classes, no autograd for DM), its features and the DSA parameters; each keeps its
+own synthetic set and SGD optimiser. docs/DISTILL.md: losses, FairDD pitfalls, RNG / checkpoint design.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import cache
+from ..augment import DSA, DSAParams
+from ..data import REGISTRY as DATASETS, BiasedSplit
+from ..device import autocast, pick_device
+from ..errors import Cancelled, InvalidArgument
+from ..nets import ConvNet, ConvNetConfig, init_network, memory_format
+from .config import DISTILL_VERSION, DistillConfig, check_config
+from .methods import METHODS, REGISTRY, Batch, Context, check_methods
+from .sampler import STREAM_GROUPS, STREAM_INNER, STREAM_KDE, STREAM_MAIN, Sampler, rng
+from .sets import SyntheticSet
+from .starts import initial_sets
+
+CHECKPOINT = "checkpoint.safetensors"
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class _State:
+    """What one run carries from iteration to iteration (all of it checkpointed)."""
+
+    syn: dict[str, torch.Tensor]
+    opts: dict[str, torch.optim.Optimizer]
+    history: dict[str, list[tuple[int, float]]]
+    acc: torch.Tensor            # loss sum per method since the last log point
+    acc_n: int = 0
+    done: int = 0                # iterations finished
+    seconds_before: float = 0.0  # wall time of earlier (interrupted) sessions
+
+
+@dataclass
+class _Run:
+    """Everything an iteration needs, built once: data on the device, the network, the sampler."""
+
+    cfg: DistillConfig
+    methods: tuple[str, ...]
+    device: torch.device
+    ctx: Context
+    net: ConvNet
+    dsa: DSA | None
+    sampler: Sampler
+    images: torch.Tensor
+    mean: torch.Tensor           # 1 x C x 1 x 1 on the device
+    std: torch.Tensor
+    attributes: torch.Tensor
+    weights: torch.Tensor | None
+    importance: bool             # kde's rows drawn with probability w_i
+    syn_labels: torch.Tensor
+    fmt: torch.memory_format = field(default=torch.contiguous_format)
+
+    def real_batch(self, gen: torch.Generator, gen_groups: torch.Generator, gen_kde: torch.Generator,
+                   params: DSAParams | None) -> Batch:
+        """Draw the shared rows, standardise and augment them (one DSA parameter set per class)."""
+        d = self.sampler.draw(gen, gen_groups, gen_kde)
+        index, labels = d.index.to(self.device), d.labels.to(self.device)
+        x = (self.images[index].float() / 255.0 - self.mean) / self.std
+        if params is not None:
+            x = self.dsa.apply(x, params.take(labels))
+        return Batch(x.contiguous(memory_format=self.fmt), labels, self.attributes[index],
+                     d.uniform.to(self.device), d.kde_only.to(self.device),
+                     d.kde_take.to(self.device) if self.importance else None,
+                     self.weights[index] if self.weights is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of a batch (cache-sized row chunks on CPU), float32."""
+        with autocast(self.device):
+            return self.net.embed_rows(x.contiguous(memory_format=self.fmt)).float()
+
+
+def _dm_step(run: _Run, state: _State, gen: torch.Generator, gen_groups: torch.Generator,
+             gen_kde: torch.Generator) -> dict[str, torch.Tensor]:
+    """One DM iteration for every method: shared real forward (no autograd), one synthetic forward."""
+    net, syn, methods, dsa = run.net, state.syn, run.methods, run.dsa
+    net.requires_grad_(False)
+    net.train()
+    params = dsa.sample(run.ctx.num_classes, gen) if dsa is not None else None  # siamese: one set per class
+    b = run.real_batch(gen, gen_groups, gen_kde, params)
+    with torch.no_grad():
+        real = run.forward(b.x)
+    if run.cfg.norm == "batchnorm":  # batch statistics must not mix methods: one whole forward each
+        feats = {}
+        for m in methods:
+            xs = syn[m] if params is None else dsa.apply(syn[m], params.take(run.syn_labels))
+            with autocast(run.device):
+                feats[m] = net.embed(xs.contiguous(memory_format=run.fmt)).float()
+    else:  # per-sample norm: one forward of every method's images together
+        xs = torch.cat([syn[m] for m in methods])
+        if params is not None:
+            xs = dsa.apply(xs, params.take(run.syn_labels.repeat(len(methods))))
+        feats = dict(zip(methods, run.forward(xs).split(len(run.syn_labels))))
+    d = real.shape[1]
+    losses = {m: REGISTRY[m].dm_loss(real, b, feats[m].view(run.ctx.num_classes, -1, d).mean(1), run.ctx)
+              for m in methods}
+    for m in methods:
+        state.opts[m].zero_grad(set_to_none=True)
+    torch.stack([losses[m] for m in methods]).sum().backward()
+    for m in methods:
+        state.opts[m].step()
+    return losses
+
+
+def _real_grad(net: ConvNet, x: torch.Tensor, c: int, w: torch.Tensor | None, device) -> list[torch.Tensor]:
+    """Gradient of the (weighted) cross-entropy of real images of class c w.r.t. the weights."""
+    with autocast(device):
+        logits = net(x).float()
+    target = torch.full((len(x),), c, device=x.device, dtype=torch.long)
+    if w is None:
+        loss = F.cross_entropy(logits, target)
+    else:
+        loss = (F.cross_entropy(logits, target, reduction="none") * w).sum()
+    return [g.detach() for g in torch.autograd.grad(loss, list(net.parameters()))]
+
+
+def _syn_grad(net: ConvNet, xs: torch.Tensor, c: int, device) -> tuple[torch.Tensor, ...]:
+    """Gradient of the synthetic images' cross-entropy w.r.t. the weights, differentiable in the images."""
+    with autocast(device):
+        logits = net(xs).float()
+    loss = F.cross_entropy(logits, torch.full((len(xs),), c, device=xs.device, dtype=torch.long))
+    return torch.autograd.grad(loss, list(net.parameters()), create_graph=True)
+
+
+def _dc_match(run: _Run, net: ConvNet, method: str, syn: torch.Tensor, b: Batch,
+              params: DSAParams | None) -> torch.Tensor:
+    """Sum over classes of one method's gradient-matching loss against the shared real batch."""
+    ipc, loss = run.cfg.ipc, torch.zeros((), device=run.device)
+    for c in range(run.ctx.num_classes):
+        xs = syn[c * ipc:(c + 1) * ipc]
+        if params is not None:
+            xs = run.dsa.apply(xs, params.take(torch.full((ipc,), c, device=run.device)))
+        gw_syn = _syn_grad(net, xs.contiguous(memory_format=run.fmt), c, run.device)
+        grad_of = lambda rows, w, c=c: _real_grad(net, b.x[rows], c, w, run.device)  # noqa: E731
+        loss = loss + REGISTRY[method].dc_loss(gw_syn, grad_of, b, c, run.ctx)
+    return loss
+
+
+def _train_net(run: _Run, net: ConvNet, opt: torch.optim.Optimizer, data: torch.Tensor, g: torch.Generator) -> None:
+    """DC's inner loop: train the method's network on its own synthetic set (DSA on, as in DC/DSA)."""
+    for _ in range(run.cfg.loops()[1]):
+        perm = torch.randperm(len(data), generator=g).to(run.device)
+        for s in range(0, len(data), run.cfg.batch_train):
+            sel = perm[s:s + run.cfg.batch_train]
+            xb = data[sel] if run.dsa is None else run.dsa.apply(data[sel], run.dsa.sample(len(sel), g))
+            with autocast(run.device):
+                out = net(xb.contiguous(memory_format=run.fmt)).float()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(out, run.syn_labels[sel]).backward()
+            opt.step()
+
+
+def _dc_step(run: _Run, state: _State, gen: torch.Generator, gen_groups: torch.Generator,
+             gen_kde: torch.Generator, it: int) -> dict[str, torch.Tensor]:
+    """One DC outer iteration: per-method copies of the shared random network, matched and trained in turn.
+
+    The network is trained on each method's own synthetic set between matching steps (DC), so the
+    copies diverge after the first step and their real gradients cannot be shared; the random init,
+    the real batches and the DSA parameters are shared.
+    """
+    outer, _ = run.cfg.loops()
+    run.net.requires_grad_(True)
+    run.net.train()
+    nets = {m: copy.deepcopy(run.net) for m in run.methods}
+    net_opts = {m: torch.optim.SGD(nets[m].parameters(), lr=run.cfg.lr_net) for m in run.methods}
+    inner_gens = {m: rng(run.cfg.seed, it, STREAM_INNER + METHODS.index(m)) for m in run.methods}
+    totals = {m: torch.zeros((), device=run.device) for m in run.methods}
+    for ol in range(outer):
+        params = run.dsa.sample(run.ctx.num_classes, gen) if run.dsa is not None else None
+        b = run.real_batch(gen, gen_groups, gen_kde, params)
+        for m in run.methods:
+            loss = _dc_match(run, nets[m], m, state.syn[m], b, params)
+            state.opts[m].zero_grad(set_to_none=True)
+            loss.backward()
+            state.opts[m].step()
+            totals[m] += loss.detach()
+        if ol < outer - 1:
+            for m in run.methods:
+                _train_net(run, nets[m], net_opts[m], state.syn[m].detach(), inner_gens[m])
+    return {m: totals[m] / outer for m in run.methods}
+
+
+# --------------------------------------------------------------------------- setup, checkpoint, the run
+
+def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images in [0, 1], in chunks (a float copy of 60k images is 0.7 GB)."""
+    c = images.shape[1]
+    s1, s2, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].double().div_(255.0).transpose(0, 1).reshape(c, -1)
+        s1 += x.sum(1)
+        s2 += (x * x).sum(1)
+        n += x.shape[1]
+    mean = s1 / n
+    var = (s2 / n - mean ** 2).clamp_min(0) * n / max(n - 1, 1)
+    return mean.float(), var.sqrt().float().clamp_min(1e-3)
+
+
+def check_ipc(train: BiasedSplit, ipc: int) -> None:
+    """IPC must not exceed the smallest class of the training split (InvalidArgument with the range)."""
+    smallest = int(torch.bincount(train.targets, minlength=train.num_classes).min())
+    if ipc > smallest:
+        raise InvalidArgument(f"IPC {ipc} exceeds the smallest class of {train.dataset} ({smallest} images)",
+                              f"use --ipc between 1 and {smallest}")
+
+
+def check_inputs(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...],
+                 weights: torch.Tensor | None) -> None:
+    """Everything distill() refuses, checked before any work."""
+    check_config(cfg)
+    if len(train) == 0:
+        raise InvalidArgument("the training split is empty", "load a dataset with images")
+    check_ipc(train, cfg.ipc)
+    if not any(REGISTRY[m].needs_weights for m in methods):
+        return
+    if weights is None:
+        raise InvalidArgument("the kde method needs per-sample KDE weights",
+                              "compute them with engine.density.training_weights, or drop kde")
+    if weights.shape != (len(train),) or not torch.isfinite(weights).all() or (weights < 0).any():
+        raise InvalidArgument(f"KDE weights must be {len(train)} finite non-negative numbers",
+                              "recompute them for this training split")
+    per_class = torch.zeros(train.num_classes, dtype=torch.float64).index_add_(0, train.targets, weights.double())
+    if (per_class <= 0).any():
+        raise InvalidArgument("KDE weights sum to zero within a class", "recompute them (temperature too low?)")
+
+
+def _fingerprint(train: BiasedSplit, weights: torch.Tensor | None, methods: tuple[str, ...],
+                 cfg: DistillConfig) -> str:
+    tensors = (train.images, train.targets, train.attributes) + ((weights.float(),) if weights is not None else ())
+    return cache.cache_key(data=cache.tensor_digest(*tensors), methods=methods, cfg=cfg.key(),
+                           version=DISTILL_VERSION)
+
+
+def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], weights: torch.Tensor | None,
+           mean: torch.Tensor, std: torch.Tensor) -> tuple[_Run, _State]:
+    """The run's device data, network and sampler, and its state at iteration 0."""
+    device = pick_device(cfg.device)
+    spec = DATASETS.get(train.dataset)
+    dsa = DSA(cfg.dsa, flip=not (spec and spec.digits)) if cfg.dsa != "none" else None
+    nc, (c, h, _) = train.num_classes, train.images.shape[1:]
+    net_cfg = ConvNetConfig(channels=c, num_classes=nc, image_size=h, width=cfg.width, depth=cfg.depth, norm=cfg.norm)
+    fmt = memory_format(device)
+    importance = any(REGISTRY[m].weighted_draws for m in methods) and cfg.kde_sampling == "importance"
+    sampler = Sampler(train, cfg.batch_real, cfg.group_min, any(REGISTRY[m].group_topup for m in methods),
+                      kde_weights=weights if importance else None, kde_batch=cfg.kde_batch)
+    run = _Run(cfg, methods, device, Context(nc, sampler.num_groups, cfg.fairdd_reduction),
+               ConvNet(net_cfg).to(device).to(memory_format=fmt), dsa, sampler, train.images.to(device),
+               mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1), train.attributes.to(device),
+               weights.float().to(device) if weights is not None else None, importance,
+               torch.arange(nc).repeat_interleave(cfg.ipc).to(device), fmt)
+    starts = initial_sets(train, cfg, mean, std, methods, weights)
+    syn = {m: starts[m].clone().to(device).requires_grad_(True) for m in methods}
+    opts = {m: torch.optim.SGD([syn[m]], lr=cfg.lr_img, momentum=cfg.momentum) for m in methods}
+    state = _State(syn, opts, {m: [] for m in methods}, torch.zeros(len(methods), dtype=torch.float64, device=device))
+    return run, state
+
+
+class _Checkpoint:
+    """The run's state in one checksummed safetensors file, refused if it belongs to another run."""
+
+    def __init__(self, folder: str | Path | None, fingerprint: str):
+        self.path = Path(folder) / CHECKPOINT if folder is not None else None
+        self.fingerprint = fingerprint
+
+    def load(self, state: _State, methods: Sequence[str]) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        tensors, meta = cache.load_tensors(self.path)
+        if meta.get("fingerprint") != self.fingerprint:
+            raise InvalidArgument(f"{self.path} belongs to another run (different data, methods or settings)",
+                                  "use a new checkpoint folder, or delete this one to start over")
+        state.done, state.acc_n, state.seconds_before = int(meta["iteration"]), int(meta["acc_n"]), float(meta["seconds"])
+        state.history = {m: [tuple(x) for x in meta["history"][m]] for m in methods}
+        state.acc = tensors["loss_acc"].to(state.acc.device)
+        for m in methods:
+            with torch.no_grad():
+                state.syn[m].copy_(tensors[f"{m}.images"].to(state.syn[m].device))
+            if f"{m}.momentum" in tensors:
+                state.opts[m].state[state.syn[m]]["momentum_buffer"] = tensors[f"{m}.momentum"].to(
+                    state.syn[m].device).clone()
+
+    def save(self, state: _State, cfg: DistillConfig, methods: Sequence[str], seconds: float) -> None:
+        if self.path is None:
+            return
+        tensors = {"loss_acc": state.acc}
+        for m in methods:
+            tensors[f"{m}.images"] = state.syn[m].detach()
+            buf = state.opts[m].state.get(state.syn[m], {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"{m}.momentum"] = buf
+        cache.save_tensors(self.path, tensors, {"fingerprint": self.fingerprint, "iteration": state.done,
+                                                "acc_n": state.acc_n, "seconds": seconds, "history": state.history,
+                                                "config": cfg.key(), "methods": list(methods)})
+
+
+def _log_losses(state: _State, methods: Sequence[str], losses: dict[str, torch.Tensor], log_every: int,
+                total: int) -> None:
+    """Accumulate the iteration's losses; every log_every iterations append their mean to the history."""
+    state.acc += torch.stack([losses[m].detach().double() for m in methods])
+    state.acc_n += 1
+    if state.done % log_every == 0 or state.done == total:
+        for m, v in zip(methods, (state.acc / max(state.acc_n, 1)).tolist()):
+            state.history[m].append((state.done, float(v)))
+        state.acc.zero_()
+        state.acc_n = 0
+
+
+def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weights: torch.Tensor | None = None,
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+            checkpoint_dir: str | Path | None = None) -> dict[str, SyntheticSet]:
+    """Distill `train` with every method side by side; resumes from checkpoint_dir if it holds a checkpoint."""
+    methods = check_methods(methods)
+    check_inputs(train, cfg, methods, weights)
+    t_start = time.perf_counter()
+    mean, std = channel_stats(train.images)
+    run, state = _build(train, cfg, methods, weights, mean, std)
+    ckpt = _Checkpoint(checkpoint_dir, _fingerprint(train, weights, methods, cfg) if checkpoint_dir else "")
+    ckpt.load(state, methods)
+    elapsed = lambda: state.seconds_before + time.perf_counter() - t_start  # noqa: E731
+    log_every, it0, t_loop = max(1, cfg.iterations // 200), state.done, time.perf_counter()
+    step = _dm_step if cfg.algorithm == "dm" else _dc_step
+    for it in range(it0, cfg.iterations):
+        if should_stop is not None and should_stop():
+            ckpt.save(state, cfg, methods, elapsed())
+            raise Cancelled(f"distillation cancelled at iteration {it} of {cfg.iterations}",
+                            "run again with the same checkpoint folder to resume" if ckpt.path else None)
+        gens = rng(cfg.seed, it, STREAM_MAIN), rng(cfg.seed, it, STREAM_GROUPS), rng(cfg.seed, it, STREAM_KDE)
+        init_network(run.net, gens[0])
+        losses = step(run, state, *gens) if cfg.algorithm == "dm" else step(run, state, *gens, it)
+        state.done = it + 1
+        _log_losses(state, methods, losses, log_every, cfg.iterations)
+        if state.done % cfg.checkpoint_every == 0 and state.done < cfg.iterations:
+            ckpt.save(state, cfg, methods, elapsed())
+        if progress is not None:
+            rate = (time.perf_counter() - t_loop) / (state.done - it0)
+            progress({"stage": "distill", "step": state.done, "total": cfg.iterations, "algorithm": cfg.algorithm,
+                      "losses": {m: state.history[m][-1][1] if state.history[m] else None for m in methods},
+                      "elapsed": elapsed(), "eta": rate * (cfg.iterations - state.done)})
+    seconds = elapsed()
+    ckpt.save(state, cfg, methods, seconds)
+    return _results(train, cfg, methods, state, mean, std, seconds)
+
+
+def _results(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], state: _State,
+             mean: torch.Tensor, std: torch.Tensor, seconds: float) -> dict[str, SyntheticSet]:
+    meta = {"algorithm": cfg.algorithm, "ipc": cfg.ipc, "iterations": cfg.iterations, "dataset": train.dataset,
+            "conflict_ratio": train.meta.get("conflict_ratio"), "class_names": list(train.class_names),
+            "config": cfg.key(), "methods_side_by_side": list(methods), "version": DISTILL_VERSION}
+    labels = torch.arange(train.num_classes).repeat_interleave(cfg.ipc)
+    return {m: SyntheticSet(m, state.syn[m].detach().float().cpu().contiguous(), labels.clone(), mean, std,
+                            state.history[m][-1][1] if state.history[m] else float("nan"), seconds,
+                            state.history[m], dict(meta)) for m in methods}

@@ -1,0 +1,203 @@
+"""The distillation methods: one registry entry each, read by the loop, sampler, starts, audit, CLI and UI.
+
+A method is its matching target. Every method sees the same shared real batch (`Batch`) and the same
+random network; what differs is which real rows it uses and how it turns their features (DM) or
+gradients (DC) into a target for its synthetic set. Adding a method is one `Method(...)` entry
+below plus its tests (docs/DESIGN.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import InvalidArgument
+
+Grads = Sequence[torch.Tensor]
+GradOf = Callable[[torch.Tensor, "torch.Tensor | None"], list[torch.Tensor]]  # (rows, weights) -> real grads
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One iteration's shared real batch, on the device.
+
+    Rows are the per-class uniform draws (vanilla's batch), then FairDD's group top-up rows, then the
+    images only KDE's importance draws added. `take` lists KDE's draws as row positions, repeats kept.
+    """
+
+    x: torch.Tensor                 # augmented, standardised real images
+    labels: torch.Tensor
+    groups: torch.Tensor            # bias attribute of each row
+    uniform: torch.Tensor           # bool: the uniform per-class rows
+    kde_only: torch.Tensor          # bool: rows only the importance-sampled KDE target uses
+    take: torch.Tensor | None       # KDE's draws (probability w_i) as row positions; None: not sampled
+    weights: torch.Tensor | None    # each row's KDE weight (None without weights)
+
+    def group_rows(self) -> torch.Tensor:
+        """The uniform rows and FairDD's top-up: what group-aware targets use."""
+        return ~self.kde_only
+
+
+@dataclass(frozen=True)
+class Context:
+    """Sizes and options every loss needs."""
+
+    num_classes: int
+    num_groups: int
+    reduction: str = "mean"   # over groups: mean (our choice) | sum (FairDD's code)
+
+
+def match_distance(gw_syn: Grads, gw_real: Grads) -> torch.Tensor:
+    """DC distance: sum over weight tensors and output rows of 1 - cosine; 1-D params (biases, norms) ignored."""
+    total = gw_syn[0].new_zeros(())
+    for gs, gr in zip(gw_syn, gw_real):
+        if gs.dim() == 1:
+            continue
+        gs, gr = gs.reshape(gs.shape[0], -1), gr.reshape(gr.shape[0], -1)
+        cos = (gs * gr).sum(-1) / (gs.norm(dim=-1) * gr.norm(dim=-1) + 1e-6)
+        total = total + (1 - cos).sum()
+    return total
+
+
+def class_mean(x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-class mean of rows (classes without rows: 0)."""
+    sums = torch.zeros(num_classes, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, labels, x)
+    return sums / torch.bincount(labels, minlength=num_classes).clamp_min(1).to(x.dtype)[:, None]
+
+
+def within_class(w: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Renormalise weights to sum 1 within each class of the batch (uniform if a class sums to 0)."""
+    w = w.to(torch.float32)
+    tot = torch.zeros(num_classes, device=w.device).index_add_(0, labels, w)
+    cnt = torch.bincount(labels, minlength=num_classes).to(w.dtype)
+    zero = tot[labels] <= 0
+    return torch.where(zero, 1.0 / cnt[labels].clamp_min(1), w / tot[labels].clamp_min(1e-30))
+
+
+def group_means(real: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, ctx: Context
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu[c, g, :], present[c, g]) from rows: per class x group feature means and which groups have rows."""
+    d = real.shape[1]
+    key = labels * ctx.num_groups + groups
+    count = torch.bincount(key, minlength=ctx.num_classes * ctx.num_groups).to(real.dtype)
+    sums = torch.zeros(ctx.num_classes * ctx.num_groups, d, device=real.device, dtype=real.dtype)
+    sums.index_add_(0, key, real)
+    mu = (sums / count.clamp_min(1)[:, None]).view(ctx.num_classes, ctx.num_groups, d)
+    return mu, (count > 0).view(ctx.num_classes, ctx.num_groups).to(real.dtype)
+
+
+# --------------------------------------------------------------------------- vanilla
+
+def vanilla_dm(real: torch.Tensor, b: Batch, mu_syn: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """sum_c ||mean phi(real_c) - mean phi(S_c)||^2 over the uniform rows."""
+    return ((class_mean(real[b.uniform], b.labels[b.uniform], ctx.num_classes) - mu_syn) ** 2).sum()
+
+
+def vanilla_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) -> torch.Tensor:
+    """D(g_syn, g_real) with the class's uniform rows."""
+    return match_distance(gw_syn, grad_of(_rows(b.labels == c, b.uniform), None))
+
+
+# --------------------------------------------------------------------------- kde
+
+def kde_dm(real: torch.Tensor, b: Batch, mu_syn: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """The real mean replaced by sum_i w_i phi(x_i): the plain mean of KDE's draws (probability w_i),
+    else the uniform rows weighted by w renormalised within the class batch."""
+    if b.take is not None:
+        return ((class_mean(real[b.take], b.labels[b.take], ctx.num_classes) - mu_syn) ** 2).sum()
+    if b.weights is None:
+        raise InvalidArgument("the kde method needs per-sample weights", "pass weights (density.training_weights)")
+    labels = b.labels[b.uniform]
+    w = within_class(b.weights[b.uniform], labels, ctx.num_classes)
+    target = torch.zeros(ctx.num_classes, real.shape[1], device=real.device, dtype=real.dtype)
+    target.index_add_(0, labels, real[b.uniform] * w[:, None])
+    return ((target - mu_syn) ** 2).sum()
+
+
+def kde_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) -> torch.Tensor:
+    """D(g_syn, g_real): KDE's draws of class c (repeats included), else the weighted CE of the uniform rows."""
+    if b.take is not None:
+        return match_distance(gw_syn, grad_of(b.take[b.labels[b.take] == c], None))
+    rows = _rows(b.labels == c, b.uniform)
+    w = b.weights[rows].float()
+    w = w / w.sum() if float(w.sum()) > 0 else torch.full_like(w, 1.0 / len(w))
+    return match_distance(gw_syn, grad_of(rows, w))
+
+
+# --------------------------------------------------------------------------- fairdd
+
+def fairdd_dm(real: torch.Tensor, b: Batch, mu_syn: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """sum_c red_g ||mean phi(real_{c,g}) - mean phi(S_c)||^2 over the groups present (uniform + top-up rows)."""
+    rows = b.group_rows()
+    mu_g, present = group_means(real[rows], b.labels[rows], b.groups[rows], ctx)
+    per = ((mu_g - mu_syn[:, None, :]) ** 2).sum(-1) * present   # absent groups contribute 0
+    if ctx.reduction == "mean":
+        per = per / present.sum(1, keepdim=True).clamp_min(1)
+    return per.sum()
+
+
+def fairdd_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) -> torch.Tensor:
+    """red_g D(g_syn, g_real_g) over the attribute groups present in the class's rows."""
+    rows = _rows(b.labels == c, b.group_rows())
+    groups = b.groups[rows]
+    dists = [match_distance(gw_syn, grad_of(rows[groups == g], None)) for g in torch.unique(groups).tolist()]
+    total = torch.stack(dists).sum()
+    return total / len(dists) if ctx.reduction == "mean" else total
+
+
+def _rows(*masks: torch.Tensor) -> torch.Tensor:
+    """Row positions where every mask holds."""
+    m = masks[0]
+    for other in masks[1:]:
+        m = m & other
+    return torch.nonzero(m).flatten()
+
+
+# --------------------------------------------------------------------------- the registry
+
+@dataclass(frozen=True, kw_only=True)
+class Method:
+    """One distillation method: what it needs, where it starts, its DM and DC targets."""
+
+    name: str
+    label: str                       # one line for menus and tables
+    colour: str                      # plot colour (Okabe-Ito, colour-blind safe)
+    dm_loss: Callable[[torch.Tensor, Batch, torch.Tensor, Context], torch.Tensor]
+    dc_loss: Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]
+    start: str = "real"              # its own start for init="method": real | weighted | balanced
+    needs_weights: bool = False      # KDE weights (no bias labels)
+    needs_groups: bool = False       # bias labels
+    group_topup: bool = False        # the sampler tops rare groups up (FairDD's rows)
+    weighted_draws: bool = False     # the sampler draws rows with probability w_i (importance sampling)
+
+
+REGISTRY: dict[str, Method] = {m.name: m for m in (
+    Method(name="vanilla", label="vanilla: plain matching", colour="#0072B2",
+           dm_loss=vanilla_dm, dc_loss=vanilla_dc),
+    Method(name="kde", label="kde: KDE-reweighted target (no bias labels)", colour="#E69F00",
+           dm_loss=kde_dm, dc_loss=kde_dc, start="weighted", needs_weights=True, weighted_draws=True),
+    Method(name="fairdd", label="fairdd: every attribute group weighted equally (bias labels)", colour="#009E73",
+           dm_loss=fairdd_dm, dc_loss=fairdd_dc, start="balanced", needs_groups=True, group_topup=True),
+)}
+METHODS: tuple[str, ...] = tuple(REGISTRY)  # registry order: the canonical order of tables and plots
+
+
+def get(name: str) -> Method:
+    """A method by name, with the valid names in the error."""
+    if name not in REGISTRY:
+        raise InvalidArgument(f"unknown method {name!r}", f"use one of: {', '.join(METHODS)}")
+    return REGISTRY[name]
+
+
+def check_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
+    """Parse 'a,b' or a sequence; refuse unknown or repeated methods."""
+    items = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    items = [m for m in items if m]
+    unknown = [m for m in items if m not in REGISTRY]
+    if unknown or not items:
+        raise InvalidArgument(f"unknown method(s) {unknown or 'none given'}",
+                              f"use a comma-separated list of: {', '.join(METHODS)}")
+    if len(set(items)) != len(items):
+        raise InvalidArgument(f"method listed twice in {items}", "list each method once")
+    return tuple(items)

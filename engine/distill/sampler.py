@@ -1,0 +1,104 @@
+"""The shared real batch: per-iteration RNG streams and the sampler every method draws from."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from ..data import BiasedSplit
+
+# RNG streams, each a pure function of (seed, iteration, stream): resume needs no RNG state
+STREAM_MAIN, STREAM_GROUPS, STREAM_INIT, STREAM_INNER = 0, 1, 2, 3
+STREAM_KDE = 16  # after the per-method inner streams (STREAM_INNER + registry index)
+
+
+def rng(seed: int, iteration: int, stream: int) -> torch.Generator:
+    """A CPU generator determined by (seed, iteration, stream)."""
+    h = hashlib.sha256(f"ddaudit-distill:{seed}:{iteration}:{stream}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & (2 ** 63 - 1))
+
+
+def draw_probs(weights: torch.Tensor) -> torch.Tensor:
+    """Sampling probabilities proportional to a class's KDE weights (negatives as 0; all zero: uniform)."""
+    p = weights.double().clamp_min(0)
+    return p if float(p.sum()) > 0 else torch.ones_like(p)
+
+
+@dataclass
+class Draw:
+    """One iteration's real rows: training-split indices, labels, the uniform part, the rows that
+    only kde uses, and kde's draws as row positions with multiplicity (None without kde rows)."""
+
+    index: torch.Tensor
+    labels: torch.Tensor
+    uniform: torch.Tensor
+    kde_only: torch.Tensor
+    kde_take: torch.Tensor | None
+
+
+class Sampler:
+    """Per-class (and per class x attribute) index lists; draws the shared real batch."""
+
+    def __init__(self, train: BiasedSplit, batch_real: int, group_min: int, group_topup: bool,
+                 kde_weights: torch.Tensor | None = None, kde_batch: int = 0):
+        self.num_classes, self.num_groups = train.num_classes, max(train.num_attributes, 1)
+        self.by_class = [torch.nonzero(train.targets == c).flatten() for c in range(self.num_classes)]
+        self.by_group = [[torch.nonzero((train.targets == c) & (train.attributes == g)).flatten()
+                          for g in range(self.num_groups)] for c in range(self.num_classes)]
+        self.batch_real, self.group_min, self.group_topup = batch_real, group_min, group_topup
+        self.attributes, self.targets = train.attributes, train.targets
+        # importance sampling for kde: per-class probabilities, computed once (None = no kde rows)
+        self.kde_probs = None if kde_weights is None else [draw_probs(kde_weights[p]) for p in self.by_class]
+        self.kde_batch = kde_batch
+
+    def draw(self, gen: torch.Generator, gen_groups: torch.Generator, gen_kde: torch.Generator | None = None
+             ) -> Draw:
+        """A uniform batch per class, FairDD's group top-up rows, then the kde draws (probability
+        proportional to the weights). Own RNG streams: vanilla's batch is the same whichever methods
+        run beside it."""
+        idx, labels = [], []
+        for c, pool in enumerate(self.by_class):
+            take = pool[torch.randperm(len(pool), generator=gen)[:self.batch_real]]
+            idx.append(take)
+            labels.append(torch.full((len(take),), c, dtype=torch.long))
+        n_uniform = sum(len(t) for t in idx)
+        if self.group_topup and self.group_min > 0:
+            self._top_up(idx, labels, gen_groups)
+        n_before_kde = sum(len(t) for t in idx)
+        kde_take = None
+        if self.kde_probs is not None and gen_kde is not None:
+            kde_take = self._kde_rows(idx, labels, gen_kde, n_before_kde)
+        index, lab = torch.cat(idx), torch.cat(labels)
+        rows = torch.arange(len(index))
+        return Draw(index, lab, rows < n_uniform, rows >= n_before_kde, kde_take)
+
+    def _top_up(self, idx: list, labels: list, gen_groups: torch.Generator) -> None:
+        """Rare groups topped up to group_min from their own pool (own RNG stream: vanilla's batch is unchanged)."""
+        for c in range(self.num_classes):
+            have = torch.bincount(self.attributes[idx[c]], minlength=self.num_groups)
+            for g, pool in enumerate(self.by_group[c]):
+                need = min(self.group_min, len(pool)) - int(have[g])
+                if need <= 0:
+                    continue
+                rest = pool[~torch.isin(pool, idx[c])]
+                extra = rest[torch.randperm(len(rest), generator=gen_groups)[:need]]
+                idx.append(extra)
+                labels.append(torch.full((len(extra),), c, dtype=torch.long))
+
+    def _kde_rows(self, idx: list, labels: list, gen_kde: torch.Generator, n_before: int) -> torch.Tensor:
+        """KDE's draws as row positions. A draw of an image already in the batch reuses its row (DSA
+        parameters are per class, so its embedding is the same) and repeated draws share one row:
+        only images new to the batch add real forwards."""
+        draws = [pool[torch.multinomial(p, self.kde_batch, replacement=True, generator=gen_kde)]
+                 for pool, p in zip(self.by_class, self.kde_probs)]
+        drawn = torch.cat(draws)
+        have = torch.cat(idx)
+        row_of = torch.full((len(self.targets),), -1, dtype=torch.long)
+        row_of[have] = torch.arange(len(have))
+        new = torch.unique(drawn)
+        new = new[row_of[new] < 0]                 # images not yet in the batch, once each
+        row_of[new] = torch.arange(n_before, n_before + len(new))
+        idx.append(new)
+        labels.append(self.targets[new])
+        return row_of[drawn]
