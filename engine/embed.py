@@ -45,6 +45,8 @@ class EmbedPreset:
 
 
 PRESETS: dict[str, EmbedPreset] = {
+    # tiny: seconds, for tests and the dashboard's DDAUDIT_TINY mode (plumbing, not results)
+    "tiny": EmbedPreset(steps=3, batch_size=32, width=8, hidden_dim=32, dim=16, max_train=400),
     "quick": EmbedPreset(),
     # our choice (the KDE paper publishes no SupCon settings): the standard ConvNet-3 and a longer run
     "paper": EmbedPreset(width=128, steps=3000, batch_size=256, lr=1e-3, max_train=None),

@@ -143,6 +143,9 @@ PRESETS: dict[str, EvalPreset] = {
                         lr_decay=0.1, dsa=True, seeds=3, width=32, depth=3, norm="instancenorm",
                         full_set_epochs=0, probe_steps=100, probe_batch=128, probe_width=32),
 }
+# tiny: seconds, for tests and the dashboard's DDAUDIT_TINY mode (plumbing, not results)
+PRESETS["tiny"] = replace(PRESETS["quick"], name="tiny", epochs=2, seeds=1, probe_steps=3, probe_batch=16, width=8,
+                          probe_width=8, batch_size=64)
 
 
 def get_preset(preset: str | EvalPreset, **overrides) -> EvalPreset:

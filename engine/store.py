@@ -407,8 +407,8 @@ class RunStore:
                 if old and old["status"] == "finished" and not force and intact:
                     con.execute("ROLLBACK")
                     return "reuse", old, None
-                # a finished run is recomputed from scratch; a failed/cancelled/interrupted one resumes
-                action = "fresh" if old is None or old["status"] == "finished" else "resume"
+                # a finished or forced run is recomputed from scratch; a failed/cancelled/interrupted one resumes
+                action = "fresh" if old is None or old["status"] == "finished" or force else "resume"
                 now = _now()
                 row = {"id": run_id, "kind": kind, "status": "running", "created": now if action == "fresh"
                        else old["created"], "updated": now, "config": cfg, "metrics": {}, "error": None,

@@ -6,12 +6,17 @@ from dataclasses import replace
 
 import pytest
 
-from engine import audit, cli, distill, embed, evaluate
+from engine import audit, cli, distill, embed, evaluate, pipeline
+from engine.errors import InvalidArgument
 
 ISSUE_KEYS = {"dataset", "conflict_ratio", "ipc", "preset", "real_aligned_share", "methods", "probe_accuracy",
               "seconds"}
 METHOD_KEYS = {"accuracy", "accuracy_std", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy",
                "deo_m", "deo_a", "synthetic_aligned_share", "group_accuracy"}
+
+
+def key(req: pipeline.Request) -> dict:
+    return pipeline.run_key(pipeline.plan(req), "audit")
 
 
 @pytest.fixture
@@ -59,24 +64,23 @@ def test_audit_cli_end_to_end_tiny(tiny_presets, tmp_path, capsys):
 
 
 def test_audit_without_kde_skips_weights(tiny_presets, tmp_path):
-    res = audit.run_audit(audit.AuditConfig("colored-digits", 0.05, tmp_path / "r", methods="vanilla", ipc=1,
-                                            eval_seeds=1))
+    res = audit.run_audit(pipeline.plan(pipeline.Request("colored-digits", 0.05, methods="vanilla", ipc=1,
+                                                         eval_seeds=1)), tmp_path / "r")
     assert set(res["methods"]) == {"vanilla", "random"} and res["weights"] is None
     assert "weights" not in res["timings"]
     # the same OUT with other methods: a fresh distillation, not the old run's checkpoint
-    again = audit.run_audit(audit.AuditConfig("colored-digits", 0.05, tmp_path / "r", methods="fairdd,vanilla",
-                                              ipc=1, eval_seeds=1))
+    again = audit.run_audit(pipeline.plan(pipeline.Request("colored-digits", 0.05, methods="fairdd,vanilla",
+                                                           ipc=1, eval_seeds=1)), tmp_path / "r")
     assert set(again["methods"]) == {"vanilla", "fairdd", "random"}
     assert again["methods"]["random"]["accuracy"] == res["methods"]["random"]["accuracy"]
 
 
 def test_audit_without_baseline_evaluates_only_the_sets(tiny_presets, tmp_path, capsys):
-    cfg = audit.AuditConfig("colored-digits", 0.05, tmp_path / "r", methods="vanilla", ipc=1, eval_seeds=1,
-                            baseline=False)
-    res = audit.run_audit(cfg)
+    cfg = pipeline.Request("colored-digits", 0.05, methods="vanilla", ipc=1, eval_seeds=1, baseline=False)
+    res = audit.run_audit(pipeline.plan(cfg), tmp_path / "r")
     assert set(res["methods"]) == {"vanilla"} and "evaluate random" not in res["timings"]
     # a stored run with the baseline is a different run, not a reuse of this one
-    assert audit.store_key(cfg) != audit.store_key(replace(cfg, baseline=True))
+    assert key(cfg) != key(replace(cfg, baseline=True))
     rc, _, _ = _run(["audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods", "vanilla",
                      "--ipc", "1", "--eval-seeds", "1", "--no-baseline", "--out", str(tmp_path / "cli"), "--json"], capsys)
     assert rc == 0
@@ -91,7 +95,8 @@ def test_audit_without_baseline_evaluates_only_the_sets(tiny_presets, tmp_path, 
     (["--algorithm", "gm"], "unknown algorithm"),
     (["--ipc", "ten"], "IPC"),
     (["--ipc", "-1"], "IPC"),
-    (["--ipc", "100000"], "exceeds the smallest class"),
+    (["--ipc", "5000"], "exceeds the smallest class"),
+    (["--ipc", "100000"], "above the limit"),
     (["--preset", "slow"], "unknown preset"),
     (["--kernel-variance", "-1"], "kernel"),
     (["--kernel-variance", "abc"], "not a number"),
@@ -118,12 +123,12 @@ def test_out_must_be_a_folder(tmp_path, capsys):
 
 
 def test_plan_rejects_unknown_overrides(tmp_path):
-    with pytest.raises(audit.InvalidArgument):
-        audit.plan(audit.AuditConfig("colored-digits", 0.05, tmp_path, eval_overrides={"epochz": 1}))
-    with pytest.raises(audit.InvalidArgument):
-        audit.plan(audit.AuditConfig("colored-digits", 0.05, tmp_path, distill_overrides={"iters": 1}))
-    with pytest.raises(audit.InvalidArgument):
-        audit.plan(audit.AuditConfig("colored-digits", 0.05, tmp_path, embed_overrides={"stepz": 1}))
+    with pytest.raises(InvalidArgument):
+        pipeline.plan(pipeline.Request("colored-digits", 0.05, eval_overrides={"epochz": 1}))
+    with pytest.raises(InvalidArgument):
+        pipeline.plan(pipeline.Request("colored-digits", 0.05, distill_overrides={"iters": 1}))
+    with pytest.raises(InvalidArgument):
+        pipeline.plan(pipeline.Request("colored-digits", 0.05, embed_overrides={"stepz": 1}))
 
 
 def test_tables_render_every_method_and_missing_values():
@@ -163,18 +168,18 @@ def test_audit_is_a_stored_run_reused_unless_forced(tiny_presets, fresh_home, tm
 
 def test_store_key_follows_the_resolved_presets(tmp_path, monkeypatch):
     """A changed preset value (same request) is another run: the key holds the resolved stage settings."""
-    cfg = audit.AuditConfig(dataset="colored-digits", conflict_ratio=0.05, out=str(tmp_path))
-    before = audit.store_key(cfg)
-    assert before == audit.store_key(cfg)
+    cfg = pipeline.Request(dataset="colored-digits", conflict_ratio=0.05)
+    before = key(cfg)
+    assert before == key(cfg)
     quick = dict(distill.PRESETS["quick"])
     quick["dm"] = replace(quick["dm"], iterations=quick["dm"].iterations + 1)
     monkeypatch.setitem(distill.PRESETS, "quick", quick)
-    assert audit.store_key(cfg) != before
+    assert key(cfg) != before
     monkeypatch.undo()
     monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=1))
-    assert audit.store_key(cfg) != before
+    assert key(cfg) != before
     monkeypatch.undo()
     monkeypatch.setitem(embed.PRESETS, "quick", replace(embed.PRESETS["quick"], steps=1))
-    assert audit.store_key(cfg) != before
+    assert key(cfg) != before
     monkeypatch.undo()
-    assert audit.store_key(cfg) == before
+    assert key(cfg) == before

@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import sys
-import time
 
-from .. import audit
 from ..cli import emit
-from .common import add_dataset_args, add_distill_args, add_json, parse_float
-
-log = logging.getLogger("ddaudit")
+from .common import add_dataset_args, add_distill_args, add_json, check_out, parse_float, progress_printer, request_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,42 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _progress_printer() -> callable:
-    """Stage changes and ~10% steps as log lines on stderr (shown with -v); stdout stays clean for --json."""
-    last: dict[str, int] = {}
-    t0 = time.time()
-
-    def show(ev: dict) -> None:
-        stage, step, total = ev.get("stage", "?"), int(ev.get("step", 0)), max(int(ev.get("total", 1)), 1)
-        tenth = step * 10 // total
-        if last.get(stage) != tenth:
-            last[stage] = tenth
-            log.info("[%5.0f s] %s %d/%d", time.time() - t0, stage, step, total)
-    return show
-
-
-def _distill_overrides(args: argparse.Namespace) -> dict:
-    """--iterations and --init as DistillConfig overrides (checked by distill.config_for)."""
-    out: dict = {}
-    if args.iterations is not None:
-        out["iterations"] = audit.positive_int(args.iterations, "iterations",
-                                               "give --iterations as a whole number such as 300")
-    if args.init is not None:
-        out["init"] = args.init
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    cfg = audit.AuditConfig(
-        dataset=args.dataset, conflict_ratio=args.conflict_ratio, out=args.out, methods=args.methods,
-        algorithm=args.algorithm, ipc=args.ipc, preset=args.preset,
-        kernel_variance=parse_float(args.kernel_variance, "kernel-variance"),
-        temperature=parse_float(args.temperature, "temperature"), seed=args.seed,
-        eval_seeds=args.eval_seeds, baseline=not args.no_baseline, data_root=args.data_root, device=args.device,
-        distill_overrides=_distill_overrides(args))
-    result, run = audit.run_stored(cfg, force=args.force, progress=_progress_printer())
+    from .. import audit, pipeline
+
+    p = pipeline.plan(pipeline.Request(**request_args(args), temperature=parse_float(args.temperature, "temperature"),
+                                       eval_seeds=args.eval_seeds, baseline=not args.no_baseline))
+    out = check_out(args.out)
+    update, close = progress_printer()
+    try:
+        result, run = pipeline.audit_stored(p, force=args.force, progress=update)
+    finally:
+        close()
     # the run lives in the store; OUT gets a copy of its results, sets and grids
-    shutil.copytree(run.dir, args.out, dirs_exist_ok=True,
+    shutil.copytree(run.dir, out, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("checkpoints", "status.json", "log.txt", ".*"))
     print(f"run {run.id} ({'reused' if run.reused else 'computed'}; python -m engine runs show {run.id})",
           file=sys.stderr)
@@ -70,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
         emit(result, True)
     else:
         print(audit.table(result))
-        print(f"written: {cfg.out}/results.json", file=sys.stderr)
+        print(f"written: {out}/results.json", file=sys.stderr)
     return 0

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Callable
 
 from ..data import DEFAULT_DATASET
 from ..errors import InvalidArgument
@@ -18,10 +21,15 @@ def add_dataset_args(p: argparse.ArgumentParser, ratio_default: float | None = N
 
 def add_distill_args(p: argparse.ArgumentParser) -> None:
     """The distillation options `distill` and `audit` share (validated by the engine, not argparse)."""
-    p.add_argument("--methods", default="vanilla,kde,fairdd", help="comma-separated: vanilla, kde, fairdd")
+    from ..distill import METHODS
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
     p.add_argument("--algorithm", default="dm", help="dm (distribution matching) or dc (gradient matching)")
     p.add_argument("--ipc", default="10", help="synthetic images per class (default 10)")
-    p.add_argument("--preset", default="quick", help="quick (CPU, minutes) or paper (published settings)")
+    p.add_argument("--preset", default="quick",
+                   help="quick (CPU, minutes), paper (published settings) or tiny (seconds; plumbing checks)")
+    p.add_argument("--embed-preset", default=None,
+                   help="SupCon settings for the KDE weights: tiny, quick or paper (default: --preset); "
+                        "e.g. paper distillation on a CPU with quick embeddings")
     p.add_argument("--iterations", default=None, help="distillation iterations (default: the preset's)")
     p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from the data)")
     p.add_argument("--init", default=None,
@@ -55,3 +63,76 @@ def parse_float(value: str | None, flag: str, positive: bool = False) -> float |
     if positive and (not v > 0 or v == float("inf")):
         raise InvalidArgument(f"--{flag} must be a positive number, got {value}", f"give --{flag} > 0")
     return v
+
+
+def request_args(args: argparse.Namespace) -> dict:
+    """The pipeline.Request fields that `distill` and `audit` share, from their common options."""
+    overrides: dict = {}
+    if args.iterations is not None:
+        from ..distill import MAX_ITERATIONS
+        from ..pipeline import positive_int
+        overrides["iterations"] = positive_int(args.iterations, "iterations",
+                                               f"give --iterations between 1 and {MAX_ITERATIONS:,}", MAX_ITERATIONS)
+    if args.init is not None:
+        overrides["init"] = args.init
+    return dict(dataset=args.dataset, conflict_ratio=args.conflict_ratio, methods=args.methods,
+                algorithm=args.algorithm, ipc=args.ipc, preset=args.preset, embed_preset=args.embed_preset,
+                kernel_variance=parse_float(args.kernel_variance, "kernel-variance"), seed=args.seed,
+                data_root=args.data_root, device=args.device, distill_overrides=overrides)
+
+
+def progress_printer() -> tuple[Callable[[dict], None], Callable[[], None]]:
+    """(update, close): one tqdm bar per engine stage on stderr, fed by the engine's progress dicts
+    (losses shown while distilling); stdout stays clean for --json."""
+    from tqdm import tqdm
+    state: dict = {"stage": None, "bar": None}
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
+
+    def update(info: dict) -> None:
+        stage = str(info.get("stage", "?"))
+        if stage != state["stage"]:
+            close()
+            state["stage"] = stage
+            state["bar"] = tqdm(total=info.get("total"), desc=stage, file=sys.stderr, leave=False,
+                                dynamic_ncols=True)
+        bar = state["bar"]
+        bar.total = info.get("total", bar.total)
+        bar.n = int(info.get("step", 0))
+        losses = info.get("losses") or ({"loss": info["loss"]} if isinstance(info.get("loss"), (int, float)) else {})
+        if losses:
+            bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if v is not None}, refresh=False)
+        bar.refresh()
+    return update, close
+
+
+def _holds_run(folder: Path) -> bool:
+    """A run store's root (index.sqlite) or one run's folder (config.json beside status.json)."""
+    return (folder / "index.sqlite").exists() or ((folder / "config.json").is_file() and (folder / "status.json").is_file())
+
+
+def check_out(out) -> Path:
+    """--out must be (or become) a writable folder outside ddaudit's home and outside any run: the
+    store's files belong to their runs (a copy there would silently replace another run's results)."""
+    import os
+
+    from ..cache import home
+    if out is None or str(out).strip() == "":
+        raise InvalidArgument("no output folder given", "pass --out DIR")
+    path = Path(out).expanduser()
+    resolved, store = path.resolve(), home().resolve()
+    if resolved == store or store in resolved.parents or any(_holds_run(p) for p in (resolved, *resolved.parents)):
+        raise InvalidArgument(f"--out {path} is inside ddaudit's run store ({store})",
+                              "pass a folder outside DDAUDIT_HOME; every run already has its own folder there "
+                              "(python -m engine runs show RUN_ID)")
+    if path.exists() and not path.is_dir():
+        raise InvalidArgument(f"--out {path} exists and is not a folder", "pass a folder path to --out")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InvalidArgument(f"cannot write under {probe}", "pass an --out folder you can write to")
+    return path

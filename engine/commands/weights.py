@@ -5,14 +5,13 @@ import argparse
 import csv
 import io
 import os
-import sys
 from pathlib import Path
 
 from .. import cache, data, density, embed
 from ..cli import emit
 from ..device import pick_device
 from ..errors import InvalidArgument
-from .common import add_dataset_args, add_json
+from .common import add_dataset_args, add_json, progress_printer
 
 JSON_KEYS = ("kernel_variance", "temperature", "conflict_fraction", "conflict_weight_mass",
              "effective_sample_size", "per_class")
@@ -57,30 +56,6 @@ def _check_points(value: str) -> int:
     return n
 
 
-def _progress_bar():
-    """A tqdm bar on stderr that follows the engine's progress dicts, one bar per stage."""
-    from tqdm import tqdm
-    state: dict = {"stage": None, "bar": None}
-
-    def update(info: dict) -> None:
-        if info.get("stage") != state["stage"]:
-            if state["bar"] is not None:
-                state["bar"].close()
-            state["stage"] = info.get("stage")
-            state["bar"] = tqdm(total=info.get("total"), desc=str(state["stage"]), file=sys.stderr, leave=False)
-        bar = state["bar"]
-        bar.n = info.get("step", bar.n)
-        if "loss" in info:
-            bar.set_postfix(loss=f"{info['loss']:.3f}", refresh=False)
-        bar.refresh()
-
-    def close() -> None:
-        if state["bar"] is not None:
-            state["bar"].close()
-
-    return update, close
-
-
 def run_weights(args: argparse.Namespace) -> int:
     # validate everything before any heavy work or any write
     ratio = data.check_ratio(args.conflict_ratio)
@@ -93,7 +68,7 @@ def run_weights(args: argparse.Namespace) -> int:
     points = _check_points(args.map_points)
     device = pick_device(args.device)
 
-    update, close = _progress_bar()
+    update, close = progress_printer()
     try:
         train = data.load_split(args.dataset, ratio, "train", seed, args.data_root)
         res = density.training_weights(train, kernel_variance=s2, temperature=t, preset=args.preset, seed=seed,
