@@ -30,14 +30,14 @@ def main(argv: list[str] | None = None) -> dict:
             os.environ["NUMBA_CACHE_DIR"] = os.path.join(home, "numba")
         import torch
 
-        from engine import audit, data, density, embed, projection
+        from engine import data, density, embed, pipeline, projection
         from engine.device import describe, pick_device
         dev = pick_device()
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"device: {describe(dev)}; load average {load:.1f} on {os.cpu_count()} cores", flush=True)
         steps: dict[str, float] = {}
         t0 = time.perf_counter()
-        # as app.py does at server start: UMAP's per-process JIT in the background (pages.state.warm_up_umap)
+        # as app.py does at server start: UMAP's per-process JIT in the background (ui.state.warm_up_umap)
         import threading
         threading.Thread(target=projection.warm_up, daemon=True).start()
 
@@ -57,10 +57,9 @@ def main(argv: list[str] | None = None) -> dict:
         lap("embeddings page: UMAP + suggested variance", t)
         t = time.perf_counter()
         overrides = {"iterations": args.iterations} if args.iterations else {}
-        cfg = audit.AuditConfig(dataset=args.dataset, conflict_ratio=args.conflict_ratio,
-                                out=os.path.join(home, "out"), eval_seeds=args.eval_seeds,
-                                baseline=args.baseline, distill_overrides=overrides)
-        result, _ = audit.run_stored(cfg)
+        req = pipeline.Request(dataset=args.dataset, conflict_ratio=args.conflict_ratio, eval_seeds=args.eval_seeds,
+                               baseline=args.baseline, distill_overrides=overrides)
+        result, _ = pipeline.audit_stored(req)
         lap("distill page: audit (distill + evaluate)", t)
         for stage, s in result["timings"].items():
             print(f"    {stage:<38} {s:7.1f} s", flush=True)

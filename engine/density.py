@@ -121,9 +121,17 @@ def kde_log_density(z: torch.Tensor, labels: torch.Tensor, kernel_variance: floa
     return out
 
 
-def _weights_from_log_density(log_f: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """w ∝ f^(-1/T) normalised per class, in float64 log space; returned as float32."""
-    logw = -log_f.double() / temperature
+def weights_from_log_density(log_f: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """w ∝ f^(-1/T) normalised per class, in float64 log space; returned as float32 (the temperature
+    step alone: a temperature change reuses kde_log_density's O(n^2) result)."""
+    t = check_temperature(temperature)
+    labels = torch.as_tensor(labels)
+    logw = -log_f.double() / t
+    return _normalise_per_class(logw, labels)
+
+
+def _normalise_per_class(logw: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """exp(logw) normalised to sum 1 within each class."""
     out = torch.empty_like(logw)
     for c in torch.unique(labels).tolist():
         idx = (labels == c).nonzero().flatten()
@@ -138,7 +146,7 @@ def kde_weights(z: torch.Tensor, labels: torch.Tensor, kernel_variance: float,
     t = check_temperature(temperature)
     log_f = kde_log_density(z, labels, kernel_variance)
     _, labels = _check_inputs(z, labels)
-    return _weights_from_log_density(log_f, labels, t)
+    return weights_from_log_density(log_f, labels, t)
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -236,7 +244,7 @@ def training_weights(train, *, kernel_variance: float | None = None, temperature
     if progress:
         progress({"stage": "kde", "step": 0, "total": 1})
     log_f = kde_log_density(z.to(dev), labels.to(dev), s2).cpu()
-    w = _weights_from_log_density(log_f, labels, t)
+    w = weights_from_log_density(log_f, labels, t)
     if progress:
         progress({"stage": "kde", "step": 1, "total": 1})
     diag = weight_diagnostics(w, labels, train.aligned)

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.data import BiasedSplit
-from pages import figures, state
+from ui import figures, state
 
 
 def headline(train: BiasedSplit, test: BiasedSplit) -> None:
@@ -22,9 +22,8 @@ def headline(train: BiasedSplit, test: BiasedSplit) -> None:
     cols[4].metric("images per class (train)", f"{per_class.min():,}–{per_class.max():,}")
 
 
-def draw() -> None:
+def draw(s: state.Settings) -> None:
     """Draw the page."""
-    s = state.current()
     st.title("Dataset")
     stat = state.statuses().get(s.dataset, {})
     st.caption(f"**{s.dataset}**: {stat.get('description', '')} · source: {stat.get('source', '?')}")
@@ -68,4 +67,4 @@ def draw() -> None:
         st.download_button("Download train counts (CSV)", df.to_csv().encode(), "train_counts.csv", "text/csv")
 
 
-state.guarded(draw)
+state.page("Dataset", draw)

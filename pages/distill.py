@@ -4,21 +4,19 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages import figures, jobs, pipeline, state
+from engine import distill
+from ui import figures, jobs, runs as pipeline, state
 
 
 def form(train) -> dict | None:
     """The run settings; returns them when Start is pressed."""
-    dist = pipeline.distill_module()
-    methods_all = list(getattr(dist, "METHODS", ("vanilla", "kde", "fairdd")))
-    algorithms = list(getattr(dist, "ALGORITHMS", ("dm", "dc")))
+    methods_all, algorithms = list(distill.METHODS), list(distill.ALGORITHMS)
     tiny = state.tiny()
     with st.form("distill_form", border=True):
         c1, c2, c3 = st.columns([3, 1, 1])
         methods = c1.multiselect("Methods (distilled side by side)", methods_all, default=methods_all,
                                  key="dst_methods",
-                                 help="vanilla: plain matching; kde: KDE-reweighted real batches (no bias labels); "
-                                      "fairdd: every attribute group weighted equally (uses bias labels).")
+                                 help="; ".join(distill.REGISTRY[m].label for m in methods_all) + ".")
         algorithm = c2.selectbox("Algorithm", algorithms, key="dst_algorithm",
                                  format_func=str.upper,
                                  help="DM: distribution matching (with DSA); DC: gradient matching.")
@@ -34,12 +32,11 @@ def form(train) -> dict | None:
                                      help="Fresh ConvNets trained on each set; 2 or more give a ± spread. "
                                           "The dashboard defaults to 1 to keep a CPU run to minutes; "
                                           "the CLI uses the preset's (3 for quick, 5 for paper).")
-        evaluate = c7.checkbox("Evaluate + audit after distilling", value=pipeline.audit_module() is not None,
-                               key="dst_evaluate", disabled=pipeline.audit_module() is None,
+        evaluate = c7.checkbox("Evaluate + audit after distilling", value=True, key="dst_evaluate",
                                help="Train fresh ConvNets on each synthetic set, measure group accuracies and "
                                     "the attribute probe's aligned share (Results page).")
         baseline = st.checkbox("Also evaluate a random-real baseline", value=pipeline.UI_BASELINE,
-                               key="dst_baseline", disabled=pipeline.audit_module() is None,
+                               key="dst_baseline",
                                help="IPC random real training images per class, evaluated like the synthetic "
                                     "sets (the 'random' row on Results): what distillation must beat. One more "
                                     "evaluation; the CLI audit always includes it unless --no-baseline.")
@@ -51,7 +48,8 @@ def form(train) -> dict | None:
     if not go:
         return None
     if not methods:
-        st.error("No method chosen.\n\n**Fix:** pick at least one of vanilla, kde, fairdd.", icon=":material/error:")
+        st.error(f"No method chosen.\n\n**Fix:** pick at least one of {', '.join(methods_all)}.",
+                 icon=":material/error:")
         return None
     per_class = np.bincount(train.targets.numpy(), minlength=train.num_classes)
     if int(ipc) > int(per_class.min()):
@@ -115,42 +113,37 @@ def show_result(job: jobs.Job) -> None:
     st.subheader("Synthetic images (one row per class)")
     cols = st.columns(len(sets))
     for col, (m, s) in zip(cols, sets.items()):
-        imgs = s.to_uint8().numpy()
-        labels = s.labels.numpy()
-        order = np.argsort(labels, kind="stable")
-        ipc = int(np.bincount(labels).max())
+        ipc = int(np.bincount(s.labels.numpy()).max())
         with col:
             st.markdown(f"**{m}** · final loss {s.final_loss:.4g}")
-            grid = figures.tile_images(imgs[order], ncols=ipc, scale=3 if ipc <= 3 else 2)
+            grid = figures.tile_images(distill.sets.class_rows(s), ncols=ipc, scale=3 if ipc <= 3 else 2)
             st.image(grid, width="content")
             st.download_button(f"{m} grid (PNG)", figures.png_bytes(grid), f"{m}_grid.png", "image/png",
                                key=f"png_{job.id}_{m}")
 
 
-def draw() -> None:
-    """Draw the page."""
-    s = state.current()
-    st.title("Distill")
-    if pipeline.distill_module() is None:
-        state.building("Distillation", "distill")
+def start(s: state.Settings, choice: dict) -> None:
+    """Start the chosen run, or attach this page to the job already computing the same request."""
+    try:
+        job = pipeline.start(s, choice)
+    except state.DDAuditError as exc:
+        state.show_error(exc, "Could not start: ")
         return
+    st.session_state["distill_job"] = job.id
+
+
+def draw(s: state.Settings) -> None:
+    """Draw the page."""
+    st.title("Distill")
     pair = state.require_dataset(s)
     if pair is None:
         return
-    train, test = pair
+    train, _ = pair
     st.caption(f"{s.dataset} at conflict ratio {s.ratio:.1%}, seed {s.seed}. "
-               + ("Tiny mode: iterations and evaluation shrunk. " if state.tiny() else ""))
-    busy = jobs.registry().running("distill")
+               + ("Tiny mode: the engine's tiny presets. " if state.tiny() else ""))
     choice = form(train)
     if choice is not None:
-        if busy:
-            st.warning(f"A run is already going ({busy[0].label}); cancel it or wait (2 CPU cores).", icon=":material/hourglass_top:")
-        else:
-            try:
-                job = pipeline.start(s, train, test, choice)
-                st.session_state["distill_job"] = job.id
-            except state.DDAuditError as exc:
-                state.show_error(exc, "Could not start: ")
+        start(s, choice)
     job = current_job()
     if job is None:
         st.caption("No run yet: choose settings and press Start.")
@@ -169,4 +162,4 @@ def draw() -> None:
             st.error(f"{problem}\n\n**Fix:** {fix}", icon=":material/error:")
 
 
-state.guarded(draw)
+state.page("Distill", draw)

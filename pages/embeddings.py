@@ -1,13 +1,13 @@
 """Embeddings page: UMAP of SupCon embeddings, live KDE weights, diagnostics and a selection grid."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
-from pages import figures, jobs, pipeline, state
+from engine import density, embed, projection
+from ui import figures, jobs, runs as pipeline, state
 
 COLOUR_BY = ("class", "attribute", "aligned / conflicting", "KDE density", "KDE weight")
 QUICK_SELECT = ("map selection (lasso / box)", "all conflicting", "50 highest weights", "50 lowest weights")
@@ -15,36 +15,24 @@ TEMPERATURES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 GRID_MAX = 60
 
 
-def modules() -> tuple[Any | None, Any | None, Any | None]:
-    """(embed, density, projection) engine modules, or None for each that has not landed."""
-    return (state.engine_module("embed", "get_embeddings"),
-            state.engine_module("density", "kde_weights", "kde_log_density", "weight_diagnostics",
-                                "suggest_kernel_variance"),
-            state.engine_module("projection", "umap_map"))
-
-
 def map_key(s: state.Settings) -> str:
-    """Job key of the embeddings (+ UMAP map once engine/projection.py exists) for these settings."""
-    umap = "umap" if modules()[2] is not None else "no-umap"
-    return f"map|{s.dataset}|{s.ratio}|{s.seed}|{state.embed_preset_name()}|{state.map_points()}|{umap}"
+    """Job key of the embeddings and their UMAP map for these settings."""
+    return f"map|{s.dataset}|{s.ratio}|{s.seed}|{state.preset()}|{state.map_points()}"
 
 
 def start_map_job(s: state.Settings, train) -> jobs.Job:
     """Embeddings (cached by the engine) + UMAP + suggested kernel variance, in the background."""
-    embed, density, projection = modules()
-    preset = state.embed_preset()
+    preset = state.preset()
     max_points = state.map_points()
 
     def target(progress: jobs.Progress, should_stop: jobs.ShouldStop) -> dict:
         from engine.device import pick_device
         z = embed.get_embeddings(train, preset=preset, seed=s.seed, device=pick_device(), progress=progress)
         z = z.detach().float().cpu()
-        row_ids, coords = None, None
-        if projection is not None:
-            progress({"stage": "umap", "step": 0, "total": 1})
-            row_ids, coords, _ = projection.umap_map(z, train.targets, train.aligned, max_points, s.seed)
-            row_ids, coords = np.asarray(row_ids, dtype=np.int64), np.asarray(coords, dtype=float)
-            progress({"stage": "umap", "step": 1, "total": 1})
+        progress({"stage": "umap", "step": 0, "total": 1})
+        row_ids, coords, _ = projection.umap_map(z, train.targets, train.aligned, max_points, s.seed)
+        row_ids, coords = np.asarray(row_ids, dtype=np.int64), np.asarray(coords, dtype=float)
+        progress({"stage": "umap", "step": 1, "total": 1})
         s2 = density.suggest_kernel_variance(z, train.targets)
         return {"z": z, "row_ids": row_ids, "coords": coords, "suggested": float(s2)}
 
@@ -74,18 +62,18 @@ def job_progress(key: str) -> None:
 @st.cache_data(show_spinner=False, max_entries=32)
 def log_density_for(key: str, s2: float, _z, _labels) -> np.ndarray:
     """Per-class KDE log-densities for one kernel variance (cached; independent of the temperature)."""
-    _, density, _ = modules()
     return density.kde_log_density(_z, _labels, s2).detach().cpu().numpy().astype(float)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def weights_for(key: str, s2: float, temperature: float, _z, _labels, _aligned) -> dict:
-    """KDE log-densities, weights and diagnostics for one kernel variance and temperature (cached)."""
-    _, density, _ = modules()
-    w = density.kde_weights(_z, _labels, s2, temperature)
+    """KDE log-densities, weights and diagnostics for one kernel variance and temperature (cached).
+
+    The O(n^2) density depends on the kernel variance only: a temperature change reuses it."""
+    log_f = log_density_for(key, s2, _z, _labels)
+    w = density.weights_from_log_density(torch.from_numpy(log_f), _labels, temperature)
     diag = density.weight_diagnostics(w, _labels, _aligned)
-    return {"log_density": log_density_for(key, s2, _z, _labels),
-            "weights": w.detach().cpu().numpy().astype(float), "diagnostics": diag}
+    return {"log_density": log_f, "weights": w.detach().cpu().numpy().astype(float), "diagnostics": diag}
 
 
 def kernel_variance_options(suggested: float) -> list[float]:
@@ -202,15 +190,9 @@ def selection_panel(rows: np.ndarray, train, wres: dict) -> None:
                        "text/csv", key="emb_csv")
 
 
-def draw() -> None:
+def draw(s: state.Settings) -> None:
     """Draw the page."""
-    s = state.current()
     st.title("Embeddings")
-    embed, density, projection = modules()
-    missing = [m for m, mod in (("embed", embed), ("density", density)) if mod is None]
-    if missing:
-        state.building("The embedding map", "` and `engine/".join(missing))
-        return
     pair = state.require_dataset(s)
     if pair is None:
         return
@@ -229,22 +211,12 @@ def draw() -> None:
         return
     res = job.result
     z, labels, aligned = res["z"], train.targets, train.aligned
-    on_map = f"{len(res['row_ids']):,} on the map (every conflicting sample kept)" if res["row_ids"] is not None \
-        else "no map yet"
+    on_map = f"{len(res['row_ids']):,} on the map (every conflicting sample kept)"
     st.caption(f"{len(z):,} SupCon embeddings (dimension {z.shape[1]}), {on_map}. "
                "Sliders recompute the KDE weights live.")
     colour, s2, temp = controls(key, res["suggested"])
     wres = weights_for(key, s2, temp, z, labels, aligned)
     rows = res["row_ids"]
-    if rows is None:
-        left, right = st.columns([3, 2])
-        with left:
-            state.building("The UMAP map", "projection")
-        with right:
-            diagnostics_panel(train, wres)
-        mode = st.radio("Show", QUICK_SELECT[1:], horizontal=True, key="emb_select_mode_nomap")
-        selection_panel(selected_rows(None, np.zeros(0, np.int64), train, wres, mode), train, wres)
-        return
     names_c = np.asarray(train.class_names, dtype=object)[labels.numpy()[rows]]
     names_a = np.asarray(train.attribute_names, dtype=object)[train.attributes.numpy()[rows]]
     rel = figures.relative_weights(wres["weights"], labels.numpy())[rows]
@@ -260,4 +232,4 @@ def draw() -> None:
     selection_panel(selected_rows(event, rows, train, wres, mode), train, wres)
 
 
-state.guarded(draw)
+state.page("Embeddings", draw)

@@ -8,7 +8,8 @@ import numpy as np
 import streamlit as st
 
 from engine import data
-from pages import figures, jobs, pipeline, state
+from engine.store import RunStore
+from ui import figures, jobs, state
 
 
 def is_audit(metrics: object) -> bool:
@@ -24,16 +25,14 @@ def sources() -> dict[str, tuple[str, str]]:
         res = job.result or {}
         if job.status == "finished" and is_audit(res.get("audit")):
             out[f"this session: {job.label}"] = ("job", job.id)
-    store_mod = pipeline.store_module()
-    if store_mod is not None:
-        known_runs = {jobs.registry().by_id(h).result.get("run_id") for k, h in out.values()}
-        for r in store_mod.RunStore().list(status="finished"):
-            met = r.get("metrics") or {}
-            if r["id"] in known_runs or not any(k.startswith("methods.") and k.endswith(".accuracy") for k in met):
-                continue
-            cfg = r.get("config") or {}
-            out[f"run {r['id']} ({cfg.get('dataset', '?')} @ {cfg.get('conflict_ratio', '?')}, {r['created']})"] = \
-                ("run", r["id"])
+    known_runs = {jobs.registry().by_id(h).result.get("run_id") for k, h in out.values()}
+    for r in RunStore().list(status="finished"):
+        met = r.get("metrics") or {}
+        if r["id"] in known_runs or not any(k.startswith("methods.") and k.endswith(".accuracy") for k in met):
+            continue
+        cfg = r.get("config") or {}
+        out[f"run {r['id']} ({cfg.get('dataset', '?')} @ {cfg.get('conflict_ratio', '?')}, {r['created']})"] = \
+            ("run", r["id"])
     return out
 
 
@@ -44,7 +43,7 @@ def load(kind: str, handle: str) -> tuple[dict, Path | None]:
         res = job.result or {}
         run_dir = res.get("run_dir")
         return res["audit"], Path(run_dir) if run_dir else None
-    info = pipeline.store_module().RunStore().get(handle)
+    info = RunStore().get(handle)
     return info.get("metrics") or {}, Path(info["dir"])
 
 
@@ -91,7 +90,8 @@ def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
                        else None)
     df = figures.metrics_frame(res)
     st.subheader("Metrics per method (%)")
-    st.dataframe(df.style.format("{:.1f}", na_rep="–"), key=f"res_table_{key}")
+    st.dataframe(df.style.format("{:.1f}", na_rep="–").format("{:.1f}", subset=["± std"], na_rep=figures.NO_SPREAD),
+                 key=f"res_table_{key}")
     if "random" not in res["methods"]:
         st.caption("No random-real baseline in this run: tick “Also evaluate a random-real baseline” on the "
                    "Distill page and run again to see what IPC random real images per class score.")
@@ -125,12 +125,9 @@ def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
                            key=f"dl_grid_{key}")
 
 
-def draw() -> None:
+def draw(s: state.Settings) -> None:
     """Draw the page."""
     st.title("Results")
-    if pipeline.audit_module() is None:
-        state.building("Evaluation and the bias audit", "audit")
-        return
     src = sources()
     if not src:
         st.info("No evaluated run yet: start one on the Distill page with “Evaluate + audit” ticked.", icon=":material/info:")
@@ -153,4 +150,4 @@ def draw() -> None:
     draw_result(res, run_dir, handle)
 
 
-state.guarded(draw)
+state.page("Results", draw)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages import figures, pipeline, state
+from engine.store import RunStore
+from ui import figures, state
 
 
 def run_table(rows: list[dict]) -> pd.DataFrame:
@@ -69,14 +70,10 @@ def compare(store, ids: list[str]) -> None:
             col.image(str(p), caption=m, width="content")
 
 
-def draw() -> None:
+def draw(s: state.Settings) -> None:
     """Draw the page."""
     st.title("Runs")
-    store_mod = pipeline.store_module()
-    if store_mod is None:
-        state.building("The run store", "store")
-        return
-    store = store_mod.RunStore()
+    store = RunStore()
     rows = store.list()
     st.caption(f"{len(rows)} run(s) under {store.root}. Identical requests reuse a finished run.")
     if not rows:
@@ -101,11 +98,10 @@ def draw() -> None:
             info = store.get(picked[0])
             st.download_button("Run metrics (JSON)", json.dumps(info.get("metrics", {}), indent=2).encode(),
                                f"{picked[0]}.json", "application/json", key="runs_json")
-    if len(picked) >= 2:
+    if picked:
         compare(store, picked)
-    elif len(picked) == 1:
-        compare(store, picked)
+    if len(picked) == 1:
         st.caption("Pick a second run to compare.")
 
 
-state.guarded(draw)
+state.page("Runs", draw)

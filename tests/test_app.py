@@ -6,10 +6,7 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from streamlit.runtime.pages_manager import PagesManager
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LEGACY_INIT = PagesManager.__init__
 APP = os.path.join(ROOT, "app.py")
 
 
@@ -17,20 +14,6 @@ APP = os.path.join(ROOT, "app.py")
 def _tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DDAUDIT_TINY", "1")
     monkeypatch.chdir(ROOT)
-
-
-@pytest.fixture(autouse=True)
-def _navigation_like_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """AppTest re-detects the pages/ folder as a legacy multipage app on every run; a real server stops
-    doing so once app.py's st.navigation ran (and pages.state.through_app covers the first request).
-    Make every AppTest run behave like the server does from then on: app.py is always the entry point."""
-    original = LEGACY_INIT
-
-    def init(self, *args, **kwargs) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def open_page(page: str | None = None, timeout: float = 180) -> AppTest:
@@ -51,7 +34,7 @@ def ok(at: AppTest) -> None:
 
 def wait_jobs(timeout: float = 400) -> None:
     """Wait until every background job of the registry is done."""
-    from pages import jobs
+    from ui import jobs
     reg = jobs.registry()
     for job in reg.jobs():
         reg.wait(job.key, timeout)
@@ -101,19 +84,26 @@ def test_unavailable_dataset_says_how_to_get_it() -> None:
         assert not at.exception and at.error and "**Fix:**" in at.error[0].value
 
 
-def test_page_run_outside_navigation_goes_through_app() -> None:
-    """A page run alone (legacy pages/ handling of a fresh server) is re-run through app.py: sidebar + state kept."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(PagesManager, "__init__", LEGACY_INIT)
-    try:
-        at = open_page()
-        at.sidebar.select_slider(key="sb_ratio").set_value(0.02).run()
-        at.switch_page("pages/runs.py").run()
+def test_every_page_draws_the_shared_frame() -> None:
+    """Whether Streamlit runs a page through app.py's navigation or alone (a fresh server's deep link,
+    which AppTest reproduces on every switch), the page draws the sidebar and its links, and keeps state."""
+    at = open_page()
+    at.sidebar.select_slider(key="sb_ratio").set_value(0.02).run()
+    for page, title in (("runs", "Runs"), ("results", "Results"), ("distill", "Distill"), ("dataset", "Dataset")):
+        at.switch_page(f"pages/{page}.py").run()
         ok(at)
-        assert at.title[0].value == "Runs"
+        assert at.title[0].value == title
         assert at.sidebar.select_slider(key="sb_ratio").value == 0.02
-    finally:
-        mp.undo()
+        assert at.sidebar.selectbox(key="sb_dataset").value == "colored-digits"
+
+
+def test_no_streamlit_internal_is_written() -> None:
+    """The UI code uses Streamlit's public API only (the pages/ workaround is gone)."""
+    import pathlib
+    root = pathlib.Path(ROOT)
+    for path in [root / "app.py", *(root / "pages").glob("*.py"), *(root / "ui").glob("*.py")]:
+        text = path.read_text()
+        assert "PagesManager" not in text and "streamlit.runtime" not in text, path
 
 
 # --------------------------------------------------------------------------- Embeddings
@@ -225,7 +215,7 @@ def test_runs_page_lists_and_compares() -> None:
 def test_distill_live_progress_and_cancel() -> None:
     import time
 
-    from pages import jobs
+    from ui import jobs
     at = open_page("distill")
     at.multiselect(key="dst_methods").set_value(["vanilla", "fairdd"])
     at.number_input(key="dst_iterations").set_value(5000)

@@ -1,9 +1,7 @@
 """Evaluation: group metrics on hand-made predictions, training determinism, baselines, the probe."""
 from __future__ import annotations
 
-import math
 
-import numpy as np
 import pytest
 import torch
 

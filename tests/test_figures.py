@@ -1,4 +1,4 @@
-"""Unit tests for the pure figure and table builders of pages/figures.py."""
+"""Unit tests for the pure figure and table builders of ui/figures.py."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from pages import figures
+from ui import figures
 
 
 def test_count_heatmap_marks_aligned_cells_and_keeps_counts() -> None:
@@ -70,7 +70,10 @@ def test_loss_curves_and_log_axis() -> None:
     fig = figures.loss_curves({"vanilla": [(1, 100.0), (2, 1.0)], "kde": [(1, 50.0), (2, 0.5)], "fairdd": []})
     assert [t.name for t in fig.data] == ["vanilla", "kde"]
     assert fig.layout.yaxis.type == "log"
-    assert figures.loss_curves({"v": [(1, 2.0), (2, 1.0)]}).layout.yaxis.type == "linear"
+    # FairDD ~400 beside vanilla ~30 (a 13x range): log, so vanilla's curve is not flattened
+    assert figures.loss_curves({"vanilla": [(1, 30.0), (2, 28.0)], "fairdd": [(1, 400.0), (2, 380.0)]}
+                               ).layout.yaxis.type == "log"
+    assert figures.loss_curves({"v": [(1, 2.0), (2, 0.0)]}).layout.yaxis.type == "linear"  # a zero: no log axis
 
 
 AUDIT = {
@@ -153,3 +156,21 @@ def test_ordered_methods(n: int) -> None:
 def test_metrics_frame_empty() -> None:
     df = figures.metrics_frame({"methods": {}})
     assert isinstance(df, pd.DataFrame) and df.empty
+
+
+def test_one_training_shows_no_spread_and_balanced_counts_look_balanced() -> None:
+    entry = {"accuracy": 50.0, "accuracy_std": 0.0}
+    one = figures.metrics_frame({"methods": {"vanilla": entry}, "eval_seeds": [0]})
+    assert np.isnan(one.loc["vanilla", "± std"])  # rendered as figures.NO_SPREAD, never "0.0"
+    three = figures.metrics_frame({"methods": {"vanilla": entry}, "eval_seeds": [0, 1, 2]})
+    assert three.loc["vanilla", "± std"] == 0.0
+    heat = figures.count_heatmap(np.array([[34, 35], [36, 35]]), ["a", "b"], ["x", "y"], "t").data[0]
+    assert heat.zmin == 0  # 34 vs 36 sit close on a scale from 0, not at its two ends
+
+
+def test_method_order_and_colours_come_from_the_registry() -> None:
+    from engine import distill
+    assert figures.ordered_methods(["full", "x", "random", *reversed(distill.METHODS)]) == \
+        [*distill.METHODS, "random", "full", "x"]
+    for m in distill.METHODS:
+        assert figures.method_colour(m) == distill.REGISTRY[m].colour

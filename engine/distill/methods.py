@@ -173,11 +173,11 @@ class Method:
 
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
-    Method(name="vanilla", label="vanilla: plain matching", colour="#0072B2",
+    Method(name="vanilla", label="vanilla: plain matching", colour="#999999",
            dm_loss=vanilla_dm, dc_loss=vanilla_dc),
-    Method(name="kde", label="kde: KDE-reweighted target (no bias labels)", colour="#E69F00",
+    Method(name="kde", label="kde: KDE-reweighted target (no bias labels)", colour="#0072B2",
            dm_loss=kde_dm, dc_loss=kde_dc, start="weighted", needs_weights=True, weighted_draws=True),
-    Method(name="fairdd", label="fairdd: every attribute group weighted equally (bias labels)", colour="#009E73",
+    Method(name="fairdd", label="fairdd: every attribute group weighted equally (bias labels)", colour="#E69F00",
            dm_loss=fairdd_dm, dc_loss=fairdd_dc, start="balanced", needs_groups=True, group_topup=True),
 )}
 METHODS: tuple[str, ...] = tuple(REGISTRY)  # registry order: the canonical order of tables and plots

@@ -1,19 +1,24 @@
-"""Shared sidebar, session settings and cached engine calls used by every page."""
+"""The frame every page draws (page config, navigation, sidebar), session settings, cached engine calls."""
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import streamlit as st
 
 from engine import data
 from engine.errors import DDAuditError
 
-APP_MARKER = "_ddaudit_app"      # set by app.py on every run, consumed by the page it runs
-DEEP_LINK = "_ddaudit_deep_link"  # a page asked for before app.py ever ran in this session
+# (script, title, icon, url path): app.py's navigation and the sidebar's links read this one list
+PAGES = (
+    ("pages/dataset.py", "Dataset", ":material/dataset:", "dataset"),
+    ("pages/embeddings.py", "Embeddings", ":material/scatter_plot:", "embeddings"),
+    ("pages/distill.py", "Distill", ":material/science:", "distill"),
+    ("pages/results.py", "Results", ":material/leaderboard:", "results"),
+    ("pages/runs.py", "Runs", ":material/history:", "runs"),
+)
 DEFAULT_RATIO = 0.05
 RATIO_CHOICES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
@@ -53,22 +58,6 @@ def show_error(exc: BaseException, what: str = "") -> None:
         msg = (f"{what}unexpected error: {type(exc).__name__}: {exc}\n\n**Fix:** try other settings; "
                "if it persists, report it with these settings")
     st.error(msg, icon=":material/error:")
-
-
-def engine_module(name: str, *needed: str) -> Any | None:
-    """Import engine.<name> if it exists and exposes `needed`, else None (feature still being built)."""
-    try:
-        mod = importlib.import_module(f"engine.{name}")
-    except ImportError:
-        return None
-    if not all(hasattr(mod, attr) for attr in needed):
-        return None
-    return mod
-
-
-def building(feature: str, module: str) -> None:
-    """The honest placeholder for a feature whose engine module has not landed yet."""
-    st.info(f"{feature} is being built: it appears here as soon as `engine/{module}.py` lands.", icon=":material/construction:")
 
 
 @st.cache_data(show_spinner=False)
@@ -171,25 +160,36 @@ def require_dataset(s: Settings) -> tuple[data.BiasedSplit, data.BiasedSplit] | 
         return None
 
 
-def through_app(page: str) -> None:
-    """Send a page run outside app.py's navigation back through app.py (keeping the page).
+def navigation_pages() -> list:
+    """The st.Page objects of app.py's navigation (Dataset is the default page)."""
+    return [st.Page(script, title=title, icon=icon, url_path=url, default=(i == 0))
+            for i, (script, title, icon, url) in enumerate(PAGES)]
 
-    Streamlit treats a folder named pages/ next to the entry point as a legacy multipage app until
-    st.navigation has run once in the process, so the very first request of a fresh server for a
-    deep link such as /embeddings would run the page alone, without the shared sidebar.
+
+def frame(title: str) -> Settings:
+    """What every page draws first: page config, the navigation links and the shared sidebar.
+
+    A page draws it itself (rather than app.py around it) because a fresh server's first request
+    for a deep link such as /runs runs the page script alone: Streamlit treats a pages/ folder as
+    a legacy multipage app until app.py's st.navigation has run once in the process. Drawn by the
+    page, the frame is the same either way, and no Streamlit internal is touched (docs/DESIGN.md).
     """
-    if st.session_state.get(APP_MARKER):
-        st.session_state[APP_MARKER] = False  # app.py sets it again on its next run
-        return
-    from streamlit.runtime.pages_manager import PagesManager
-    PagesManager.uses_pages_directory = False
-    st.session_state[DEEP_LINK] = page
-    st.switch_page("app.py")
+    st.set_page_config(page_title=f"{title} · ddaudit", page_icon=":material/balance:", layout="wide",
+                       initial_sidebar_state="expanded")
+    with st.sidebar:
+        for script, label, icon, _ in PAGES:
+            st.page_link(script, label=label, icon=icon)
+        st.divider()
+    return sidebar()
+
+
+def page(title: str, draw: Callable[[Settings], None]) -> None:
+    """A page script's body: the frame, then draw(settings); errors become st.error, never a traceback."""
+    guarded(lambda: draw(frame(title)))
 
 
 def guarded(fn: Callable[[], None]) -> None:
     """Run a page body; any error becomes an st.error instead of a traceback."""
-    through_app(os.path.splitext(os.path.basename(fn.__code__.co_filename))[0])
     try:
         fn()
     except DDAuditError as exc:
@@ -200,20 +200,9 @@ def guarded(fn: Callable[[], None]) -> None:
 
 # --------------------------------------------------------------------------- engine settings chosen by the UI
 
-TINY_EMBED = {"steps": 3, "batch_size": 32, "width": 8, "hidden_dim": 32, "dim": 16, "max_train": 400}
-
-
-def embed_preset_name() -> str:
-    """Name of the embedding preset the UI uses ('tiny' = quick shrunk for tests)."""
-    return "tiny" if tiny() else "quick"
-
-
-def embed_preset() -> Any:
-    """The preset passed to engine.embed: 'quick', or in tiny mode the quick preset with tiny sizes."""
-    if not tiny():
-        return "quick"
-    embed = engine_module("embed", "with_overrides")
-    return embed.with_overrides("quick", **TINY_EMBED) if embed is not None else "quick"
+def preset(name: str = "quick") -> str:
+    """The engine preset the UI runs: `name`, or the engine's "tiny" preset in tiny mode."""
+    return "tiny" if tiny() else name
 
 
 def map_points() -> int:

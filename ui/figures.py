@@ -10,12 +10,16 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from engine import distill, images
+
 # Okabe-Ito + Paul Tol "safe": colour-blind-safe categorical colours (12).
 SAFE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
         "#88CCEE", "#882255", "#44AA99", "#999933")
 ALIGNED_COLOURS = {"aligned": "#56B4E9", "conflicting": "#D55E00"}
 CONTINUOUS = "Viridis"
-METHOD_ORDER = ("vanilla", "kde", "fairdd", "random", "full")
+METHOD_ORDER = distill.METHODS + ("random", "full")  # the registry's methods, then the baselines
+BASELINE_COLOURS = {"random": "#CC79A7", "full": "#009E73"}
+NO_SPREAD = "none (1 training)"  # the ± std cell of a set evaluated once: no spread, not a spread of 0
 METRIC_COLUMNS = {
     "accuracy": "accuracy", "accuracy_std": "± std", "aligned_accuracy": "aligned",
     "conflicting_accuracy": "conflicting", "worst_group_accuracy": "worst group", "deo_m": "DEO_M",
@@ -29,9 +33,10 @@ def count_heatmap(counts: np.ndarray, class_names: Sequence[str], attribute_name
     """Class x attribute count heatmap (log colour so the few conflicting cells show); aligned cells boxed."""
     counts = np.asarray(counts)
     z = np.log10(counts.astype(float) + 1.0)
+    # the scale starts at 0 images: a balanced split (34, 35, 36 per cell) looks balanced, not contrasted
     fig = go.Figure(go.Heatmap(
         z=z, x=list(attribute_names), y=list(class_names), text=counts.astype(int), texttemplate="%{text}",
-        customdata=counts, colorscale=CONTINUOUS, showscale=True,
+        customdata=counts, colorscale=CONTINUOUS, showscale=True, zmin=0, zmax=max(float(z.max()), 1.0),
         colorbar=dict(title="count", tickvals=[0, 1, 2, 3, 4], ticktext=["0", "9", "99", "999", "9999"]),
         hovertemplate="class %{y}<br>attribute %{x}<br>%{customdata} images<extra></extra>"))
     if aligned_attribute is not None:
@@ -44,24 +49,8 @@ def count_heatmap(counts: np.ndarray, class_names: Sequence[str], attribute_name
     return fig
 
 
-def tile_images(images: np.ndarray, ncols: int = 10, pad: int = 2, scale: int = 1) -> np.ndarray:
-    """uint8 N x C x H x W -> one H' x W' x 3 mosaic (white padding); empty input -> 1x1 white."""
-    images = np.asarray(images)
-    if images.ndim != 4 or len(images) == 0:
-        return np.full((1, 1, 3), 255, np.uint8)
-    if images.shape[1] == 1:
-        images = np.repeat(images, 3, axis=1)
-    n, _, h, w = images.shape
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, 3), 255, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        y, x = pad + r * (h + pad), pad + c * (w + pad)
-        out[y:y + h, x:x + w] = images[i].transpose(1, 2, 0)
-    if scale > 1:
-        out = out.repeat(scale, axis=0).repeat(scale, axis=1)
-    return out
+tile_images = images.tile  # the engine's one tiler (uint8 N x C x H x W -> H' x W' x 3)
+png_bytes = images.png_bytes
 
 
 def categorical_colours(n: int) -> list[str]:
@@ -142,13 +131,15 @@ def weight_histogram(weights: np.ndarray, labels: np.ndarray, aligned: np.ndarra
 
 
 def method_colour(method: str, i: int = 0) -> str:
-    """A stable colour per method name."""
-    fixed = {"vanilla": "#999999", "kde": "#0072B2", "fairdd": "#E69F00", "random": "#CC79A7", "full": "#009E73"}
-    return fixed.get(method, SAFE[(i + 4) % len(SAFE)])
+    """A stable colour per method name: the registry's, the baselines', else one of the safe palette."""
+    if method in distill.REGISTRY:
+        return distill.REGISTRY[method].colour
+    return BASELINE_COLOURS.get(method, SAFE[(i + 4) % len(SAFE)])
 
 
 def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]]) -> go.Figure:
-    """Loss vs iteration, one line per method (log y when the range is wide)."""
+    """Loss vs iteration, one line per method; log y whenever every loss is positive, so methods whose
+    losses differ 10x (FairDD ~400, vanilla ~30 on colored-digits) each keep their shape."""
     fig = go.Figure()
     allv = []
     for i, (method, pts) in enumerate(history.items()):
@@ -159,7 +150,7 @@ def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]]) -> go.Figure
         fig.add_scatter(x=list(steps), y=list(losses), mode="lines", name=method,
                         line=dict(color=method_colour(method, i), width=2))
     positive = [v for v in allv if v > 0]
-    log_y = len(positive) == len(allv) and len(positive) > 1 and max(positive) / min(positive) > 50
+    log_y = len(positive) == len(allv) and len(positive) > 1
     fig.update_layout(title="matching loss", xaxis_title="iteration", yaxis_title="loss",
                       yaxis_type="log" if log_y else "linear", height=320,
                       legend=dict(orientation="h", y=-0.3), **_LAYOUT)
@@ -167,7 +158,7 @@ def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]]) -> go.Figure
 
 
 def ordered_methods(methods: Sequence[str]) -> list[str]:
-    """Known methods in a fixed order (vanilla, kde, fairdd, random, full), then the rest."""
+    """Known methods in a fixed order (the registry's, then random and full), then the rest."""
     known = [m for m in METHOD_ORDER if m in methods]
     return known + [m for m in methods if m not in METHOD_ORDER]
 
@@ -184,6 +175,9 @@ def metrics_frame(results: Mapping) -> pd.DataFrame:
             row[col] = float(v) if isinstance(v, (int, float)) and v is not None else np.nan
         rows.append(row)
     df = pd.DataFrame(rows, columns=["method", *METRIC_COLUMNS.values()]).set_index("method")
+    seeds = results.get("eval_seeds")
+    if isinstance(seeds, list) and len(seeds) < 2:
+        df["± std"] = np.nan  # one training has no spread: shown as NO_SPREAD, never as "0.0"
     real = results.get("real_aligned_share")
     if real is not None:
         df["real aligned share"] = float(real)
@@ -236,14 +230,6 @@ def aligned_share_bars(df: pd.DataFrame) -> go.Figure:
     fig.update_layout(title="share of synthetic images with their class's aligned attribute (%)",
                       yaxis=dict(range=[0, 100], title="%"), height=320, showlegend=False, **_LAYOUT)
     return fig
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """Encode an H x W x 3 uint8 array as PNG."""
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def sample_indices(targets: np.ndarray, mask: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
