@@ -1,6 +1,7 @@
 """AppTest for every page of the dashboard at tiny engine settings (real engine, tiny sizes: DDAUDIT_TINY=1)."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -238,4 +239,57 @@ def test_distill_live_progress_and_cancel() -> None:
     assert job.status == "cancelled"
     at.run()
     assert not at.exception
+    jobs.registry().forget(job.key)  # later tests wait on every job of the registry
     assert any("cancelled" in w.value for w in at.warning)
+
+
+# --------------------------------------------------------------------------- one stored-run path
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from engine import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _job_run_id(at: AppTest) -> str:
+    from ui import jobs
+    job = jobs.registry().by_id(at.session_state["distill_job"])
+    assert job.status == "finished", (job.status, job.error)
+    return job.result["run_id"]
+
+
+def test_a_dashboard_distillation_is_reused_by_the_cli(tmp_path) -> None:
+    """The Distill page (tiny mode = the engine's tiny preset) and `distill --preset tiny` are one run."""
+    at = start_run(["vanilla", "kde"], evaluate=False)
+    run_id = _job_run_id(at)
+    rc, out, err = _cli(["distill", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods",
+                         "vanilla,kde", "--ipc", "2", "--preset", "tiny", "--out", str(tmp_path / "o"), "--json"])
+    assert rc == 0, err
+    assert json.loads(out)["run_id"] == run_id and "reused" in err
+
+
+def test_a_cli_audit_is_reused_by_the_dashboard(tmp_path) -> None:
+    """`audit --preset tiny` first, then the same request from the Distill page: no second run."""
+    from engine.store import RunStore
+    rc, out, err = _cli(["audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods",
+                         "vanilla,fairdd", "--ipc", "2", "--seed", "5", "--preset", "tiny", "--eval-seeds", "1",
+                         "--no-baseline", "--out", str(tmp_path / "o"), "--json"])
+    assert rc == 0 and "computed" in err, err
+    cli_run = err.split("run ", 1)[1].split(" ", 1)[0]
+    before = len(RunStore().list(kind="audit"))
+    at = open_page()
+    at.sidebar.number_input(key="sb_seed").set_value(5).run()
+    at.switch_page("pages/distill.py").run()
+    at.multiselect(key="dst_methods").set_value(["vanilla", "fairdd"])
+    at.number_input(key="dst_ipc").set_value(2)
+    at.checkbox(key="dst_evaluate").set_value(True)
+    at.button[0].click()
+    at.run()
+    wait_jobs()
+    assert _job_run_id(at) == cli_run
+    assert len(RunStore().list(kind="audit")) == before

@@ -24,19 +24,25 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    """`streamlit run app.py` on a free localhost port, tiny engine settings, its own DDAUDIT_HOME."""
+def _start_server(tmp_path_factory: pytest.TempPathFactory):
+    """`streamlit run app.py` on a free localhost port, tiny engine settings; (process, url, log)."""
     home = os.environ.get("DDAUDIT_HOME") or str(tmp_path_factory.mktemp("ddh"))
     env = {**os.environ, "DDAUDIT_TINY": "1", "DDAUDIT_HOME": home, "DDAUDIT_DEVICE": "cpu"}
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
     proc, url = serve.start_app(env, log)
+    if not serve.wait_healthy(proc, url, 60):
+        alive = proc.poll() is None
+        serve.stop(proc)
+        log.seek(0)
+        pytest.fail("streamlit did not become healthy in 60 s" if alive else f"streamlit exited: {log.read()[-2000:]}")
+    return proc, url, log
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """One server for the click-through tests."""
+    proc, url, log = _start_server(tmp_path_factory)
     try:
-        if not serve.wait_healthy(proc, url, 60):
-            if proc.poll() is None:
-                pytest.fail("streamlit did not become healthy in 60 s")
-            log.seek(0)
-            pytest.fail(f"streamlit exited: {log.read()[-2000:]}")
         yield url
     finally:
         serve.stop(proc)
@@ -44,8 +50,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def page(server: str):
-    """A Chromium page (1400 x 1800: Streamlit scrolls inside the page, so screenshots show the viewport)."""
+def browser():
+    """Debian's Chromium driven by Playwright (it cannot download its own browsers here)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -54,11 +60,24 @@ def page(server: str):
         _missing(f"no Chromium at {CHROMIUM}: apt-get install chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=serve.CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
-        pg.set_default_timeout(60_000)
-        yield pg
-        browser.close()
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=serve.CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def new_page(browser):
+    """A page of 1400 x 1800 (Streamlit scrolls inside the page, so screenshots show the viewport)."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+    pg.set_default_timeout(60_000)
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser, server: str):
+    """The click-through tests' page, against the shared server."""
+    pg = new_page(browser)
+    yield pg
+    pg.close()
 
 
 def goto(page, server: str, path: str, title: str) -> None:
@@ -86,12 +105,32 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_deep_link_on_fresh_server(page, server: str) -> None:
-    """The first request of a fresh server may be a deep link: it still gets the shared sidebar."""
-    goto(page, server, "runs", "Runs")
-    page.get_by_text("Conflict ratio").first.wait_for()
-    assert page.locator("[data-testid='stSidebarNav'] a").count() == 5
-    no_errors(page)
+PAGES = [("", "Dataset"), ("embeddings", "Embeddings"), ("distill", "Distill"), ("results", "Results"),
+         ("runs", "Runs")]
+
+
+@pytest.mark.parametrize("path,title", PAGES, ids=[t for _, t in PAGES])
+def test_deep_link_to_every_page_on_a_fresh_server(browser, tmp_path_factory, path: str, title: str) -> None:
+    """The first request of a fresh, unpatched server may be a deep link to any page: it draws the shared
+    frame (sidebar settings and the five page links), and the links lead on to the other pages."""
+    proc, url, log = _start_server(tmp_path_factory)
+    pg = new_page(browser)
+    try:
+        goto(pg, url, path, title)
+        pg.get_by_text("Conflict ratio").first.wait_for()
+        links = pg.locator("[data-testid='stSidebar'] [data-testid='stPageLink-NavLink']")
+        assert links.count() == 5, links.all_inner_texts()
+        no_errors(pg)
+        other = "Runs" if title != "Runs" else "Dataset"
+        pg.locator("[data-testid='stSidebar']").get_by_text(other, exact=True).first.click()
+        pg.get_by_role("heading", name=other).first.wait_for()
+        idle(pg)
+        pg.get_by_text("Conflict ratio").first.wait_for()
+        no_errors(pg)
+    finally:
+        pg.close()
+        serve.stop(proc)
+        log.close()
 
 
 def test_dataset_page(page, server: str) -> None:
@@ -106,7 +145,7 @@ def test_dataset_page(page, server: str) -> None:
 
 def nav(page, title: str) -> None:
     """Click a page in the sidebar navigation and wait for its title."""
-    page.locator("[data-testid='stSidebarNav']").get_by_text(title, exact=True).click()
+    page.locator("[data-testid='stSidebar'] [data-testid='stPageLink-NavLink']").get_by_text(title, exact=True).click()
     page.get_by_role("heading", name=title).first.wait_for()
     idle(page)
 

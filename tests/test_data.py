@@ -1,72 +1,22 @@
 """Dataset layer: exact conflict counts, determinism, balance, pixel-level rendering, sources, errors."""
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from engine import cache, data
 from engine.cli import main as cli
 from engine.corruptions import CORRUPTIONS
 from engine.errors import DataUnavailable, InvalidArgument
 from tests.conftest import require_fashion
+from tests.fakes import _png, _strokes, _write_idx, make_bffhq, make_cifar_bin, make_idx_dir  # noqa: F401
 
 
 # --------------------------------------------------------------------------- fixtures: small real-format files
-
-def _strokes(n: int, rng: np.random.Generator, size: int = 28) -> np.ndarray:
-    """Gray images with a bright random rectangle on black, like a digit on MNIST's background."""
-    imgs = np.zeros((n, size, size), dtype=np.uint8)
-    for i in range(n):
-        r, c = rng.integers(4, size // 2, 2)
-        imgs[i, r:r + 10, c:c + 6] = rng.integers(200, 256)
-        imgs[i, r + 2, c + 1] = 90  # a mid-gray pixel: below the CMNIST threshold
-    return imgs
-
-
-def _write_idx(path: Path, arr: np.ndarray, gz: bool) -> None:
-    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
-    payload = header + arr.astype(np.uint8).tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(payload))
-    else:
-        path.write_bytes(payload)
-
-
-def make_idx_dir(folder: Path, gz: bool, per_class: int = 30, test_per_class: int = 10, seed: int = 0) -> Path:
-    """The four MNIST IDX files with per_class training images of each of 10 classes."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    ytr = np.repeat(np.arange(10), per_class)
-    yte = np.repeat(np.arange(10), test_per_class)
-    _write_idx(folder / "train-images-idx3-ubyte", _strokes(len(ytr), rng), gz)
-    _write_idx(folder / "train-labels-idx1-ubyte", ytr, gz)
-    _write_idx(folder / "t10k-images-idx3-ubyte", _strokes(len(yte), rng), gz)
-    _write_idx(folder / "t10k-labels-idx1-ubyte", yte, gz)
-    return folder
-
-
-def make_cifar_bin(folder: Path, per_class: int = 20, seed: int = 0) -> Path:
-    """CIFAR-10 binary layout: 5 train batches + test batch, label byte + 3072 pixel bytes."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def batch(labels: np.ndarray) -> bytes:
-        px = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
-        return np.concatenate([labels[:, None].astype(np.uint8), px], axis=1).tobytes()
-
-    labels = np.repeat(np.arange(10), per_class)
-    for i, part in enumerate(np.array_split(rng.permutation(labels), 5), 1):
-        (folder / f"data_batch_{i}.bin").write_bytes(batch(part))
-    (folder / "test_batch.bin").write_bytes(batch(np.repeat(np.arange(10), 4)))
-    return folder
-
 
 @pytest.fixture
 def mnist_root(tmp_path: Path) -> Path:
@@ -115,7 +65,7 @@ def test_colored_digits_test_split_has_every_image_in_every_attribute() -> None:
     test = data.load_split("colored-digits", 0.05, "test")
     counts = test.counts()
     assert (counts == counts[:, :1]).all()  # per class, every attribute equally often
-    assert len(test) == 10 * len(data.digits_source().test_labels)
+    assert len(test) == 10 * len(data.DIGITS_SOURCE.load().test_labels)
     # every test image appears once per colour: the 10 renderings share one gray silhouette
     imgs = test.images.view(-1, 10, 3, 32, 32)
     lit = imgs.amax(dim=2) > 0
@@ -131,7 +81,7 @@ def test_test_split_independent_of_ratio() -> None:
 # --------------------------------------------------------------------------- pixel-level rendering
 
 def test_foreground_colour_threshold(mnist_root: Path) -> None:
-    src = data.mnist_source(mnist_root, download=False)
+    src = data.MNIST.load(mnist_root, download=False)
     train = data.load_split("cmnist", 0.1, "train", data_root=mnist_root)
     gray = torch.nn.functional.pad(torch.from_numpy(src.train_images), (2, 2, 2, 2))
     for i in range(0, len(train), 37):
@@ -143,7 +93,7 @@ def test_foreground_colour_threshold(mnist_root: Path) -> None:
 
 
 def test_background_colour(mnist_root: Path) -> None:
-    src = data.mnist_source(mnist_root, download=False)
+    src = data.MNIST.load(mnist_root, download=False)
     train = data.load_split("cmnist-bg", 0.1, "train", data_root=mnist_root)
     gray = torch.nn.functional.pad(torch.from_numpy(src.train_images), (2, 2, 2, 2))
     for i in range(0, len(train), 41):
@@ -158,7 +108,7 @@ def test_bg_fmnist_object_keeps_gray_tones(tmp_path: Path) -> None:
     root = tmp_path / "fm"
     make_idx_dir(root, gz=False)
     train = data.load_split("bg-fmnist", 0.1, "train", data_root=root)
-    src = data.fashion_source(root, download=False)
+    src = data.FASHION_MNIST.load(root, download=False)
     gray = torch.nn.functional.pad(torch.from_numpy(src.train_images), (2, 2, 2, 2))
     i = 0
     colour = torch.tensor(data.PALETTE[int(train.attributes[i])], dtype=torch.uint8)
@@ -177,7 +127,7 @@ def test_fg_fmnist_blend(tmp_path: Path) -> None:
     root = tmp_path / "fm"
     make_idx_dir(root, gz=True)
     train = data.load_split("fg-fmnist", 0.1, "train", data_root=root)
-    src = data.fashion_source(root, download=False)
+    src = data.FASHION_MNIST.load(root, download=False)
     gray = torch.nn.functional.pad(torch.from_numpy(src.train_images), (2, 2, 2, 2)).float()
     colour = torch.tensor(data.PALETTE, dtype=torch.float32)[train.attributes][:, :, None, None]
     expected = (gray[:, None] / 255 * colour).round()
@@ -201,7 +151,7 @@ def test_cifar10s_grayscale_where_it_should_be(tmp_path: Path) -> None:
 def test_corrupted_cifar10_each_corruption_applied_and_distinct(tmp_path: Path) -> None:
     root = tmp_path / "c"
     make_cifar_bin(root)
-    src = data.cifar10_source(root, download=False)
+    src = data.CIFAR10.load(root, download=False)
     train = data.load_split("corrupted-cifar10", 0.3, "train", data_root=root)
     orig = torch.from_numpy(src.train_images).float()
     diff = (train.images.float() - orig).abs().mean(dim=(1, 2, 3))
@@ -244,29 +194,6 @@ def test_missing_data_lists_what_was_tried(tmp_path: Path) -> None:
         data.load_split("cmnist", 0.1, "train", data_root=tmp_path)
     assert str(tmp_path) in err.value.problem and "tried" in err.value.problem
     assert "--data-root" in err.value.fix
-
-
-def _png(path: Path, value: int) -> None:
-    Image.fromarray(np.full((20, 20, 3), value, dtype=np.uint8)).save(path)
-
-
-def make_bffhq(root: Path, n_align: int = 20, n_conflict: int = 4) -> Path:
-    """Published layout: bffhq/0.5pct/{align,conflict}, bffhq/test; <index>_<age>_<gender>.png."""
-    base = root / "bffhq"
-    idx = 0
-    for folder, aligned, count in (("0.5pct/align", True, n_align), ("0.5pct/conflict", False, n_conflict)):
-        (base / folder).mkdir(parents=True)
-        for i in range(count):
-            age = i % 2
-            gender = age if aligned else 1 - age
-            _png(base / folder / f"{idx}_{age}_{gender}.png", 40 + 100 * gender)
-            idx += 1
-    (base / "test").mkdir(parents=True)
-    for i in range(8):
-        age, gender = i % 2, (i // 2) % 2
-        _png(base / "test" / f"{idx}_{age}_{gender}.png", 40 + 100 * gender)
-        idx += 1
-    return root
 
 
 def test_bffhq_from_generated_pngs(tmp_path: Path) -> None:
@@ -325,8 +252,9 @@ def test_cache_hit_and_corrupt_rebuild(fresh_home: Path, monkeypatch: pytest.Mon
     files = list((fresh_home / "cache" / "datasets").glob("colored-digits-train-*.safetensors"))
     assert len(files) == 1
     calls = []
-    real_build = data._build
-    monkeypatch.setattr(data, "_build", lambda *a, **k: calls.append(1) or real_build(*a, **k))
+    from engine.data import build
+    real_build = build._build
+    monkeypatch.setattr(build, "_build", lambda *a, **k: calls.append(1) or real_build(*a, **k))
     again = data.load_split("colored-digits", 0.05, "train", seed=7)
     assert calls == [] and torch.equal(first.images, again.images)  # served from disk
     raw = bytearray(files[0].read_bytes())

@@ -22,20 +22,6 @@ PAGES = (
 DEFAULT_RATIO = 0.05
 RATIO_CHOICES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
-# How to get each data source (dataset_status says only whether it is there).
-HOW_TO_GET = {
-    "sklearn-digits": "bundled with scikit-learn: always available",
-    "mnist": "put the four MNIST IDX files under DIR/MNIST/raw and start the app with DDAUDIT_DATA=DIR, "
-             "or run once with network access (torchvision downloads them)",
-    "fashion-mnist": "apt-get install dataset-fashion-mnist, or put the four Fashion-MNIST IDX files under "
-                     "DIR/FashionMNIST/raw and start the app with DDAUDIT_DATA=DIR",
-    "cifar10": "put cifar-10-batches-bin (or cifar-10-batches-py) under DIR and start the app with "
-               "DDAUDIT_DATA=DIR, or run once with network access",
-    "bffhq": "put the published BFFHQ folders (align/conflict/valid/test) under DIR/bffhq and start the "
-             "app with DDAUDIT_DATA=DIR",
-}
-
-
 def tiny() -> bool:
     """DDAUDIT_TINY=1 shrinks every engine setting the UI chooses (tests, demos)."""
     return os.environ.get("DDAUDIT_TINY", "") not in ("", "0", "false", "False")
@@ -74,7 +60,8 @@ def statuses() -> dict[str, dict]:
 
 def how_to_get(name: str) -> str:
     """The instructions that make a dataset available."""
-    return HOW_TO_GET.get(data.REGISTRY[name].source_name, "see docs/DATASETS.md")
+    how = data.REGISTRY[name].source.how_to
+    return how.replace("pass --data-root DIR", "start the app with DDAUDIT_DATA=DIR")
 
 
 @st.cache_resource(show_spinner=False)
