@@ -50,3 +50,17 @@ def test_bench_layout_times_every_layout() -> None:
         rows = B.run(8, 40, grad, 1)
         assert [r["layout"].split(",")[0] for r in rows] == ["channels_last", "contiguous", "contiguous"]
         assert all(r["best_s"] > 0 and r["median_s"] >= r["best_s"] for r in rows)
+
+
+def test_bench_slider_times_both_paths_and_they_agree() -> None:
+    """The slider benchmark at a tiny size; and the reused log-density gives the very weights a full KDE does."""
+    import torch
+
+    from bench import bench_kde, bench_slider
+    from engine import density
+    out = bench_slider.main(["--n", "300", "--dim", "8", "--repeats", "1"])
+    assert len(out) == 2 and all(v > 0 for v in out.values())
+    z, labels = bench_kde.make_embeddings(300, 8, 3)
+    log_f = density.kde_log_density(z, labels, 0.1)
+    for t in (0.5, 1.0, 3.0):
+        assert torch.equal(density.weights_from_log_density(log_f, labels, t), density.kde_weights(z, labels, 0.1, t))
