@@ -79,14 +79,7 @@ def live(job_id: str) -> None:
         return
     if job.done:
         st.rerun()
-    info = job.latest
-    frac = job.fraction()
-    stage = info.get("stage", "starting")
-    eta = info.get("eta")
-    text = f"{pipeline.stage_label(stage)}: {info.get('step', 0)} / {info.get('total', '?')}"
-    if isinstance(eta, (int, float)):
-        text += f" · about {eta:.0f} s left in this stage"
-    st.progress(frac or 0.0, text=f"{text} · {job.elapsed():.0f} s elapsed")
+    st.progress(job.fraction() or 0.0, text=pipeline.progress_text(job))
     hist = pipeline.loss_history(job.snapshot())
     if hist:
         st.plotly_chart(figures.loss_curves(hist), key=f"live_loss_{job_id}")

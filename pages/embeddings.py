@@ -48,13 +48,7 @@ def job_progress(key: str) -> None:
         return
     if job.done:
         st.rerun()
-    info = job.latest
-    stage = pipeline.stage_label(info.get("stage", "starting"))
-    frac = job.fraction()
-    text = f"{stage}: step {info.get('step', 0)} of {info.get('total', '?')}" if frac is not None else f"{stage}..."
-    if "loss" in info and isinstance(info["loss"], (int, float)):
-        text += f" · loss {info['loss']:.4g}"
-    st.progress(frac or 0.0, text=f"{text} · {job.elapsed():.0f} s")
+    st.progress(job.fraction() or 0.0, text=pipeline.progress_text(job))
     st.caption("Training the SupCon surrogate and the UMAP map; other pages stay usable meanwhile. "
                "Both are cached: next time this is instant.")
 

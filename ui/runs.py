@@ -36,6 +36,18 @@ def stage_label(stage: str) -> str:
     return STAGES.get(stage, stage)
 
 
+def progress_text(job: jobs.Job) -> str:
+    """One line for a running job: stage, step of total, loss or time left in the stage, time elapsed."""
+    info = job.latest
+    stage = stage_label(info.get("stage", "starting"))
+    text = f"{stage}: {info.get('step', 0)} / {info.get('total', '?')}" if job.fraction() is not None else f"{stage}..."
+    if isinstance(info.get("loss"), (int, float)):
+        text += f" · loss {info['loss']:.4g}"
+    if isinstance(info.get("eta"), (int, float)):
+        text += f" · about {info['eta']:.0f} s left in this stage"
+    return f"{text} · {job.elapsed():.0f} s elapsed"
+
+
 def loss_history(events: Sequence[dict]) -> dict[str, list[tuple[int, float]]]:
     """Per-method (iteration, loss) points from distillation progress events."""
     out: dict[str, dict[int, float]] = {}
