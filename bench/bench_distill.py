@@ -1,4 +1,5 @@
-"""Distillation speed: vanilla alone vs three methods side by side, and a per-class-loop DM reference.
+"""Distillation speed: vanilla alone vs methods side by side (three, all five, COBRA with and without its
+warm start), and a per-class-loop DM reference.
 
 Prints seconds per iteration, iterations/s and real images embedded per second at the quick and
 paper settings (paper: a few iterations only) on colored-digits and, when Debian's
@@ -39,17 +40,21 @@ def _real_rows(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str
     """Real images embedded per iteration: uniform batch + FairDD top-up + KDE draws new to the batch.
 
     KDE's draws use the stand-in weights (`_standin_weights`)."""
-    kde = "kde" in methods and cfg.kde_sampling == "importance"
-    sampler = D.Sampler(train, cfg.batch_real, cfg.group_min, "fairdd" in methods,
-                         kde_weights=_standin_weights(train) if kde else None, kde_batch=cfg.kde_batch)
-    return len(sampler.draw(D.rng(cfg.seed, 0, 0), D.rng(cfg.seed, 0, 1), D.rng(cfg.seed, 0, 16)).index)
+    kde = any(D.REGISTRY[m].weighted_draws for m in methods) and cfg.kde_sampling == "importance"
+    sampler = D.Sampler(train, cfg.batch_real, cfg.group_min, any(D.REGISTRY[m].group_topup for m in methods),
+                        kde_weights=_standin_weights(train) if kde else None, kde_batch=cfg.kde_batch,
+                        balanced=any(D.REGISTRY[m].balanced_draws for m in methods))
+    d = sampler.draw(D.rng(cfg.seed, 0, 0), D.rng(cfg.seed, 0, 1), D.rng(cfg.seed, 0, 16), D.rng(cfg.seed, 0, 17))
+    own = sum(int((~d.drawn_only).sum()) for m in methods if D.REGISTRY[m].warm_start and cfg.warmup_epochs() > 0)
+    return len(d.index) + own  # a warm-started method embeds its rows again through its own network
 
 
 def time_engine(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str, ...]) -> float:
     """Seconds per iteration of engine.distill, first iteration (warm-up) excluded."""
     stamps: list[float] = []
     _sync(cfg.device)
-    D.distill(train, cfg, methods, weights=_standin_weights(train) if "kde" in methods else None,
+    weighted = any(D.REGISTRY[m].needs_weights for m in methods)
+    D.distill(train, cfg, methods, weights=_standin_weights(train) if weighted else None,
               progress=lambda info: (_sync(cfg.device), stamps.append(time.perf_counter())))
     return (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
 
@@ -99,11 +104,15 @@ def run(dataset: str, preset: str, iterations: int, device: str, reference: bool
     cfg = D.config_for(preset, "dm", 10, iterations=iterations + 1, device=device, checkpoint_every=10 ** 6)
     rows = []
     base = None
-    for methods in (("vanilla",), D.METHODS):
-        s = time_engine(train, cfg, methods)
-        real = _real_rows(train, cfg, methods)
+    k = cfg.warmup_epochs()
+    cases = [(("vanilla",), cfg, ""), (("vanilla", "kde", "fairdd"), cfg, ""), (D.METHODS, cfg, f" (cobra K={k})"),
+             (D.METHODS, replace(cfg, cobra_warmup=0), " (cobra K=0)"), (("cobra",), cfg, f" (K={k})"),
+             (("cobra",), replace(cfg, cobra_warmup=0), " (K=0)")]
+    for methods, c, note in cases:
+        s = time_engine(train, c, methods)
+        real = _real_rows(train, c, methods)
         base = base or s
-        rows.append({"dataset": dataset, "preset": preset, "what": "+".join(methods), "s_per_it": s,
+        rows.append({"dataset": dataset, "preset": preset, "what": "+".join(methods) + note, "s_per_it": s,
                      "it_per_s": 1 / s, "real_img_per_s": real / s, "ratio": s / base,
                      # the preset's whole run, extrapolated from the measured s/it (setup not included)
                      "preset_run_s": s * D.PRESETS[preset]["dm"].iterations})
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
             its = args.quick_iters if preset == "quick" else args.paper_iters
             for r in run(name, preset, its, str(dev), not args.no_reference):
                 rows.append(r)
-                print(f"{r['dataset']:<15} {r['preset']:<6} {r['what']:<42} {r['s_per_it']:8.3f} s/it "
+                print(f"{r['dataset']:<15} {r['preset']:<6} {r['what']:<52} {r['s_per_it']:8.3f} s/it "
                       f"{r['it_per_s']:7.2f} it/s {r['real_img_per_s']:9.0f} real img/s  x{r['ratio']:.2f}"
                       + (f"  {preset} run of {D.PRESETS[preset]['dm'].iterations} it ~ {r['preset_run_s']:.0f} s"
                          if "preset_run_s" in r else ""), flush=True)

@@ -11,19 +11,23 @@ def test_bench_distill_counts_real_rows_of_every_method() -> None:
     cfg = D.config_for("quick", "dm", 10)
     vanilla = B._real_rows(train, cfg, ("vanilla",))
     assert vanilla == 10 * cfg.batch_real
-    together = B._real_rows(train, cfg, D.METHODS)
+    together = B._real_rows(train, cfg, ("vanilla", "kde", "fairdd"))
     # + FairDD top-up rows for absent groups + the KDE draws not already in the batch (some are)
     assert vanilla < together < vanilla + 10 * cfg.kde_batch + 10 * 2 * cfg.group_min
+    # cobra's warm-started net embeds the uniform + top-up rows a second time; with K = 0 it shares them
+    from dataclasses import replace
+    assert B._real_rows(train, cfg, ("vanilla", "fairdd", "cobra")) > B._real_rows(train, cfg, ("vanilla", "fairdd"))
+    assert B._real_rows(train, replace(cfg, cobra_warmup=0), ("fairdd", "cobra")) == B._real_rows(train, cfg, ("fairdd",))
 
 
 def test_bench_distill_runs_end_to_end_at_one_iteration() -> None:
     from bench import bench_distill as B
     rows = B.run("colored-digits", "quick", 1, "cpu", True)
-    assert {r["what"] for r in rows} >= {"vanilla", "vanilla+kde+fairdd"}
+    assert {r["what"] for r in rows} >= {"vanilla", "vanilla+kde+fairdd", "+".join(D.METHODS) + " (cobra K=0)"}
     for r in rows:
         assert r["s_per_it"] > 0 and r["real_img_per_s"] > 0
     engine_rows = [r for r in rows if "preset_run_s" in r]
-    assert len(engine_rows) == 2
+    assert len(engine_rows) == 6
     for r in engine_rows:  # the whole quick run, extrapolated from the measured iteration time
         assert r["preset_run_s"] == r["s_per_it"] * D.PRESETS["quick"]["dm"].iterations
 

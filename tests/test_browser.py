@@ -235,7 +235,8 @@ def test_distill_and_results_pages(page, server: str) -> None:
     page.get_by_text("Finished").first.wait_for(timeout=LONG)
     idle(page)
     no_errors(page)
-    assert page.locator("[data-testid='stImage']").count() == 3  # one grid per method, side by side
+    from engine.distill import METHODS
+    assert page.locator("[data-testid='stImage']").count() == len(METHODS)  # one grid per method, side by side
     shot(page, "06-distill-done")
     nav(page, "Results")
     page.get_by_text("Metrics per method").first.wait_for()

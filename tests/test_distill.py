@@ -173,12 +173,12 @@ def test_importance_sampler_draws_in_proportion_to_weights(tiny: BiasedSplit) ->
     w[favourite] = 1.0  # all of each class's weight on one image
     sampler = D.Sampler(tiny, 6, 0, False, kde_weights=w, kde_batch=5)
     d = sampler.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
-    assert len(d.kde_take) == 4 * 5 and not (d.uniform & d.kde_only).any()
+    assert len(d.kde_take) == 4 * 5 and not (d.uniform & d.drawn_only).any()
     for c in range(4):
         drawn = d.kde_take[d.labels[d.kde_take] == c]
         assert len(drawn) == 5 and (d.index[drawn] == favourite[c]).all()
     # five draws of one image share one row: at most one new row per class
-    assert int(d.kde_only.sum()) <= 4 and len(torch.unique(d.index)) == len(d.index)
+    assert int(d.drawn_only.sum()) <= 4 and len(torch.unique(d.index)) == len(d.index)
     # vanilla's uniform rows do not depend on whether kde rows are drawn
     plain = D.Sampler(tiny, 6, 0, False).draw(torch.Generator().manual_seed(0), torch.Generator())
     assert torch.equal(plain.index[plain.uniform], d.index[d.uniform])
@@ -189,13 +189,13 @@ def test_importance_sampler_reuses_rows_already_in_the_batch(tiny: BiasedSplit) 
     w = torch.rand(len(tiny), generator=torch.Generator().manual_seed(3))
     sampler = D.Sampler(tiny, len(tiny), 0, False, kde_weights=w, kde_batch=7)
     d = sampler.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
-    assert int(d.kde_only.sum()) == 0 and len(d.index) == len(tiny)
+    assert int(d.drawn_only.sum()) == 0 and len(d.index) == len(tiny)
     assert torch.equal(d.labels[d.kde_take], tiny.targets[d.index[d.kde_take]])
     # the same draws from a smaller batch: new rows appear, each image once, and point at the same images
     small = D.Sampler(tiny, 2, 0, False, kde_weights=w, kde_batch=7)
     e = small.draw(torch.Generator().manual_seed(0), torch.Generator(), torch.Generator().manual_seed(1))
     assert torch.equal(e.index[e.kde_take], d.index[d.kde_take])
-    assert int(e.kde_only.sum()) > 0 and len(torch.unique(e.index)) == len(e.index)
+    assert int(e.drawn_only.sum()) > 0 and len(torch.unique(e.index)) == len(e.index)
 
 
 def test_vanilla_unchanged_by_running_beside_other_methods(tiny: BiasedSplit) -> None:

@@ -1,6 +1,7 @@
 """Background jobs: engine work runs in a thread so every page stays usable; one registry per server."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import traceback
@@ -12,6 +13,7 @@ import streamlit as st
 
 from engine.errors import Cancelled, DDAuditError
 
+log = logging.getLogger("ddaudit")
 Progress = Callable[[dict], None]
 ShouldStop = Callable[[], bool]
 Target = Callable[[Progress, ShouldStop], Any]
@@ -97,9 +99,10 @@ class Job:
             self.error, self.status = exc, "cancelled"
         except DDAuditError as exc:
             self.error, self.status = exc, "failed"
-        except Exception as exc:  # shown as st.error with the type; the detail goes to an expander
+        except Exception as exc:  # shown as st.error with its type; the traceback goes to the server log
             self.error, self.status = exc, "failed"
             self.detail = traceback.format_exc(limit=8)
+            log.error("background job %s (%s) failed:\n%s", self.id, self.label, self.detail)
         finally:
             self.ended_at = time.time()
 

@@ -34,6 +34,9 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel-variance", default=None, help="KDE kernel variance (default: suggested from the data)")
     p.add_argument("--init", default=None,
                    help="synthetic start: method (default: each method its own), real, balanced or noise")
+    p.add_argument("--cobra-warmup", default=None,
+                   help="cobra (DM): epochs its network is trained on its set each iteration; default by IPC as in "
+                        "COBRA's code (10; 50 at IPC 50; 100 at IPC 100), 0 = no warm start")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: $DDAUDIT_DEVICE or auto)")
     p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
 
@@ -75,6 +78,8 @@ def request_args(args: argparse.Namespace) -> dict:
                                                f"give --iterations between 1 and {MAX_ITERATIONS:,}", MAX_ITERATIONS)
     if args.init is not None:
         overrides["init"] = args.init
+    if args.cobra_warmup is not None:
+        overrides["cobra_warmup"] = parse_int(args.cobra_warmup, "cobra-warmup")
     return dict(dataset=args.dataset, conflict_ratio=args.conflict_ratio, methods=args.methods,
                 algorithm=args.algorithm, ipc=args.ipc, preset=args.preset, embed_preset=args.embed_preset,
                 kernel_variance=parse_float(args.kernel_variance, "kernel-variance"), seed=args.seed,

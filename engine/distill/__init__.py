@@ -33,12 +33,12 @@ __all__ = ["ALGORITHMS", "CHECKPOINT", "DISTILL_VERSION", "INITS", "KDE_SAMPLING
 def dm_losses(real: torch.Tensor, real_labels: torch.Tensor, uniform: torch.Tensor, groups: torch.Tensor,
               syn: dict[str, torch.Tensor], num_classes: int, num_groups: int,
               weights: torch.Tensor | None = None, reduction: str = "mean",
-              kde_only: torch.Tensor | None = None, kde_take: torch.Tensor | None = None
-              ) -> dict[str, torch.Tensor]:
+              kde_only: torch.Tensor | None = None, kde_take: torch.Tensor | None = None,
+              balanced: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Each method's DM loss from real feature rows and its synthetic features (class-major, ipc per
     class): the registry's dm_loss on a Batch made of these rows (tests and benches call it directly)."""
     b = Batch(real, real_labels, groups, uniform,
-              kde_only if kde_only is not None else torch.zeros_like(uniform), kde_take, weights)
+              kde_only if kde_only is not None else torch.zeros_like(uniform), kde_take, weights, balanced)
     ctx = Context(num_classes, num_groups, reduction)
     d = real.shape[1]
     return {m: get(m).dm_loss(real, b, f.view(num_classes, -1, d).mean(1), ctx) for m, f in syn.items()}
@@ -53,7 +53,9 @@ def dc_class_loss(net: torch.nn.Module, xs: torch.Tensor, c: int, x_real: torch.
     n = len(x_real)
     labels = torch.full((n,), c, dtype=torch.long, device=x_real.device)
     rows = torch.ones(n, dtype=torch.bool, device=x_real.device)
-    take = torch.arange(n, device=x_real.device) if method == "kde" and weights is None else None
-    b = Batch(x_real, labels, groups if groups is not None else torch.zeros_like(labels), rows, ~rows, take, weights)
+    every = torch.arange(n, device=x_real.device)
+    take = every if method == "kde" and weights is None else None
+    b = Batch(x_real, labels, groups if groups is not None else torch.zeros_like(labels), rows, ~rows, take, weights,
+              every)
     grad_of = lambda r, w: _real_grad(net, x_real[r], c, w, device)  # noqa: E731
     return get(method).dc_loss(_syn_grad(net, xs, c, device), grad_of, b, c, Context(c + 1, 1, reduction))

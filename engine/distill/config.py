@@ -47,6 +47,9 @@ class DistillConfig:
     # (measured: ESS 2,139 of 60,000 on bg-fmnist at 5%), so its target jumps between samples.
     kde_sampling: str = "importance"
     kde_batch: int = 64
+    # COBRA (DM): epochs its own copy of the iteration's random net is trained on its current set before
+    # matching; -1 = by IPC as in COBRA's code (50 at IPC 50, 100 at IPC 100, else 10), 0 = no warm start
+    cobra_warmup: int = -1
 
     def loops(self) -> tuple[int, int]:
         """DC (outer, inner) loops: explicit, else DC's table by IPC."""
@@ -57,6 +60,12 @@ class DistillConfig:
             if self.ipc <= ipc_max:
                 return self.outer_loop or outer, self.inner_loop or inner
         return self.outer_loop or 50, self.inner_loop or 10
+
+    def warmup_epochs(self) -> int:
+        """COBRA's warm-start epochs, resolved."""
+        if self.cobra_warmup >= 0:
+            return self.cobra_warmup
+        return {50: 50, 100: 100}.get(self.ipc, 10)
 
     def key(self) -> dict:
         """The fields that determine the result (not the device or the checkpoint cadence)."""
@@ -135,6 +144,9 @@ def check_config(cfg: DistillConfig) -> None:
         _check_count(cfg, name, 1)
     for name in _NON_NEGATIVE:
         _check_count(cfg, name, 0)
+    if not isinstance(cfg.cobra_warmup, int) or isinstance(cfg.cobra_warmup, bool) or not -1 <= cfg.cobra_warmup <= 10_000:
+        bad(f"cobra_warmup must be an integer from -1 to 10,000, got {cfg.cobra_warmup!r}",
+            "give -1 (by IPC, as COBRA's code), 0 (no warm start) or a number of epochs")
     for name in ("lr_img", "lr_net"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:

@@ -21,7 +21,7 @@ from ..errors import Cancelled, InvalidArgument
 from ..nets import ConvNet, ConvNetConfig, init_network, memory_format
 from .config import DISTILL_VERSION, DistillConfig, check_config
 from .methods import METHODS, REGISTRY, Batch, Context, check_methods
-from .sampler import STREAM_GROUPS, STREAM_INNER, STREAM_KDE, STREAM_MAIN, Sampler, rng
+from .sampler import STREAM_BALANCED, STREAM_GROUPS, STREAM_INNER, STREAM_KDE, STREAM_MAIN, Sampler, rng
 from .sets import SyntheticSet
 from .starts import initial_sets
 
@@ -62,55 +62,108 @@ class _Run:
     syn_labels: torch.Tensor
     fmt: torch.memory_format = field(default=torch.contiguous_format)
 
-    def real_batch(self, gen: torch.Generator, gen_groups: torch.Generator, gen_kde: torch.Generator,
-                   params: DSAParams | None) -> Batch:
+    def real_batch(self, gens: "_Gens", params: DSAParams | None) -> Batch:
         """Draw the shared rows, standardise and augment them (one DSA parameter set per class)."""
-        d = self.sampler.draw(gen, gen_groups, gen_kde)
+        d = self.sampler.draw(gens.main, gens.groups, gens.kde, gens.balanced)
         index, labels = d.index.to(self.device), d.labels.to(self.device)
         x = (self.images[index].float() / 255.0 - self.mean) / self.std
         if params is not None:
             x = self.dsa.apply(x, params.take(labels))
         return Batch(x.contiguous(memory_format=self.fmt), labels, self.attributes[index],
-                     d.uniform.to(self.device), d.kde_only.to(self.device),
+                     d.uniform.to(self.device), d.drawn_only.to(self.device),
                      d.kde_take.to(self.device) if self.importance else None,
-                     self.weights[index] if self.weights is not None else None)
+                     self.weights[index] if self.weights is not None else None,
+                     d.balanced_take.to(self.device) if d.balanced_take is not None else None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Features of a batch (cache-sized row chunks on CPU), float32."""
+    def forward(self, x: torch.Tensor, net: ConvNet | None = None) -> torch.Tensor:
+        """Features of a batch through `net` (default: the shared one; cache-sized row chunks on CPU), float32."""
         with autocast(self.device):
-            return self.net.embed_rows(x.contiguous(memory_format=self.fmt)).float()
+            return (net or self.net).embed_rows(x.contiguous(memory_format=self.fmt)).float()
 
 
-def _dm_step(run: _Run, state: _State, gen: torch.Generator, gen_groups: torch.Generator,
-             gen_kde: torch.Generator) -> dict[str, torch.Tensor]:
-    """One DM iteration for every method: shared real forward (no autograd), one synthetic forward."""
-    net, syn, methods, dsa = run.net, state.syn, run.methods, run.dsa
+@dataclass
+class _Gens:
+    """One iteration's RNG streams (pure functions of seed and iteration: resume needs no RNG state)."""
+
+    main: torch.Generator
+    groups: torch.Generator
+    kde: torch.Generator
+    balanced: torch.Generator
+    it: int
+
+    @classmethod
+    def at(cls, seed: int, it: int) -> "_Gens":
+        return cls(rng(seed, it, STREAM_MAIN), rng(seed, it, STREAM_GROUPS), rng(seed, it, STREAM_KDE),
+                   rng(seed, it, STREAM_BALANCED), it)
+
+
+def _warmed(run: _Run, m: str) -> bool:
+    """Whether method m matches through its own warm-started copy of the iteration's network."""
+    return REGISTRY[m].warm_start and run.cfg.warmup_epochs() > 0
+
+
+def _dm_step(run: _Run, state: _State, gens: _Gens) -> dict[str, torch.Tensor]:
+    """One DM iteration for every method: shared real forward (no autograd), one synthetic forward;
+    a warm-started method (COBRA) matches through its own trained copy of the network instead."""
+    net, syn, dsa = run.net, state.syn, run.dsa
     net.requires_grad_(False)
     net.train()
-    params = dsa.sample(run.ctx.num_classes, gen) if dsa is not None else None  # siamese: one set per class
-    b = run.real_batch(gen, gen_groups, gen_kde, params)
-    with torch.no_grad():
-        real = run.forward(b.x)
+    params = dsa.sample(run.ctx.num_classes, gens.main) if dsa is not None else None  # siamese: one set per class
+    b = run.real_batch(gens, params)
+    methods = [m for m in run.methods if not _warmed(run, m)]
+    feats: dict[str, torch.Tensor] = {}
+    if methods:
+        with torch.no_grad():
+            real = run.forward(b.x)
+        feats = _syn_features(run, net, syn, methods, params)
+    d = net.feature_dim
+    losses = {m: REGISTRY[m].dm_loss(real, b, feats[m].view(run.ctx.num_classes, -1, d).mean(1), run.ctx)
+              for m in methods}
+    for m in run.methods:
+        if _warmed(run, m):
+            losses[m] = _warm_dm_loss(run, syn[m], m, b, params, gens.it)
+    losses = {m: losses[m] for m in run.methods}
+    for m in run.methods:
+        state.opts[m].zero_grad(set_to_none=True)
+    torch.stack(list(losses.values())).sum().backward()
+    for m in run.methods:
+        state.opts[m].step()
+    return losses
+
+
+def _syn_features(run: _Run, net: ConvNet, syn: dict[str, torch.Tensor], methods: list[str],
+                  params: DSAParams | None) -> dict[str, torch.Tensor]:
+    """Synthetic features of the methods through `net`, with the iteration's DSA parameters."""
+    dsa = run.dsa
     if run.cfg.norm == "batchnorm":  # batch statistics must not mix methods: one whole forward each
         feats = {}
         for m in methods:
             xs = syn[m] if params is None else dsa.apply(syn[m], params.take(run.syn_labels))
             with autocast(run.device):
                 feats[m] = net.embed(xs.contiguous(memory_format=run.fmt)).float()
-    else:  # per-sample norm: one forward of every method's images together
-        xs = torch.cat([syn[m] for m in methods])
-        if params is not None:
-            xs = dsa.apply(xs, params.take(run.syn_labels.repeat(len(methods))))
-        feats = dict(zip(methods, run.forward(xs).split(len(run.syn_labels))))
-    d = real.shape[1]
-    losses = {m: REGISTRY[m].dm_loss(real, b, feats[m].view(run.ctx.num_classes, -1, d).mean(1), run.ctx)
-              for m in methods}
-    for m in methods:
-        state.opts[m].zero_grad(set_to_none=True)
-    torch.stack([losses[m] for m in methods]).sum().backward()
-    for m in methods:
-        state.opts[m].step()
-    return losses
+        return feats
+    xs = torch.cat([syn[m] for m in methods])  # per-sample norm: one forward of every method's images together
+    if params is not None:
+        xs = dsa.apply(xs, params.take(run.syn_labels.repeat(len(methods))))
+    return dict(zip(methods, run.forward(xs, net).split(len(run.syn_labels))))
+
+
+def _warm_dm_loss(run: _Run, syn: torch.Tensor, m: str, b: Batch, params: DSAParams | None,
+                  it: int) -> torch.Tensor:
+    """COBRA's DM: a copy of the iteration's random net trained warmup_epochs on the method's current set
+    (SGD lr_net, batch_train, DSA on its own stream), frozen, then its own real forward of the rows the
+    method uses (uniform + top-up) and its own synthetic forward."""
+    own = copy.deepcopy(run.net).requires_grad_(True)
+    opt = torch.optim.SGD(own.parameters(), lr=run.cfg.lr_net)
+    _train_net(run, own, opt, syn.detach(), rng(run.cfg.seed, it, STREAM_INNER + METHODS.index(m)),
+               run.cfg.warmup_epochs())
+    own.requires_grad_(False)
+    rows = b.group_rows()
+    with torch.no_grad():
+        real = torch.zeros(len(b.x), own.feature_dim, device=run.device)
+        real[rows] = run.forward(b.x[rows], own)
+    feats = _syn_features(run, own, {m: syn}, [m], params)[m]
+    return REGISTRY[m].dm_loss(real, b, feats.view(run.ctx.num_classes, -1, own.feature_dim).mean(1), run.ctx)
 
 
 def _real_grad(net: ConvNet, x: torch.Tensor, c: int, w: torch.Tensor | None, device) -> list[torch.Tensor]:
@@ -147,9 +200,11 @@ def _dc_match(run: _Run, net: ConvNet, method: str, syn: torch.Tensor, b: Batch,
     return loss
 
 
-def _train_net(run: _Run, net: ConvNet, opt: torch.optim.Optimizer, data: torch.Tensor, g: torch.Generator) -> None:
-    """DC's inner loop: train the method's network on its own synthetic set (DSA on, as in DC/DSA)."""
-    for _ in range(run.cfg.loops()[1]):
+def _train_net(run: _Run, net: ConvNet, opt: torch.optim.Optimizer, data: torch.Tensor, g: torch.Generator,
+               epochs: int) -> None:
+    """Train a network on a method's synthetic set for some epochs (DSA on, as in DC/DSA): DC's inner
+    loop and COBRA's warm start."""
+    for _ in range(epochs):
         perm = torch.randperm(len(data), generator=g).to(run.device)
         for s in range(0, len(data), run.cfg.batch_train):
             sel = perm[s:s + run.cfg.batch_train]
@@ -161,8 +216,7 @@ def _train_net(run: _Run, net: ConvNet, opt: torch.optim.Optimizer, data: torch.
             opt.step()
 
 
-def _dc_step(run: _Run, state: _State, gen: torch.Generator, gen_groups: torch.Generator,
-             gen_kde: torch.Generator, it: int) -> dict[str, torch.Tensor]:
+def _dc_step(run: _Run, state: _State, gens: _Gens) -> dict[str, torch.Tensor]:
     """One DC outer iteration: per-method copies of the shared random network, matched and trained in turn.
 
     The network is trained on each method's own synthetic set between matching steps (DC), so the
@@ -174,11 +228,11 @@ def _dc_step(run: _Run, state: _State, gen: torch.Generator, gen_groups: torch.G
     run.net.train()
     nets = {m: copy.deepcopy(run.net) for m in run.methods}
     net_opts = {m: torch.optim.SGD(nets[m].parameters(), lr=run.cfg.lr_net) for m in run.methods}
-    inner_gens = {m: rng(run.cfg.seed, it, STREAM_INNER + METHODS.index(m)) for m in run.methods}
+    inner_gens = {m: rng(run.cfg.seed, gens.it, STREAM_INNER + METHODS.index(m)) for m in run.methods}
     totals = {m: torch.zeros((), device=run.device) for m in run.methods}
     for ol in range(outer):
-        params = run.dsa.sample(run.ctx.num_classes, gen) if run.dsa is not None else None
-        b = run.real_batch(gen, gen_groups, gen_kde, params)
+        params = run.dsa.sample(run.ctx.num_classes, gens.main) if run.dsa is not None else None
+        b = run.real_batch(gens, params)
         for m in run.methods:
             loss = _dc_match(run, nets[m], m, state.syn[m], b, params)
             state.opts[m].zero_grad(set_to_none=True)
@@ -187,7 +241,7 @@ def _dc_step(run: _Run, state: _State, gen: torch.Generator, gen_groups: torch.G
             totals[m] += loss.detach()
         if ol < outer - 1:
             for m in run.methods:
-                _train_net(run, nets[m], net_opts[m], state.syn[m].detach(), inner_gens[m])
+                _train_net(run, nets[m], net_opts[m], state.syn[m].detach(), inner_gens[m], run.cfg.loops()[1])
     return {m: totals[m] / outer for m in run.methods}
 
 
@@ -253,7 +307,8 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
     fmt = memory_format(device)
     importance = any(REGISTRY[m].weighted_draws for m in methods) and cfg.kde_sampling == "importance"
     sampler = Sampler(train, cfg.batch_real, cfg.group_min, any(REGISTRY[m].group_topup for m in methods),
-                      kde_weights=weights if importance else None, kde_batch=cfg.kde_batch)
+                      kde_weights=weights if importance else None, kde_batch=cfg.kde_batch,
+                      balanced=any(REGISTRY[m].balanced_draws for m in methods))
     run = _Run(cfg, methods, device, Context(nc, sampler.num_groups, cfg.fairdd_reduction),
                ConvNet(net_cfg).to(device).to(memory_format=fmt), dsa, sampler, train.images.to(device),
                mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1), train.attributes.to(device),
@@ -335,9 +390,9 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
             ckpt.save(state, cfg, methods, elapsed())
             raise Cancelled(f"distillation cancelled at iteration {it} of {cfg.iterations}",
                             "run again with the same checkpoint folder to resume" if ckpt.path else None)
-        gens = rng(cfg.seed, it, STREAM_MAIN), rng(cfg.seed, it, STREAM_GROUPS), rng(cfg.seed, it, STREAM_KDE)
-        init_network(run.net, gens[0])
-        losses = step(run, state, *gens) if cfg.algorithm == "dm" else step(run, state, *gens, it)
+        gens = _Gens.at(cfg.seed, it)
+        init_network(run.net, gens.main)
+        losses = step(run, state, gens)
         state.done = it + 1
         _log_losses(state, methods, losses, log_every, cfg.iterations)
         if state.done % cfg.checkpoint_every == 0 and state.done < cfg.iterations:

@@ -3,7 +3,7 @@
 A method is its matching target. Every method sees the same shared real batch (`Batch`) and the same
 random network; what differs is which real rows it uses and how it turns their features (DM) or
 gradients (DC) into a target for its synthetic set. Adding a method is one `Method(...)` entry
-below plus its tests (docs/DESIGN.md).
+below plus its tests (docs/DESIGN.md); append new ones (the index names a method's RNG stream).
 """
 from __future__ import annotations
 
@@ -23,20 +23,23 @@ class Batch:
     """One iteration's shared real batch, on the device.
 
     Rows are the per-class uniform draws (vanilla's batch), then FairDD's group top-up rows, then the
-    images only KDE's importance draws added. `take` lists KDE's draws as row positions, repeats kept.
+    images only the drawn targets added (KDE's importance draws, the group-balanced draws). `take` and
+    `balanced` list those draws as row positions, repeats kept: a draw of an image already in the batch
+    reuses its row.
     """
 
     x: torch.Tensor                 # augmented, standardised real images
     labels: torch.Tensor
     groups: torch.Tensor            # bias attribute of each row
     uniform: torch.Tensor           # bool: the uniform per-class rows
-    kde_only: torch.Tensor          # bool: rows only the importance-sampled KDE target uses
+    drawn_only: torch.Tensor        # bool: rows only the drawn targets (kde, balanced) use
     take: torch.Tensor | None       # KDE's draws (probability w_i) as row positions; None: not sampled
     weights: torch.Tensor | None    # each row's KDE weight (None without weights)
+    balanced: torch.Tensor | None = None  # group-balanced draws as row positions; None: not sampled
 
     def group_rows(self) -> torch.Tensor:
         """The uniform rows and FairDD's top-up: what group-aware targets use."""
-        return ~self.kde_only
+        return ~self.drawn_only
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,45 @@ def fairdd_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) ->
     return total / len(dists) if ctx.reduction == "mean" else total
 
 
+# --------------------------------------------------------------------------- cobra
+
+def barycenters(real: torch.Tensor, b: Batch, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b[c, :], has[c]): the uniform barycenter of each class's attribute-group feature means over the
+    groups present in its rows (uniform + top-up), however many images each group has."""
+    rows = b.group_rows()
+    mu_g, present = group_means(real[rows], b.labels[rows], b.groups[rows], ctx)
+    n = present.sum(1, keepdim=True)
+    return (mu_g * present[:, :, None]).sum(1) / n.clamp_min(1), n.flatten() > 0
+
+
+def cobra_dm(real: torch.Tensor, b: Batch, mu_syn: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """sum_c ||b_c - mean phi(S_c)||_1, b_c the uniform barycenter of the group means (COBRA's L1 form);
+    classes without rows contribute 0."""
+    center, has = barycenters(real, b, ctx)
+    return ((center - mu_syn).abs().sum(1) * has.to(real.dtype)).sum()
+
+
+def cobra_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) -> torch.Tensor:
+    """D(g_syn, mean_g g_real_g): the synthetic gradient against the uniform mean of the per-group gradients."""
+    rows = _rows(b.labels == c, b.group_rows())
+    groups = b.groups[rows]
+    per_group = [grad_of(rows[groups == g], None) for g in torch.unique(groups).tolist()]
+    mean = [torch.stack(parts).mean(0) for parts in zip(*per_group)]
+    return match_distance(gw_syn, mean)
+
+
+# --------------------------------------------------------------------------- balanced
+
+def balanced_dm(real: torch.Tensor, b: Batch, mu_syn: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Vanilla's loss against the group-balanced draws: sum_c ||mean phi(B_c) - mean phi(S_c)||^2."""
+    return ((class_mean(real[b.balanced], b.labels[b.balanced], ctx.num_classes) - mu_syn) ** 2).sum()
+
+
+def balanced_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) -> torch.Tensor:
+    """D(g_syn, g_real) with the class's group-balanced draws (repeats included)."""
+    return match_distance(gw_syn, grad_of(b.balanced[b.labels[b.balanced] == c], None))
+
+
 def _rows(*masks: torch.Tensor) -> torch.Tensor:
     """Row positions where every mask holds."""
     m = masks[0]
@@ -170,6 +212,8 @@ class Method:
     needs_groups: bool = False       # bias labels
     group_topup: bool = False        # the sampler tops rare groups up (FairDD's rows)
     weighted_draws: bool = False     # the sampler draws rows with probability w_i (importance sampling)
+    balanced_draws: bool = False     # the sampler draws a group-balanced batch per class
+    warm_start: bool = False         # DM: its own copy of the random net, trained on its set first
 
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
@@ -179,6 +223,12 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            dm_loss=kde_dm, dc_loss=kde_dc, start="weighted", needs_weights=True, weighted_draws=True),
     Method(name="fairdd", label="fairdd: every attribute group weighted equally (bias labels)", colour="#E69F00",
            dm_loss=fairdd_dm, dc_loss=fairdd_dc, start="balanced", needs_groups=True, group_topup=True),
+    Method(name="cobra", label="cobra: L1 to the uniform barycenter of the group means, warm-started net "
+           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, start="balanced",
+           needs_groups=True, group_topup=True, warm_start=True),
+    Method(name="balanced", label="balanced: plain matching on a group-balanced real batch (bias labels)",
+           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, start="balanced", needs_groups=True,
+           group_topup=True, balanced_draws=True),
 )}
 METHODS: tuple[str, ...] = tuple(REGISTRY)  # registry order: the canonical order of tables and plots
 

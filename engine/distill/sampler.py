@@ -11,6 +11,7 @@ from ..data import BiasedSplit
 # RNG streams, each a pure function of (seed, iteration, stream): resume needs no RNG state
 STREAM_MAIN, STREAM_GROUPS, STREAM_INIT, STREAM_INNER = 0, 1, 2, 3
 STREAM_KDE = 16  # after the per-method inner streams (STREAM_INNER + registry index)
+STREAM_BALANCED = 17
 
 
 def rng(seed: int, iteration: int, stream: int) -> torch.Generator:
@@ -27,21 +28,22 @@ def draw_probs(weights: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Draw:
-    """One iteration's real rows: training-split indices, labels, the uniform part, the rows that
-    only kde uses, and kde's draws as row positions with multiplicity (None without kde rows)."""
+    """One iteration's real rows: training-split indices, labels, the uniform part, the rows only the
+    drawn targets use, and kde's and the balanced target's draws as row positions with multiplicity."""
 
     index: torch.Tensor
     labels: torch.Tensor
     uniform: torch.Tensor
-    kde_only: torch.Tensor
+    drawn_only: torch.Tensor
     kde_take: torch.Tensor | None
+    balanced_take: torch.Tensor | None = None
 
 
 class Sampler:
     """Per-class (and per class x attribute) index lists; draws the shared real batch."""
 
     def __init__(self, train: BiasedSplit, batch_real: int, group_min: int, group_topup: bool,
-                 kde_weights: torch.Tensor | None = None, kde_batch: int = 0):
+                 kde_weights: torch.Tensor | None = None, kde_batch: int = 0, balanced: bool = False):
         self.num_classes, self.num_groups = train.num_classes, max(train.num_attributes, 1)
         self.by_class = [torch.nonzero(train.targets == c).flatten() for c in range(self.num_classes)]
         self.by_group = [[torch.nonzero((train.targets == c) & (train.attributes == g)).flatten()
@@ -51,9 +53,10 @@ class Sampler:
         # importance sampling for kde: per-class probabilities, computed once (None = no kde rows)
         self.kde_probs = None if kde_weights is None else [draw_probs(kde_weights[p]) for p in self.by_class]
         self.kde_batch = kde_batch
+        self.balanced = balanced
 
-    def draw(self, gen: torch.Generator, gen_groups: torch.Generator, gen_kde: torch.Generator | None = None
-             ) -> Draw:
+    def draw(self, gen: torch.Generator, gen_groups: torch.Generator, gen_kde: torch.Generator | None = None,
+             gen_balanced: torch.Generator | None = None) -> Draw:
         """A uniform batch per class, FairDD's group top-up rows, then the kde draws (probability
         proportional to the weights). Own RNG streams: vanilla's batch is the same whichever methods
         run beside it."""
@@ -68,10 +71,15 @@ class Sampler:
         n_before_kde = sum(len(t) for t in idx)
         kde_take = None
         if self.kde_probs is not None and gen_kde is not None:
-            kde_take = self._kde_rows(idx, labels, gen_kde, n_before_kde)
+            draws = torch.cat([pool[torch.multinomial(p, self.kde_batch, replacement=True, generator=gen_kde)]
+                               for pool, p in zip(self.by_class, self.kde_probs)])
+            kde_take = self._rows_of(idx, labels, draws)
+        balanced_take = None
+        if self.balanced and gen_balanced is not None:
+            balanced_take = self._rows_of(idx, labels, self._balanced_images(idx, n_before_kde, gen_balanced))
         index, lab = torch.cat(idx), torch.cat(labels)
         rows = torch.arange(len(index))
-        return Draw(index, lab, rows < n_uniform, rows >= n_before_kde, kde_take)
+        return Draw(index, lab, rows < n_uniform, rows >= n_before_kde, kde_take, balanced_take)
 
     def _top_up(self, idx: list, labels: list, gen_groups: torch.Generator) -> None:
         """Rare groups topped up to group_min from their own pool (own RNG stream: vanilla's batch is unchanged)."""
@@ -86,19 +94,35 @@ class Sampler:
                 idx.append(extra)
                 labels.append(torch.full((len(extra),), c, dtype=torch.long))
 
-    def _kde_rows(self, idx: list, labels: list, gen_kde: torch.Generator, n_before: int) -> torch.Tensor:
-        """KDE's draws as row positions. A draw of an image already in the batch reuses its row (DSA
+    def _rows_of(self, idx: list, labels: list, drawn: torch.Tensor) -> torch.Tensor:
+        """Drawn images as row positions. A draw of an image already in the batch reuses its row (DSA
         parameters are per class, so its embedding is the same) and repeated draws share one row:
-        only images new to the batch add real forwards."""
-        draws = [pool[torch.multinomial(p, self.kde_batch, replacement=True, generator=gen_kde)]
-                 for pool, p in zip(self.by_class, self.kde_probs)]
-        drawn = torch.cat(draws)
+        only images new to the batch are appended (and add real forwards)."""
         have = torch.cat(idx)
         row_of = torch.full((len(self.targets),), -1, dtype=torch.long)
         row_of[have] = torch.arange(len(have))
         new = torch.unique(drawn)
         new = new[row_of[new] < 0]                 # images not yet in the batch, once each
-        row_of[new] = torch.arange(n_before, n_before + len(new))
+        row_of[new] = torch.arange(len(have), len(have) + len(new))
         idx.append(new)
         labels.append(self.targets[new])
         return row_of[drawn]
+
+    def _balanced_images(self, idx: list, n_shared: int, gen: torch.Generator) -> torch.Tensor:
+        """batch_real images per class, split equally over the attribute groups the class has (the
+        remainder to groups in a random order). Each group's share starts from its images already in
+        the shared rows (uniform + top-up), then new images of the group; a group with fewer images
+        than its share cycles through them, so every present group weighs the same."""
+        shared = torch.cat(idx)[:n_shared] if n_shared else torch.zeros(0, dtype=torch.long)
+        out = []
+        for c in range(self.num_classes):
+            groups = [g for g in range(self.num_groups) if len(self.by_group[c][g])]
+            share = torch.full((len(groups),), self.batch_real // len(groups), dtype=torch.long)
+            share[torch.randperm(len(groups), generator=gen)[:self.batch_real % len(groups)]] += 1
+            for g, n in zip(groups, share.tolist()):
+                pool = self.by_group[c][g]
+                inside = shared[torch.isin(shared, pool)]
+                rest = pool[~torch.isin(pool, inside)]
+                order = torch.cat([inside, rest[torch.randperm(len(rest), generator=gen)]])
+                out.append(order.repeat((n + len(order) - 1) // len(order))[:n])
+        return torch.cat(out)
