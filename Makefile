@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8501
 STAMP := $(VENV)/.installed
 
-.PHONY: install app test test-fast bench clean
+.PHONY: install app test test-fast bench gpu-data gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,15 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The GPU check runs with the GPU machine's own python3 (torch with CUDA; no .venv, no registry there).
+# gpu-data copies Debian's Fashion-MNIST (~30 MB) into an ignored folder that travels with the tree.
+gpu-data:
+	mkdir -p .gpu-data/FashionMNIST/raw
+	cp /usr/share/datasets/fashion-mnist/*-ubyte* .gpu-data/FashionMNIST/raw/
+
+gpu-check:
+	$(PY) -m bench.gpu_check --data-root .gpu-data --out gpu_check.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -23,8 +23,9 @@ def pick_device(preference: str | None = None) -> torch.device:
 
 
 def autocast(device: torch.device):
-    """bf16/fp16 autocast on CUDA; a no-op context on CPU (keeps CPU runs bit-deterministic)."""
-    if device.type == "cuda":
+    """bf16/fp16 autocast on CUDA (DDAUDIT_AMP=0 turns it off: float32 there too); a no-op context on
+    CPU (keeps CPU runs bit-deterministic)."""
+    if device.type == "cuda" and os.environ.get("DDAUDIT_AMP", "1") not in ("0", "false", "False"):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()

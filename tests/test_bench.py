@@ -68,3 +68,18 @@ def test_bench_slider_times_both_paths_and_they_agree() -> None:
     log_f = density.kde_log_density(z, labels, 0.1)
     for t in (0.5, 1.0, 3.0):
         assert torch.equal(density.weights_from_log_density(log_f, labels, t), density.kde_weights(z, labels, 0.1, t))
+
+
+def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) -> None:
+    """bench/gpu_check on the CPU at tiny sizes: every step runs, the JSON has each one, cuda tests skip."""
+    import json
+
+    from bench import gpu_check
+    out = tmp_path / "gpu.json"
+    report = gpu_check.main(["--smoke", "--out", str(out)])
+    assert json.loads(out.read_text())["steps"].keys() == report["steps"].keys() == {
+        "pytest_cuda", "dm_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper"}
+    assert all(s["ok"] for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
+    assert "skipped" in report["steps"]["pytest_cuda"]["summary"] or "passed" in report["steps"]["pytest_cuda"]["summary"]
+    dm = report["steps"]["dm_paper"]
+    assert set(dm["s_per_it"]) == {"vanilla", "all", "all_cobra_k0", "reference_loop"} and dm["all_vs_vanilla"] > 0

@@ -1,0 +1,191 @@
+"""The GPU path, checked and timed in one run on a fresh GPU machine; writes one JSON file.
+
+    python3 -m bench.gpu_check --data-root .gpu-data --out gpu_check.json      # on the GPU machine
+    python3 -m bench.gpu_check --smoke --out /tmp/gpu_check.json               # here: the same steps, tiny, CPU
+
+Steps (each timed; a failing step is recorded and the next one runs; the JSON is rewritten after every
+step, so a run cut short still reports what it measured):
+  1. `pytest -m cuda` (tests/test_cuda.py), with `-o addopts=` (the GPU machine has no pytest plugins)
+  2. DM at paper settings (IPC 10, batch_real 256, width 128): s/it of vanilla alone, all methods side
+     by side (COBRA's default warm start and K = 0), and a per-class reference loop written like
+     VICO-UoE/DatasetCondensation's main_DM.py (bench/bench_distill.py; a re-implementation, not that
+     code); the 20,000-iteration paper run projected from them
+  3. SupCon at the paper preset: `--supcon-steps` of its 3,000 steps timed, the whole projected
+  4. KDE log-densities of 60,000 x 128 embeddings in 10 classes
+  5. a paper-preset audit of bg-fmnist at reduced iterations (quick embeddings; `--audit-iters`)
+Targets (docs/DISTILL.md): vanilla >= 3x faster than the reference loop; all methods <= 1.6x vanilla;
+the 20,000-iteration all-methods run projected under 10 minutes. Needs only torch, torchvision, numpy,
+scikit-learn, safetensors, pillow, tqdm and pytest: no streamlit, plotly or umap.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"vanilla_vs_reference_speedup_min": 3.0, "all_vs_vanilla_max": 1.6, "paper_run_all_minutes_max": 10.0}
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def step_env(args) -> dict:
+    dev = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": dev, "cpu_count": os.cpu_count()}
+    if dev == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(0), bf16=torch.cuda.is_bf16_supported(),
+                    memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1))
+    return info
+
+
+def step_pytest(args) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider", "-m", "cuda",
+           "tests/test_cuda.py"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.pytest_timeout)
+    tail = (done.stdout + done.stderr).strip().splitlines()
+    return {"returncode": done.returncode, "summary": tail[-1] if tail else "", "tail": tail[-25:]}
+
+
+def _dataset(args) -> str:
+    from engine import data
+    if args.smoke:
+        return "colored-digits"
+    return "bg-fmnist" if data.dataset_status("bg-fmnist", args.data_root)["available"] else "colored-digits"
+
+
+def step_dm(args, device: str) -> dict:
+    from bench import bench_distill as B
+    from engine import data, distill
+    from dataclasses import replace
+    name = _dataset(args)
+    train = data.load_split(name, 0.05, "train", 0, args.data_root)
+    preset = "tiny" if args.smoke else "paper"
+    its = 2 if args.smoke else args.dm_iters
+    cfg = distill.config_for(preset, "dm", 10 if not args.smoke else 2, iterations=its + 1, device=device,
+                             checkpoint_every=10 ** 6)
+    rows = {}
+    for label, methods, c in (("vanilla", ("vanilla",), cfg), ("all", distill.METHODS, cfg),
+                              ("all_cobra_k0", distill.METHODS, replace(cfg, cobra_warmup=0))):
+        rows[label] = B.time_engine(train, c, methods)
+    rows["reference_loop"] = B.time_per_class_loop(train, replace(cfg, iterations=its), its)
+    n_paper = distill.PRESETS["paper"]["dm"].iterations
+    out = {"dataset": name, "preset": preset, "iterations_timed": its, "s_per_it": rows,
+           "vanilla_vs_reference_speedup": rows["reference_loop"] / rows["vanilla"],
+           "all_vs_vanilla": rows["all"] / rows["vanilla"],
+           "all_cobra_k0_vs_vanilla": rows["all_cobra_k0"] / rows["vanilla"],
+           "paper_run_all_minutes_projected": rows["all"] * n_paper / 60,
+           "paper_run_vanilla_minutes_projected": rows["vanilla"] * n_paper / 60}
+    out["targets_met"] = {
+        "vanilla_vs_reference": out["vanilla_vs_reference_speedup"] >= TARGETS["vanilla_vs_reference_speedup_min"],
+        "all_vs_vanilla": out["all_vs_vanilla"] <= TARGETS["all_vs_vanilla_max"],
+        "paper_run_all": out["paper_run_all_minutes_projected"] <= TARGETS["paper_run_all_minutes_max"]}
+    return out
+
+
+def step_supcon(args, device: str) -> dict:
+    from engine import data, embed
+    train = data.load_split(_dataset(args), 0.05, "train", 0, args.data_root)
+    steps = 2 if args.smoke else args.supcon_steps
+    p = embed.with_overrides("tiny" if args.smoke else "paper", steps=steps)
+    _sync()
+    t = time.perf_counter()
+    embed.train_supcon(train, p, 0, torch.device(device))
+    _sync()
+    s = time.perf_counter() - t
+    full = embed.get_preset("paper").steps
+    return {"steps_timed": steps, "seconds": s, "s_per_step": s / steps, "paper_steps": full,
+            "paper_minutes_projected": s / steps * full / 60}
+
+
+def step_kde(args, device: str) -> dict:
+    from bench.bench_kde import make_embeddings
+    from engine.density import kde_log_density, suggest_kernel_variance
+    n = 3000 if args.smoke else 60000
+    z, labels = make_embeddings(n, 128, 10)
+    s2 = suggest_kernel_variance(z, labels)
+    zd, ld = z.to(device), labels.to(device)
+    kde_log_density(zd, ld, s2)  # warm-up (kernels, allocator)
+    times = []
+    for _ in range(3):
+        _sync()
+        t = time.perf_counter()
+        out = kde_log_density(zd, ld, s2)
+        _sync()
+        times.append(time.perf_counter() - t)
+    return {"n": n, "dim": 128, "classes": 10, "best_s": min(times), "finite": bool(torch.isfinite(out).all())}
+
+
+def step_audit(args, device: str) -> dict:
+    from engine import audit, pipeline
+    req = pipeline.Request(dataset=_dataset(args), conflict_ratio=0.05, preset="tiny" if args.smoke else "paper",
+                           embed_preset="tiny" if args.smoke else "quick", ipc=2 if args.smoke else 10,
+                           eval_seeds=1 if args.smoke else args.audit_eval_seeds, data_root=args.data_root,
+                           device=device, distill_overrides={"iterations": 2 if args.smoke else args.audit_iters})
+    t = time.perf_counter()
+    result, run = pipeline.audit_stored(req, force=True)
+    return {"seconds": time.perf_counter() - t, "run_id": run.id, "table": audit.table(result),
+            "timings": result["timings"], "probe_accuracy": result["probe_accuracy"],
+            "methods": {m: {k: r.get(k) for k in ("accuracy", "conflicting_accuracy", "worst_group_accuracy",
+                                                   "synthetic_aligned_share")} for m, r in result["methods"].items()}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="bench.gpu_check", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="gpu_check.json")
+    ap.add_argument("--data-root", default=None, help="folder with FashionMNIST/raw (bg-fmnist); default: Debian's")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: check the script itself")
+    ap.add_argument("--budget", type=float, default=330, help="seconds; steps that would start later are skipped")
+    ap.add_argument("--dm-iters", type=int, default=10)
+    ap.add_argument("--supcon-steps", type=int, default=200)
+    ap.add_argument("--audit-iters", type=int, default=500)
+    ap.add_argument("--audit-eval-seeds", type=int, default=2)
+    ap.add_argument("--pytest-timeout", type=int, default=150)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    home = tempfile.mkdtemp(prefix="ddaudit-gpu-check-")
+    os.environ.setdefault("DDAUDIT_HOME", home)  # a fresh machine: cold caches, as a new user has
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "targets": TARGETS, "steps": {}}
+    env = step_env(args)
+    report["env"] = env
+    device = env["device"]
+    steps = [("pytest_cuda", lambda: step_pytest(args)), ("dm_paper", lambda: step_dm(args, device)),
+             ("supcon_paper", lambda: step_supcon(args, device)), ("kde_60000x128", lambda: step_kde(args, device)),
+             ("audit_bg_fmnist_paper", lambda: step_audit(args, device))]
+    for name, fn in steps:
+        elapsed = time.perf_counter() - t0
+        if elapsed > args.budget:
+            report["steps"][name] = {"skipped": f"over the {args.budget:.0f} s budget at {elapsed:.0f} s"}
+        else:
+            t = time.perf_counter()
+            try:
+                res = fn()
+                res["ok"] = "error" not in res and res.get("returncode", 0) == 0
+            except Exception as exc:  # recorded: the next step still runs and the JSON says what broke
+                import traceback
+                res = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=6)}
+            res["step_seconds"] = round(time.perf_counter() - t, 2)
+            report["steps"][name] = res
+        report["total_seconds"] = round(time.perf_counter() - t0, 2)
+        Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+        print(f"[{report['total_seconds']:6.1f} s] {name}: "
+              + json.dumps({k: v for k, v in report["steps"][name].items() if k not in ("tail", "traceback", "table")},
+                           default=str)[:600], flush=True)
+    print(f"wrote {args.out} in {report['total_seconds']:.0f} s", flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main(None)
