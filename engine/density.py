@@ -35,10 +35,20 @@ def _check_positive(value: Any, name: str, fix: str) -> float:
     return v
 
 
+# on L2-normalised embeddings squared distances lie in [0, 4]: below 1e-6 every sample is its own bump
+# (the weights are noise), above 1e4 the kernel is flat (uniform weights); both are refused before any work
+KERNEL_VARIANCE_RANGE = (1e-6, 1e4)
+
+
 def check_kernel_variance(s2: Any) -> float:
-    """A kernel variance is a finite number > 0."""
-    return _check_positive(s2, "kernel variance", "give a positive number such as 0.1, or leave it out for the "
-                                                  "suggested value")
+    """A kernel variance is a finite number in KERNEL_VARIANCE_RANGE."""
+    fix = "give a number such as 0.1 (between 1e-6 and 1e4), or leave it out for the suggested value"
+    v = _check_positive(s2, "kernel variance", fix)
+    lo, hi = KERNEL_VARIANCE_RANGE
+    if not lo <= v <= hi:
+        raise InvalidArgument(f"kernel variance {v:.3g} is outside [{lo:g}, {hi:g}]", fix)
+    return v
+
 
 
 def check_temperature(t: Any) -> float:
@@ -110,7 +120,7 @@ def _class_log_density(x: torch.Tensor, s2: float, chunk: int) -> torch.Tensor:
 def kde_log_density(z: torch.Tensor, labels: torch.Tensor, kernel_variance: float,
                     chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Per-class log f_i = log mean_j exp(-||z_i - z_j||^2 / (2 s2)), exact, on z's device and dtype."""
-    s2 = check_kernel_variance(kernel_variance)
+    s2 = _check_positive(kernel_variance, "kernel variance", "give a positive number")  # user bounds: plan()
     z, labels = _check_inputs(z, labels)
     if int(chunk_size) < 1:
         raise InvalidArgument(f"chunk size {chunk_size} must be >= 1", "use the default")

@@ -52,6 +52,15 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("--data-root", "{file}", ("data root", "not a folder")),
     ("--data-root", "{missing}", ("data root", "does not exist", "not found")),
     ("--data-root", "{unreadable}", ("data root", "not readable")),
+    # the hostile probe's cases: refused before any work, with the bound named
+    ("--seed", "10000000000000000", ("seed",)),
+    ("--kernel-variance", "1e-300", ("variance",)),
+    ("--iterations", "99999999999999999999", ("iterations",)),
+    ("--eval-seeds", "99999999999999999999", ("evaluation seeds",)),
+    ("--cobra-warmup", "-5", ("cobra",)),
+    ("--out", "/proc/ddaudit-x", ("out",)),
+    ("--out", "{file}/sub", ("out", "write")),
+    ("--out", "{store}", ("run store",)),
     ("run_id", "../x", ("not a safe name",)),
     ("run_ids", "../x", ("not a safe name",)),
 ]
@@ -165,7 +174,8 @@ def test_bad_input_exits_2_with_one_clear_line(command: str, target: str, value:
         pytest.skip(base)
     out_dir = tmp_path / "out"
     paths = {"{out}": str(out_dir), "{file}": str(tmp_path / "a-file"), "{missing}": str(tmp_path / "missing"),
-             "{unreadable}": str(tmp_path / "locked")}
+             "{unreadable}": str(tmp_path / "locked"), "{store}": str(fresh_home / "runs" / "some-run"),
+             "{file}/sub": str(tmp_path / "a-file" / "sub")}
     (tmp_path / "a-file").write_text("not a folder")
     (tmp_path / "locked").mkdir(mode=0o000)
     base = [paths.get(a, a) for a in base]

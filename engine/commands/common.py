@@ -140,4 +140,27 @@ def check_out(out) -> Path:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise InvalidArgument(f"cannot write under {probe}", "pass an --out folder you can write to")
+    _try_writing(path)
     return path
+
+
+def _try_writing(path: Path) -> None:
+    """Create the folder and a file in it, then undo what was created: some folders (/proc, a full or
+    read-only mount) pass every permission check and still refuse a write, which must show before the work."""
+    import os
+    import uuid
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        test = path / f".ddaudit-write-test-{uuid.uuid4().hex[:8]}"
+        test.write_bytes(b"ok")
+        test.unlink()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write into --out {path} ({exc.strerror or exc})",
+                              "pass an --out folder on a writable disk") from None
+    finally:
+        for p in made:  # deepest first: leave nothing behind for a request that may still be refused
+            try:
+                os.rmdir(p)
+            except OSError:
+                pass

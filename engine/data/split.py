@@ -10,6 +10,10 @@ import torch
 
 from ..errors import InvalidArgument
 
+# seeds up to 2**31 - 1 (the dashboard's limit too): evaluation seeds are offset by seed * 1000, which must
+# stay a valid 64-bit generator seed, so a seed is refused up front instead of failing after the work
+MAX_SEED = 2 ** 31 - 1
+
 
 @dataclass
 class BiasedSplit:
@@ -73,8 +77,9 @@ def check_seed(seed: object) -> int:
         value = int(seed)
     if value is None:
         raise InvalidArgument(f"seed {seed!r} is not an integer", "give a whole number such as 0")
-    if not 0 <= value < 2 ** 63:
-        raise InvalidArgument(f"seed {value} is out of range", "give a whole number between 0 and 2**63-1")
+    if not 0 <= value <= MAX_SEED:
+        raise InvalidArgument(f"seed {value} is out of range (0 to {MAX_SEED:,})",
+                              f"give a whole number between 0 and {MAX_SEED:,}")
     return value
 
 
