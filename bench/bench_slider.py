@@ -18,7 +18,7 @@ from bench.bench_kde import make_embeddings
 
 def _redraw(w: torch.Tensor, labels: torch.Tensor, aligned: torch.Tensor, coords: np.ndarray) -> None:
     from engine import density
-    from ui import figures
+    from engine import figures
     density.weight_diagnostics(w, labels, aligned)
     rel = figures.relative_weights(w.numpy().astype(float), labels.numpy())
     figures.embedding_scatter(coords, np.arange(len(coords)), values=rel, kind="continuous", label="KDE weight",

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "engine.commands.runs",
     "engine.commands.audit",
     "engine.commands.distill",
+    "engine.commands.report",
 )
 
 

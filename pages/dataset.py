@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from engine.data import BiasedSplit
-from ui import figures, state
+from engine import figures
+from ui import state
 
 
 def headline(train: BiasedSplit, test: BiasedSplit) -> None:

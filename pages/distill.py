@@ -5,7 +5,8 @@ import numpy as np
 import streamlit as st
 
 from engine import distill
-from ui import figures, jobs, runs as pipeline, state
+from engine import figures
+from ui import jobs, runs as pipeline, state
 
 
 def form(train) -> dict | None:

@@ -7,7 +7,8 @@ import streamlit as st
 import torch
 
 from engine import density, embed, projection
-from ui import figures, jobs, runs as pipeline, state
+from engine import figures
+from ui import jobs, runs as pipeline, state
 
 COLOUR_BY = ("class", "attribute", "aligned / conflicting", "KDE density", "KDE weight")
 QUICK_SELECT = ("map selection (lasso / box)", "all conflicting", "50 highest weights", "50 lowest weights")

@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
-from engine import data
 from engine.store import RunStore
-from ui import figures, jobs, state
+from engine import figures
+from ui import jobs, state
 
 
 def is_audit(metrics: object) -> bool:
@@ -47,16 +46,6 @@ def load(kind: str, handle: str) -> tuple[dict, Path | None]:
     return info.get("metrics") or {}, Path(info["dir"])
 
 
-def names(res: dict) -> tuple[list[str], list[str]]:
-    """Class and attribute names of the result's dataset."""
-    spec = data.REGISTRY.get(res.get("dataset", ""))
-    if spec is not None:
-        return list(spec.class_names), list(spec.attribute_names)
-    mat = next((np.asarray(v.get("group_accuracy") or [[]], dtype=object) for v in res["methods"].values()
-                if isinstance(v, dict)), np.zeros((0, 0)))
-    return [str(i) for i in range(mat.shape[0])], [str(j) for j in range(mat.shape[1] if mat.ndim == 2 else 0)]
-
-
 def evaluation_note(seeds: object) -> str:
     """How many evaluation trainings the ± columns rest on."""
     if not isinstance(seeds, list) or not seeds:
@@ -68,7 +57,7 @@ def evaluation_note(seeds: object) -> str:
 
 def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
     """Everything about one audit result."""
-    classes, attrs = names(res)
+    classes, attrs = figures.class_attribute_names(res)
     ratio = res.get("conflict_ratio")
     st.markdown(f"**{res.get('dataset', '?')}** · conflict ratio "
                 f"{f'{ratio:.1%}' if isinstance(ratio, (int, float)) else '?'} · "
@@ -123,6 +112,23 @@ def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
     for m, p in list(grids.items())[:1]:
         d4.download_button(f"{m} synthetic grid (PNG)", p.read_bytes(), f"{m}_grid.png", "image/png",
                            key=f"dl_grid_{key}")
+    if run_dir is not None and run_dir.is_dir():
+        report_panel(run_dir)
+
+
+def report_panel(run_dir: Path) -> None:
+    """Build the run's shareable HTML report on demand (also saved into the run's folder), then offer it."""
+    from engine import report
+    made = run_dir / report.REPORT_FILE
+    if st.button("Build shareable report (HTML)", key=f"rep_build_{run_dir.name}",
+                 help="One self-contained file that opens offline in any browser: verdict, setting, data, KDE "
+                      "diagnostics, grids, metrics with published numbers, heatmaps, probe accuracy."):
+        with st.spinner("Building the report..."):
+            report.write([run_dir.name])
+    if made.is_file():
+        st.download_button("Download report (HTML)", made.read_bytes(), f"{run_dir.name}.html", "text/html",
+                           key=f"rep_dl_{run_dir.name}")
+        st.caption(f"Saved with the run: `{made}` ({made.stat().st_size / 2 ** 20:.1f} MB).")
 
 
 def draw(s: state.Settings) -> None:

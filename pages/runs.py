@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from engine.store import RunStore
-from ui import figures, state
+from engine import figures
+from ui import state
 
 
 def run_table(rows: list[dict]) -> pd.DataFrame:

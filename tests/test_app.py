@@ -186,6 +186,11 @@ def test_results_page_after_tiny_audit() -> None:
     assert len(charts) == 3  # heatmaps (one shared scale), bars, aligned share
     names = {b.label for b in at.get("download_button")}
     assert {"Metrics (CSV)", "Full results (JSON)", "Heatmaps (PNG)"} <= names
+    next(b for b in at.button if b.label.startswith("Build shareable report")).click()
+    at.run()
+    ok(at)
+    report = next(b for b in at.get("download_button") if b.label == "Download report (HTML)")
+    assert report is not None and any("Saved with the run" in c.value for c in at.caption)
 
 
 def test_evaluation_trainings_follow_the_form() -> None:

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from ui import figures
+from engine import figures
 
 
 def test_count_heatmap_marks_aligned_cells_and_keeps_counts() -> None:

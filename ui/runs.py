@@ -9,7 +9,8 @@ from typing import Sequence
 
 from engine import distill, pipeline, store
 from engine.errors import InvalidArgument
-from ui import figures, jobs, state
+from engine import figures
+from ui import jobs, state
 
 UI_EVAL_SEEDS = 1  # evaluation trainings per set in the dashboard: colored-digits end to end in ~2 min on 2 cores
 UI_BASELINE = False  # the random-real baseline costs one more evaluation (~15 s on 2 cores); opt in on the form

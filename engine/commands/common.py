@@ -119,20 +119,39 @@ def _holds_run(folder: Path) -> bool:
     return (folder / "index.sqlite").exists() or ((folder / "config.json").is_file() and (folder / "status.json").is_file())
 
 
+def _outside_store(path: Path) -> None:
+    """Refuse a path inside ddaudit's home or inside any folder that holds a run."""
+    from ..cache import home
+    resolved, store = path.resolve(), home().resolve()
+    if resolved == store or store in resolved.parents or any(_holds_run(p) for p in (resolved, *resolved.parents)):
+        raise InvalidArgument(f"--out {path} is inside ddaudit's run store ({store})",
+                              "pass a path outside DDAUDIT_HOME; every run already has its own folder there "
+                              "(python -m engine runs show RUN_ID)")
+
+
+def check_out_file(out) -> Path:
+    """--out as a file: outside the run store, not a folder, and its folder really writable (checked first)."""
+    if out is None or str(out).strip() == "":
+        raise InvalidArgument("no output file given", "pass --out report.html")
+    path = Path(out).expanduser()
+    _outside_store(path)
+    if path.is_dir():
+        raise InvalidArgument(f"--out {path} is a folder", "pass a file name such as report.html")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InvalidArgument(f"cannot write --out {path}: {path.parent} is a file", "pass a path in a folder")
+    _try_writing(path.parent)
+    return path
+
+
 def check_out(out) -> Path:
     """--out must be (or become) a writable folder outside ddaudit's home and outside any run: the
     store's files belong to their runs (a copy there would silently replace another run's results)."""
     import os
 
-    from ..cache import home
     if out is None or str(out).strip() == "":
         raise InvalidArgument("no output folder given", "pass --out DIR")
     path = Path(out).expanduser()
-    resolved, store = path.resolve(), home().resolve()
-    if resolved == store or store in resolved.parents or any(_holds_run(p) for p in (resolved, *resolved.parents)):
-        raise InvalidArgument(f"--out {path} is inside ddaudit's run store ({store})",
-                              "pass a folder outside DDAUDIT_HOME; every run already has its own folder there "
-                              "(python -m engine runs show RUN_ID)")
+    _outside_store(path)
     if path.exists() and not path.is_dir():
         raise InvalidArgument(f"--out {path} exists and is not a folder", "pass a folder path to --out")
     probe = path

@@ -216,6 +216,8 @@ class RunStore(_Index):
         out = {**self._public(row), "dir": str(run_dir), "attempts": row["attempts"], "problems": found,
                "files": sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
                if run_dir.exists() else []}
+        if (run_dir / "report.html").is_file():  # made by `python -m engine report RUN_ID`
+            out["report"] = str(run_dir / "report.html")
         metrics_path = run_dir / "metrics.json"
         if metrics_path.exists():
             with contextlib.suppress(CorruptArtifact):

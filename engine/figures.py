@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine import distill, images
+from . import data, distill, images
 
 # Okabe-Ito + Paul Tol "safe": colour-blind-safe categorical colours (12).
 SAFE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
@@ -312,3 +312,13 @@ def heatmaps_png(group_acc: Mapping[str, np.ndarray], class_names: Sequence[str]
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def class_attribute_names(res: dict) -> tuple[list[str], list[str]]:
+    """Class and attribute names of the result's dataset."""
+    spec = data.REGISTRY.get(res.get("dataset", ""))
+    if spec is not None:
+        return list(spec.class_names), list(spec.attribute_names)
+    mat = next((np.asarray(v.get("group_accuracy") or [[]], dtype=object) for v in res["methods"].values()
+                if isinstance(v, dict)), np.zeros((0, 0)))
+    return [str(i) for i in range(mat.shape[0])], [str(j) for j in range(mat.shape[1] if mat.ndim == 2 else 0)]

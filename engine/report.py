@@ -1,0 +1,241 @@
+"""A shareable audit report: one self-contained HTML file built from stored audit runs.
+
+`build(run_ids)` returns the HTML: plotly's JavaScript inlined once, every image a data: URI, no
+request leaves the file. Sections in the order a reader needs them: the verdict in words with the
+numbers, the setting (and the command that reproduces it), the data, the KDE diagnostics, the
+synthetic grids, the metrics table with published numbers beside it, the class x attribute accuracy
+heatmaps on one scale, and the attribute probe's accuracy (how far to trust the aligned share).
+`write(run_ids, out)` writes it (and a single run's report into the run's folder, as report.html).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import cache, distill, figures
+from .errors import InvalidArgument
+
+REPORT_FILE = "report.html"
+# REFERENCE.md, IPC 10, BR 0.9 (Acc / DEO_M / DEO_A): the closest published dataset for each of ours
+PUBLISHED = {
+    "colored-digits": ("C-MNIST (FG), IPC 10", {"vanilla": "25.01 / 100.0 / 99.96", "fairdd": "94.61 / 17.04 / 7.95",
+                                                "kde": "90.42 / 34.77 / 18.46 (FairDD's re-implementation)"}),
+    "cmnist": ("C-MNIST (FG), IPC 10", {"vanilla": "25.01 / 100.0 / 99.96", "fairdd": "94.61 / 17.04 / 7.95",
+                                        "kde": "90.42 / 34.77 / 18.46 (FairDD's re-implementation)"}),
+    "cmnist-bg": ("C-MNIST (BG), IPC 10", {"vanilla": "23.40 / 100.0 / 99.97", "fairdd": "94.88 / 13.42 / 6.77"}),
+    "bg-fmnist": ("C-FMNIST (BG), IPC 10", {"vanilla": "22.26 / 100.0 / 99.68", "fairdd": "71.10 / 33.05 / 19.72"}),
+    "cifar10-s": ("CIFAR10-S, IPC 10", {"vanilla": "37.88 / 59.20 / 39.31", "fairdd": "45.17 / 31.75 / 8.73",
+                                        "kde": "41.42 / 48.20 / 22.48 (FairDD's re-implementation)"}),
+}
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}.verdict{font-size:1.15em;background:#f3f7fb;padding:.8em 1em;
+border-left:4px solid #0072B2}.grids{display:flex;flex-wrap:wrap;gap:1.2em}.grids figure{margin:0}
+code,pre{background:#f5f5f5;padding:.1em .3em}pre{padding:.6em;overflow-x:auto}.note{color:#666}"""
+
+
+def load_runs(run_ids: Sequence[str]) -> list[tuple[dict, dict, Path]]:
+    """(info, results, folder) per run id: finished audit runs only, each refused with a clear error."""
+    from .store import RunStore
+    if not run_ids:
+        raise InvalidArgument("no run id given", "pass one or more RUN_IDs (python -m engine runs list --kind audit)")
+    store, out = RunStore(), []
+    for rid in run_ids:
+        info = store.get(cache.safe_name(rid))
+        if info["kind"] != "audit":
+            raise InvalidArgument(f"run {rid} is a {info['kind']} run, not an audit",
+                                  "a report needs evaluated results: pass an audit run (runs list --kind audit)")
+        if info["status"] != "finished":
+            raise InvalidArgument(f"run {rid} is {info['status']}, not finished",
+                                  "finish it first (start the same audit again), or pick another run")
+        folder = Path(info["dir"])
+        out.append((info, cache.read_json(folder / "results.json"), folder))
+    return out
+
+
+def verdict(res: dict) -> str:
+    """One paragraph: did vanilla amplify the bias, and which remedy reduced it how far (numbers included)."""
+    m, real = res["methods"], res["real_aligned_share"]
+    parts = []
+    if "vanilla" in m:
+        v = m["vanilla"]
+        share = v["synthetic_aligned_share"]
+        how = ("amplified the bias" if share > real + 1 else "kept the bias" if share >= real - 5
+               else "did not carry the bias into its images")
+        parts.append(f"Vanilla {res['algorithm'].upper()} {how}: {share:.0f}% of its synthetic images carry their "
+                     f"class's aligned attribute against {real:.1f}% of the real images, and a network trained on "
+                     f"them reaches {v['conflicting_accuracy']:.1f}% on bias-conflicting test images.")
+    remedies = [k for k in distill.METHODS if k in m and k != "vanilla"]
+    if remedies:
+        best = max(remedies, key=lambda k: m[k]["conflicting_accuracy"] or 0)
+        b = m[best]
+        parts.append(f"The best remedy here, {best}, brought the share to {b['synthetic_aligned_share']:.0f}% "
+                     f"and conflicting accuracy to {b['conflicting_accuracy']:.1f}% (worst group "
+                     f"{b['worst_group_accuracy']:.1f}%, DEO_M {b['deo_m']:.1f}).")
+        others = [f"{k} {m[k]['conflicting_accuracy']:.1f}%" for k in remedies if k != best]
+        if others:
+            parts.append("The others: " + ", ".join(others) + " conflicting accuracy.")
+    parts.append(f"The attribute probe that reads the shares is {res['probe_accuracy']:.1f}% accurate on the "
+                 "balanced test set" + (": too weak to trust the shares." if res["probe_accuracy"] < 80 else "."))
+    return " ".join(parts)
+
+
+def command(info: dict, res: dict) -> str:
+    """The `python -m engine audit` command that reproduces the run (same key, so it is reused)."""
+    cfg = info["config"]
+    preset = res["preset"]
+    args = ["python -m engine audit", f"--dataset {res['dataset']}", f"--conflict-ratio {res['conflict_ratio']}",
+            f"--methods {','.join(cfg['methods'])}", f"--algorithm {res['algorithm']}", f"--ipc {res['ipc']}",
+            f"--preset {preset}", f"--seed {res['seed']}", f"--eval-seeds {len(res['eval_seeds'])}"]
+    default = distill.PRESETS[preset][res["algorithm"]]
+    for key, flag in (("iterations", "--iterations"), ("init", "--init"), ("cobra_warmup", "--cobra-warmup")):
+        if cfg["distill"].get(key) != getattr(default, key):
+            args.append(f"{flag} {cfg['distill'][key]}")
+    if res.get("embed_preset") and res["embed_preset"] != preset:
+        args.append(f"--embed-preset {res['embed_preset']}")
+    if cfg.get("kernel_variance") is not None:
+        args.append(f"--kernel-variance {cfg['kernel_variance']}")
+    if cfg.get("temperature") not in (None, 1.0):
+        args.append(f"--temperature {cfg['temperature']}")
+    if not cfg.get("baseline", True):
+        args.append("--no-baseline")
+    if cfg.get("data_root"):
+        args.append(f"--data-root {cfg['data_root']}")
+    return " \\\n    ".join(args) + " --out OUT"
+
+
+def _plot(fig) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+
+
+def _png(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(df, published: dict | None) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["method", *df.columns])
+    if published:
+        head += "<th>published Acc / DEO_M / DEO_A</th>"
+    rows = []
+    for m, r in df.iterrows():
+        cells = "".join((f"<td>{figures.NO_SPREAD}</td>" if col == "± std" else "<td>–</td>") if v != v
+                        else f"<td>{v:.1f}</td>" for col, v in zip(df.columns, r.values))
+        pub = f"<td>{html.escape(published.get(m, '-'))}</td>" if published else ""
+        rows.append(f"<tr><td>{html.escape(str(m))}</td>{cells}{pub}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _data_section(res: dict, cfg: dict) -> tuple[str, object]:
+    """(html, train split or None): class x attribute counts of the run's training split (data cache)."""
+    from . import data
+    try:
+        train = data.load_split(res["dataset"], res["conflict_ratio"], "train", res["seed"], cfg.get("data_root"))
+    except Exception as exc:  # the report still says what it could not show
+        return f'<p class="note">The training split could not be loaded here ({html.escape(str(exc))}).</p>', None
+    n_conf = int((~train.aligned).sum())
+    fig = figures.count_heatmap(train.counts(), train.class_names, train.attribute_names,
+                                f"train: class × attribute ({res['conflict_ratio']:.1%} conflicting)",
+                                train.aligned_attribute)
+    return (f"<p>{len(train):,} training images, {n_conf:,} bias-conflicting ({n_conf / len(train):.2%}); boxed "
+            "cells are each class's bias-aligned attribute.</p>" + _plot(fig)), train
+
+
+def _kde_section(res: dict, cfg: dict, train) -> str:
+    w = res.get("weights")
+    if not w:
+        return '<p class="note">No KDE method in this run.</p>'
+    text = (f"<p>Kernel variance {w['kernel_variance']:.3g}, temperature {w['temperature']:g}. The "
+            f"{w['conflict_fraction']:.1%} bias-conflicting images hold {w['conflict_weight_mass']:.1%} of the "
+            f"weight; effective sample size {w['effective_sample_size']:,.0f} of {len(train) if train else '?':,}.</p>")
+    if train is None:
+        return text
+    try:  # the embeddings are cached by the audit that made the run
+        from .density import training_weights
+        wr = training_weights(train, kernel_variance=w["kernel_variance"], temperature=w["temperature"],
+                              preset=res.get("embed_preset") or res["preset"], seed=res["seed"])
+        fig = figures.weight_histogram(wr.weights.numpy(), train.targets.numpy(), train.aligned.numpy())
+        return text + _plot(fig)
+    except Exception as exc:
+        return text + f'<p class="note">Weight histogram unavailable ({html.escape(str(exc))}).</p>'
+
+
+def run_section(info: dict, res: dict, folder: Path) -> str:
+    """Every section of one audit run."""
+    cfg = info["config"]
+    found = {p.parent.name: p for p in folder.glob("*/grid.png")}
+    grids = "".join(f"<figure>{_png(found[m], m + ' synthetic set')}<figcaption>{html.escape(m)}</figcaption></figure>"
+                    for m in figures.ordered_methods(list(found)))
+    df = figures.metrics_frame(res)
+    name, published = PUBLISHED.get(res["dataset"], ("", None))
+    classes, attrs = figures.class_attribute_names(res)
+    group = {m: figures.group_matrix(v.get("group_accuracy"), len(classes), len(attrs))
+             for m, v in res["methods"].items() if v.get("group_accuracy") is not None}
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(cfg.get("versions", {}).items()))
+    data_html, train = _data_section(res, cfg)
+    return f"""
+<h2>Verdict</h2><p class="verdict">{html.escape(verdict(res))}</p>
+<h2>Setting</h2>
+<p>Run <code>{html.escape(info['id'])}</code>: {html.escape(res['dataset'])}, conflict ratio {res['conflict_ratio']:.1%},
+seed {res['seed']}, methods {html.escape(', '.join(cfg['methods']))}, {res['algorithm'].upper()}, IPC {res['ipc']},
+preset {html.escape(res['preset'])}, {len(res['eval_seeds'])} evaluation training(s) per set, {res['seconds']:.0f} s.
+Versions: {html.escape(versions)}.</p>
+<p>Reproduce (an identical request reuses the stored run):</p><pre>{html.escape(command(info, res))}</pre>
+<h2>The data</h2>{data_html}
+<h2>KDE diagnostics</h2>{_kde_section(res, cfg, train)}
+<h2>Synthetic sets (one row per class)</h2><div class="grids">{grids}</div>
+<h2>Metrics per method (%)</h2>{_table(df, published)}
+<p class="note">Balanced test set. DEO = spread of accuracy across attributes within a class (max: DEO_M,
+mean: DEO_A; lower is fairer). Share = synthetic images the probe reads as their class's aligned attribute.
+{('Published: ' + html.escape(name) + ' at the papers&#39; settings (REFERENCE.md); this run&#39;s preset is ' + html.escape(res['preset']) + '.') if published else 'No published numbers for this dataset.'}</p>
+{_plot(figures.metrics_bars(df))}{_plot(figures.aligned_share_bars(df))}
+<h2>Accuracy per class and attribute (one colour scale)</h2>{_plot(figures.accuracy_heatmaps(group, classes, attrs)) if group else ''}
+<h2>How far to trust the aligned share</h2>
+<p>The share is read by an attribute probe trained on group-balanced real images; on the balanced test set it
+predicts the bias attribute with {res['probe_accuracy']:.1f}% accuracy (chance: {100 / max(len(attrs), 1):.0f}%).</p>
+"""
+
+
+def build(run_ids: Sequence[str]) -> str:
+    """The whole report as one HTML string (several runs: a comparison first, then each run)."""
+    import plotly.offline
+    runs = load_runs(run_ids)
+    title = "ddaudit report: " + ", ".join(r[1]["dataset"] for r in runs)
+    body = []
+    if len(runs) > 1:
+        frames = {info["id"]: figures.metrics_frame(res) for info, res, _ in runs}
+        body.append("<h2>Comparison</h2>" + _plot(figures.runs_comparison(frames)))
+    for info, res, folder in runs:
+        if len(runs) > 1:
+            body.append(f"<h1>Run {html.escape(info['id'])}</h1>")
+        body.append(run_section(info, res, folder))
+    js = plotly.offline.get_plotlyjs()
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style><script>{js}</script></head><body><h1>{html.escape(title)}</h1>"
+            f"<p class='note'>Made by ddaudit on {time.strftime('%Y-%m-%d %H:%M')}; opens offline, nothing is fetched.</p>"
+            + "".join(body) + "</body></html>")
+
+
+def write(run_ids: Sequence[str], out: str | os.PathLike | None = None) -> dict:
+    """Build, then write to `out` (when given; checked by the caller) and, for a single run, into its
+    folder; returns the paths and the size."""
+    path = Path(out) if out is not None else None
+    text = build(run_ids).encode()
+    written = {}
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cache.atomic_write_bytes(path, text)
+        except OSError as exc:
+            raise InvalidArgument(f"cannot write {path} ({exc.strerror or exc})", "pass an --out you can write") from None
+        written["out"] = str(path)
+    if len(run_ids) == 1:
+        folder = Path(load_runs(run_ids)[0][2])
+        cache.atomic_write_bytes(folder / REPORT_FILE, text)
+        written["run_folder"] = str(folder / REPORT_FILE)
+    return {**written, "bytes": len(text)}
