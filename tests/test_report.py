@@ -127,3 +127,16 @@ def test_verdict_words_follow_the_numbers() -> None:
     assert "amplified the bias: 97% " in up and "against 95.0%" in up and "fairdd, brought the share to 12%" in up
     weak = report.verdict({**base, "probe_accuracy": 20.0, "methods": {"vanilla": {**row, "synthetic_aligned_share": 20.0}}})
     assert "did not carry the bias" in weak and "too weak to trust" in weak
+
+
+def test_report_compares_several_runs(audit_run, tmp_path, capsys) -> None:
+    rc, _, err = _run(["audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--ipc", "2", "--preset",
+                       "tiny", "--seed", "1", "--methods", "vanilla,fairdd", "--out", str(tmp_path / "a"), "--json"],
+                      capsys)
+    other = err.split("run ", 1)[1].split(" ", 1)[0]
+    rc, out, err = _run(["report", audit_run, other, "--out", str(tmp_path / "both.html"), "--json"], capsys)
+    assert rc == 0, err
+    html = (tmp_path / "both.html").read_text()
+    assert "<h2>Comparison</h2>" in html and html.count("<h2>Verdict</h2>") == 2
+    assert f"<h1>Run {audit_run}</h1>" in html and f"<h1>Run {other}</h1>" in html
+    assert "run_folder" not in json.loads(out)  # a comparison is written to --out only
