@@ -116,11 +116,24 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+CHECKSUM_FORMAT = "2"  # 2: the sha256 covers the metadata too (files without a format: the tensors only)
+
+
+def _checksum(tensors: dict[str, torch.Tensor], meta_text: str, fmt: str | None) -> str | None:
+    """The checksum a file of this format must carry; None for an unknown format (a damaged header)."""
+    if fmt is None:
+        return _digest(tensors)
+    if fmt == CHECKSUM_FORMAT:
+        return hashlib.sha256((_digest(tensors) + meta_text).encode()).hexdigest()
+    return None
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> None:
-    """Save CPU tensors as safetensors with a content checksum in the metadata; atomic."""
+    """Save CPU tensors as safetensors with a checksum of the tensors and the metadata; atomic."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    header = {"ddaudit_meta": json.dumps(meta or {}, sort_keys=True, default=_json_default),
-              "sha256": _digest(tensors)}
+    meta_text = json.dumps(meta or {}, sort_keys=True, default=_json_default)
+    header = {"ddaudit_meta": meta_text, "checksum_format": CHECKSUM_FORMAT,
+              "sha256": _checksum(tensors, meta_text, CHECKSUM_FORMAT)}
     atomic_write_bytes(Path(path), st_save(tensors, metadata=header))
 
 
@@ -136,14 +149,19 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         if isinstance(exc, FileNotFoundError):
             raise
         raise CorruptArtifact(f"{path} is corrupt or truncated ({exc})", "delete it; it will be rebuilt") from exc
-    if header.get("sha256") != _digest(tensors):
+    want = _checksum(tensors, header.get("ddaudit_meta", "{}"), header.get("checksum_format"))
+    if want is None or header.get("sha256") != want:  # every byte read back is covered (format 2)
         raise CorruptArtifact(f"{path} failed its checksum", "delete it; it will be rebuilt")
     return tensors, meta
 
 
 def _read_header(raw: bytes) -> dict[str, str]:
     n = int.from_bytes(raw[:8], "little")
-    return json.loads(raw[8:8 + n]).get("__metadata__", {}) or {}
+    header = json.loads(raw[8:8 + n])
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError("malformed safetensors metadata")
+    return meta
 
 
 def load_or_none(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

@@ -78,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a file where a folder should be...: the user can act on these
+        from .errors import from_os_error
+        if os.environ.get("DDAUDIT_DEBUG"):
+            traceback.print_exc()
+        err = from_os_error(exc)
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     except Exception as exc:  # never a raw traceback unless asked for
         if os.environ.get("DDAUDIT_DEBUG"):
             traceback.print_exc()

@@ -254,3 +254,30 @@ def test_runs_page(page, server: str) -> None:
                            ".filter(i => i.complete && i.naturalWidth > 0).length >= 1")
     no_errors(page)
     shot(page, "08-runs")
+
+
+def test_two_sessions_pressing_start_share_one_run(browser, server: str) -> None:
+    """Two browser sessions press Start for the same request within a fraction of a second: the work is
+    done once, both pages attach to it (progress, then results), neither shows an error, and a later
+    visitor sees the finished run rather than a stale "already running"."""
+    pages = [browser.new_context(viewport={"width": 1400, "height": 1800}).new_page() for _ in range(3)]
+    try:
+        for pg in pages[:2]:
+            pg.set_default_timeout(60_000)
+            goto(pg, server, "distill", "Distill")
+            box = pg.locator("[data-testid='stNumberInput']").filter(has_text="Iterations").locator("input")
+            box.fill("150")
+        for pg in pages[:2]:  # as close together as two clicks can be
+            pg.get_by_role("button", name="Start distillation").click(no_wait_after=True)
+        for pg in pages[:2]:
+            pg.get_by_text("Finished").first.wait_for(timeout=LONG)
+            idle(pg)
+            no_errors(pg)
+        goto(pages[2], server, "distill", "Distill")
+        pages[2].get_by_text("Finished").first.wait_for(timeout=60_000)
+        no_errors(pages[2])
+        texts = [pg.get_by_text("150 it").first.inner_text() for pg in pages]
+        assert len(set(texts)) == 1  # all three pages show the same run
+    finally:
+        for pg in pages:
+            pg.context.close()

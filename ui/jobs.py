@@ -168,6 +168,9 @@ def registry() -> JobRegistry:
 def error_text(job: Job) -> tuple[str, str]:
     """(problem, fix) for a failed or cancelled job."""
     exc = job.error
+    if isinstance(exc, OSError):
+        from engine.errors import from_os_error
+        exc = from_os_error(exc)
     if isinstance(exc, DDAuditError):
         return exc.problem, exc.fix or ""
     if exc is None:

@@ -38,6 +38,9 @@ class Settings:
 
 def show_error(exc: BaseException, what: str = "") -> None:
     """One st.error with the problem and its fix; never a traceback."""
+    if isinstance(exc, OSError):
+        from engine.errors import from_os_error
+        exc = from_os_error(exc)
     if isinstance(exc, DDAuditError):
         msg = f"{what}{exc.problem}" + (f"\n\n**Fix:** {exc.fix}" if exc.fix else "")
     else:

@@ -175,6 +175,15 @@ class IdxSource(DataSource):
     @staticmethod
     def _read(files: dict[str, Path]) -> Source:
         arrays = {k: read_idx(p) for k, p in files.items()}
+        for split in ("train", "test"):  # a label outside 0..9 or a count mismatch: a damaged file, said so
+            imgs, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+            if imgs.ndim != 3 or labels.ndim != 1 or len(imgs) != len(labels):
+                raise DataUnavailable(f"{files[split + '_images']} holds {len(imgs)} images of shape "
+                                      f"{imgs.shape[1:]} but {files[split + '_labels']} {len(labels)} labels",
+                                      "the IDX files do not belong together: re-download all four")
+            if len(labels) and int(labels.max()) > 9:
+                raise DataUnavailable(f"{files[split + '_labels']} has label {int(labels.max())} (expected 0-9)",
+                                      "re-download the labels file")
         return Source(arrays["train_images"], arrays["train_labels"].astype(np.int64),
                       arrays["test_images"], arrays["test_labels"].astype(np.int64),
                       origin=str(files["train_images"].parent))
@@ -274,8 +283,12 @@ _BFFHQ_NAME = re.compile(r"^(\d+)_([01])_([01])\.png$")
 
 
 def _read_bffhq_folder(folders: Sequence[Path], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from PIL import Image
-    files = sorted(p for f in folders if f.is_dir() for p in f.iterdir() if p.suffix.lower() == ".png")
+    from PIL import Image, UnidentifiedImageError
+    found = sorted(p for f in folders if f.is_dir() for p in f.iterdir() if p.suffix.lower() == ".png")
+    odd = [p for p in found if not p.is_file()]  # a FIFO or device named *.png would block a reader forever
+    if odd:
+        raise DataUnavailable(f"{odd[0]} is not a regular file", "remove it from the image folder")
+    files = found
     bad = [p.name for p in files if not _BFFHQ_NAME.match(p.name)]
     if bad:
         raise DataUnavailable(
@@ -286,8 +299,11 @@ def _read_bffhq_folder(folders: Sequence[Path], size: int) -> tuple[np.ndarray, 
     imgs, ages, genders = [], [], []
     for p in files:
         m = _BFFHQ_NAME.match(p.name)
-        with Image.open(p) as im:
-            imgs.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)).transpose(2, 0, 1))
+        try:
+            with Image.open(p) as im:
+                imgs.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)).transpose(2, 0, 1))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DataUnavailable(f"{p} is not a readable image ({exc})", "replace or remove that file") from None
         ages.append(int(m.group(2)))
         genders.append(int(m.group(3)))
     return np.stack(imgs), np.asarray(ages, dtype=np.int64), np.asarray(genders, dtype=np.int64)
