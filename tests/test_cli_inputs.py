@@ -58,6 +58,7 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("--iterations", "99999999999999999999", ("iterations",)),
     ("--eval-seeds", "99999999999999999999", ("evaluation seeds",)),
     ("--cobra-warmup", "-5", ("cobra",)),
+    ("--map-points", "99999999999", ("map-points",)),
     ("--out", "/proc/ddaudit-x", ("out",)),
     ("--out", "{file}/sub", ("out", "write")),
     ("--out", "{store}", ("run store",)),
@@ -256,3 +257,36 @@ def test_runs_show_any_id_is_refused_cleanly(run_id: str) -> None:
     assert code == 2 and "Traceback" not in err, err
     assert err.startswith("error:") and sum(x.startswith("error:") for x in err.splitlines()) == 1, err
     assert runs_dir.exists() == existed
+
+
+_count = st.one_of(st.integers(-10 ** 25, 10 ** 25).map(str), st.sampled_from(["0", "1", "-1", "1e3", "2.5", "", "x"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(ipc=_count, iterations=_count, eval_seeds=_count, seed=_count, warmup=_count)
+def test_every_count_is_bounded_or_refused(ipc, iterations, eval_seeds, seed, warmup) -> None:
+    """Whatever counts a request holds, plan() gives settings inside the documented bounds (RUNS.md) or
+    refuses with InvalidArgument; never another exception, never an unbounded value."""
+    from engine import distill, pipeline
+    from engine.data.split import MAX_SEED
+    from engine.errors import InvalidArgument
+
+    def as_int(v):
+        try:
+            return int(v)
+        except ValueError:
+            return v
+    req = pipeline.Request("colored-digits", 0.05, methods=("vanilla", "cobra"), ipc=ipc, seed=seed,
+                           eval_seeds=eval_seeds, distill_overrides={"iterations": as_int(iterations),
+                                                                     "cobra_warmup": as_int(warmup)})
+    try:
+        p = pipeline.plan(req)
+    except InvalidArgument as exc:
+        event("refused")
+        assert exc.problem and exc.fix
+        return
+    event("accepted")
+    c = p.distill_cfg
+    assert 1 <= c.ipc <= distill.config.MAX_IPC and 1 <= c.iterations <= distill.MAX_ITERATIONS
+    assert 1 <= len(p.seeds) <= pipeline.MAX_EVAL_SEEDS and 0 <= p.request.seed <= MAX_SEED
+    assert -1 <= c.cobra_warmup <= 10_000

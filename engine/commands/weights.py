@@ -53,6 +53,8 @@ def _check_points(value: str) -> int:
         raise InvalidArgument(f"--map-points {value!r} is not an integer", "give a whole number such as 5000") from None
     if n < 3:
         raise InvalidArgument(f"--map-points {n} is too small", "give at least 3 (default 5000)")
+    if n > 10_000_000:  # a map keeps at most every training image; more is a typo
+        raise InvalidArgument(f"--map-points {n:,} is above the limit of 10,000,000", "give e.g. 5000")
     return n
 
 
