@@ -33,12 +33,23 @@ def ok(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+def wait(key: str, timeout: float):
+    """Block until the registry's job with this key is done or the timeout passes."""
+    import time
+    from ui import jobs
+    end = time.time() + timeout
+    job = jobs.registry().get(key)
+    while job is not None and not job.done and time.time() < end:
+        time.sleep(0.05)
+    return job
+
+
 def wait_jobs(timeout: float = 400) -> None:
     """Wait until every background job of the registry is done."""
     from ui import jobs
     reg = jobs.registry()
     for job in reg.jobs():
-        reg.wait(job.key, timeout)
+        wait(job.key, timeout)
         assert job.done, f"job {job.label} still running after {timeout} s"
         assert job.status == "finished", (job.label, job.status, job.error)
 
@@ -240,7 +251,7 @@ def test_distill_live_progress_and_cancel() -> None:
     cancel = next(b for b in at.button if b.label == "Cancel run")
     cancel.click()
     at.run()
-    jobs.registry().wait(job.key, 120)
+    wait(job.key, 120)
     assert job.status == "cancelled"
     at.run()
     assert not at.exception

@@ -150,14 +150,6 @@ class JobRegistry:
             if job is not None and job.done:
                 del self._jobs[key]
 
-    def wait(self, key: str, timeout: float) -> Job | None:
-        """Block until the job is done or the timeout passes (tests)."""
-        end = time.time() + timeout
-        job = self.get(key)
-        while job is not None and not job.done and time.time() < end:
-            time.sleep(0.05)
-        return job
-
 
 @st.cache_resource(show_spinner=False)
 def registry() -> JobRegistry:

@@ -18,6 +18,7 @@ from ..augment import DSA, DSAParams
 from ..data import REGISTRY as DATASETS, BiasedSplit
 from ..device import autocast, pick_device
 from ..errors import Cancelled, InvalidArgument
+from ..images import to_float
 from ..nets import ConvNet, ConvNetConfig, init_network, memory_format
 from .config import DISTILL_VERSION, DistillConfig, check_config
 from .methods import METHODS, REGISTRY, Batch, Context, check_methods
@@ -66,7 +67,7 @@ class _Run:
         """Draw the shared rows, standardise and augment them (one DSA parameter set per class)."""
         d = self.sampler.draw(gens.main, gens.groups, gens.kde, gens.balanced)
         index, labels = d.index.to(self.device), d.labels.to(self.device)
-        x = (self.images[index].float() / 255.0 - self.mean) / self.std
+        x = to_float(self.images[index], self.mean, self.std)
         if params is not None:
             x = self.dsa.apply(x, params.take(labels))
         return Batch(x.contiguous(memory_format=self.fmt), labels, self.attributes[index],
