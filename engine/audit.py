@@ -22,7 +22,6 @@ log = logging.getLogger("ddaudit")
 
 METHOD_KEYS = ("accuracy", "accuracy_std", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy",
                "deo_m", "deo_a", "synthetic_aligned_share", "group_accuracy")
-BASELINES = ("random", "full")  # evaluated beside the methods: random real images, the whole biased set
 
 
 def row_order(names) -> list[str]:
@@ -45,12 +44,13 @@ class _Stages:
 
 
 def run_audit(p: Plan, out: str | Path, progress: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> dict:
-    """Run the whole audit into folder `out` and return (and write to OUT/results.json) its results."""
+              should_stop: Callable[[], bool] | None = None, train=None) -> dict:
+    """Run the whole audit into folder `out` and return (and write to OUT/results.json) its results;
+    `train`: the training split when the caller has already loaded it (pipeline.load_train)."""
     t0, c, out = time.time(), p.request, Path(out)
     stage = _Stages(progress)
     done = stage("data")
-    train = load_train(p)
+    train = train if train is not None else load_train(p)
     test = data.load_split(c.dataset, c.conflict_ratio, "test", c.seed, c.data_root)
     done()
     out.mkdir(parents=True, exist_ok=True)

@@ -85,8 +85,7 @@ def plan(req: Request) -> Plan:
     data.get_spec(req.dataset)
     _choose(req.preset, PRESETS, "preset")
     methods = distill.check_methods(req.methods)
-    ipc = positive_int(req.ipc, "IPC", f"give --ipc between 1 and {distill.config.MAX_IPC:,} (10 is usual)",
-                       distill.config.MAX_IPC)
+    ipc = positive_int(req.ipc, "IPC", "give --ipc as a whole number such as 10")  # upper bound: config_for
     seed = data.check_seed(req.seed)
     kv = None if req.kernel_variance is None else check_kernel_variance(req.kernel_variance)
     if req.device is not None:
@@ -156,7 +155,7 @@ def distill_stored(req: Request | Plan, force: bool = False, progress: Progress 
     train = load_train(p)
     with RunStore().run("distill", run_key(p, "distill"), force=force) as run:
         if run.reused and all((run.dir / m / distill.sets.SET_FILE).is_file() for m in p.methods):
-            return {m: distill.load_synthetic(run.dir / m) for m in p.methods}, run
+            return synthetic_sets(run, p.methods), run
         wr = kde_weights(p, train, progress)
         sets = distill.distill(train, p.distill_cfg, p.methods, weights=wr.weights if wr else None,
                                progress=progress, should_stop=_stopper(should_stop, run),
@@ -173,11 +172,11 @@ def audit_stored(req: Request | Plan, force: bool = False, progress: Progress | 
     from . import audit
     from .store import RunStore
     p = req if isinstance(req, Plan) else plan(req)
-    load_train(p)  # the data and IPC are checked before the store is touched
+    train = load_train(p)  # the data and IPC are checked before the store is touched
     with RunStore().run("audit", run_key(p, "audit"), force=force) as run:
         if run.reused and (run.dir / "results.json").is_file():
             return cache.read_json(run.dir / "results.json"), run
-        results = audit.run_audit(p, run.dir, progress=progress, should_stop=_stopper(should_stop, run))
+        results = audit.run_audit(p, run.dir, progress=progress, should_stop=_stopper(should_stop, run), train=train)
         run.finish(results)
         return results, run
 

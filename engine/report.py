@@ -1,6 +1,6 @@
 """A shareable audit report: one self-contained HTML file built from stored audit runs.
 
-`build(run_ids)` returns the HTML: plotly's JavaScript inlined once, every image a data: URI, no
+`build(load_runs(run_ids))` returns the HTML: plotly's JavaScript inlined once, every image a data: URI, no
 request leaves the file. Sections in the order a reader needs them: the verdict in words with the
 numbers, the setting (and the command that reproduces it), the data, the KDE diagnostics, the
 synthetic grids, the metrics table with published numbers beside it, the class x attribute accuracy
@@ -21,11 +21,11 @@ from .errors import InvalidArgument
 
 REPORT_FILE = "report.html"
 # REFERENCE.md, IPC 10, BR 0.9 (Acc / DEO_M / DEO_A): the closest published dataset for each of ours
+_CMNIST_FG = ("C-MNIST (FG), IPC 10", {"vanilla": "25.01 / 100.0 / 99.96", "fairdd": "94.61 / 17.04 / 7.95",
+                                       "kde": "90.42 / 34.77 / 18.46 (FairDD's re-implementation)"})
 PUBLISHED = {
-    "colored-digits": ("C-MNIST (FG), IPC 10", {"vanilla": "25.01 / 100.0 / 99.96", "fairdd": "94.61 / 17.04 / 7.95",
-                                                "kde": "90.42 / 34.77 / 18.46 (FairDD's re-implementation)"}),
-    "cmnist": ("C-MNIST (FG), IPC 10", {"vanilla": "25.01 / 100.0 / 99.96", "fairdd": "94.61 / 17.04 / 7.95",
-                                        "kde": "90.42 / 34.77 / 18.46 (FairDD's re-implementation)"}),
+    "colored-digits": _CMNIST_FG,  # colored-digits stands in for C-MNIST (FG)
+    "cmnist": _CMNIST_FG,
     "cmnist-bg": ("C-MNIST (BG), IPC 10", {"vanilla": "23.40 / 100.0 / 99.97", "fairdd": "94.88 / 13.42 / 6.77"}),
     "bg-fmnist": ("C-FMNIST (BG), IPC 10", {"vanilla": "22.26 / 100.0 / 99.68", "fairdd": "71.10 / 33.05 / 19.72"}),
     "cifar10-s": ("CIFAR10-S, IPC 10", {"vanilla": "37.88 / 59.20 / 39.31", "fairdd": "45.17 / 31.75 / 8.73",
@@ -201,10 +201,10 @@ predicts the bias attribute with {res['probe_accuracy']:.1f}% accuracy (chance: 
 """
 
 
-def build(run_ids: Sequence[str]) -> str:
-    """The whole report as one HTML string (several runs: a comparison first, then each run)."""
+def build(runs: Sequence[tuple[dict, dict, Path]]) -> str:
+    """The whole report of loaded runs (`load_runs`) as one HTML string: several runs get a comparison
+    first, then each run."""
     import plotly.offline
-    runs = load_runs(run_ids)
     title = "ddaudit report: " + ", ".join(r[1]["dataset"] for r in runs)
     body = []
     if len(runs) > 1:
@@ -225,7 +225,8 @@ def write(run_ids: Sequence[str], out: str | os.PathLike | None = None) -> dict:
     """Build, then write to `out` (when given; checked by the caller) and, for a single run, into its
     folder; returns the paths and the size."""
     path = Path(out) if out is not None else None
-    text = build(run_ids).encode()
+    runs = load_runs(run_ids)  # refused (unknown, unfinished, not an audit) before anything is written
+    text = build(runs).encode()
     written = {}
     if path is not None:
         try:
@@ -234,8 +235,8 @@ def write(run_ids: Sequence[str], out: str | os.PathLike | None = None) -> dict:
         except OSError as exc:
             raise InvalidArgument(f"cannot write {path} ({exc.strerror or exc})", "pass an --out you can write") from None
         written["out"] = str(path)
-    if len(run_ids) == 1:
-        folder = Path(load_runs(run_ids)[0][2])
+    if len(runs) == 1:
+        folder = runs[0][2]
         cache.atomic_write_bytes(folder / REPORT_FILE, text)
         written["run_folder"] = str(folder / REPORT_FILE)
     return {**written, "bytes": len(text)}

@@ -82,6 +82,19 @@ def make_bffhq(root: Path, n_align: int = 20, n_conflict: int = 4) -> Path:
 
 
 
+def digits_subset(classes: int, per_class: int, ratio: float = 0.1):
+    """The first `per_class` images of each of the first `classes` classes of colored-digits (the real
+    loader), as a BiasedSplit with those classes' names: a small real split for engine tests."""
+    import torch
+
+    from engine import data
+    full = data.load_split("colored-digits", ratio, "train", seed=0)
+    keep = torch.cat([torch.nonzero(full.targets == c).flatten()[:per_class] for c in range(classes)])
+    return data.BiasedSplit(full.dataset, "train", full.images[keep], full.targets[keep], full.attributes[keep],
+                            full.aligned[keep], full.class_names[:classes], full.attribute_names,
+                            full.aligned_attribute[:classes], dict(full.meta))
+
+
 def fake_data_root(root: Path) -> Path:
     """One --data-root holding every raw source: MNIST and Fashion-MNIST IDX, CIFAR-10 binary, BFFHQ."""
     make_idx_dir(root / "MNIST" / "raw", gz=True)

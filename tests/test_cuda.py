@@ -13,6 +13,7 @@ import torch
 
 from engine import data, distill, embed, evaluate
 from engine.density import kde_log_density
+from tests.fakes import digits_subset
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: run bench/gpu_check on a GPU")]
@@ -28,11 +29,7 @@ FP32_UPDATE_RTOL = 1e-2
 
 @pytest.fixture(scope="module")
 def small() -> data.BiasedSplit:
-    full = data.load_split("colored-digits", 0.1, "train", seed=0)
-    keep = torch.cat([torch.nonzero(full.targets == c).flatten()[:16] for c in range(4)])
-    return data.BiasedSplit(full.dataset, "train", full.images[keep], full.targets[keep], full.attributes[keep],
-                            full.aligned[keep], full.class_names[:4], full.attribute_names,
-                            full.aligned_attribute[:4], dict(full.meta))
+    return digits_subset(4, 16)
 
 
 def _weights(split: data.BiasedSplit) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine import data, distill
-from tests.fakes import fake_data_root
+from tests.fakes import digits_subset, fake_data_root
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +42,7 @@ def test_every_dataset_builds_from_its_source(name: str, raw_root: Path) -> None
 @pytest.fixture(scope="module")
 def small_train() -> data.BiasedSplit:
     """colored-digits, 3 classes x 12 images with a few conflicting ones (the real loader)."""
-    full = data.load_split("colored-digits", 0.2, "train", seed=0)
-    keep = torch.cat([torch.nonzero(full.targets == c).flatten()[:12] for c in range(3)])
-    return data.BiasedSplit(full.dataset, "train", full.images[keep], full.targets[keep], full.attributes[keep],
-                            full.aligned[keep], full.class_names[:3], full.attribute_names,
-                            full.aligned_attribute[:3], dict(full.meta))
+    return digits_subset(3, 12, ratio=0.2)
 
 
 @pytest.mark.parametrize("algorithm", distill.ALGORITHMS)

@@ -71,11 +71,8 @@ def parse_float(value: str | None, flag: str, positive: bool = False) -> float |
 def request_args(args: argparse.Namespace) -> dict:
     """The pipeline.Request fields that `distill` and `audit` share, from their common options."""
     overrides: dict = {}
-    if args.iterations is not None:
-        from ..distill import MAX_ITERATIONS
-        from ..pipeline import positive_int
-        overrides["iterations"] = positive_int(args.iterations, "iterations",
-                                               f"give --iterations between 1 and {MAX_ITERATIONS:,}", MAX_ITERATIONS)
+    if args.iterations is not None:  # range: distill.config.check_config
+        overrides["iterations"] = parse_int(args.iterations, "iterations")
     if args.init is not None:
         overrides["init"] = args.init
     if args.cobra_warmup is not None:
@@ -146,20 +143,13 @@ def check_out_file(out) -> Path:
 def check_out(out) -> Path:
     """--out must be (or become) a writable folder outside ddaudit's home and outside any run: the
     store's files belong to their runs (a copy there would silently replace another run's results)."""
-    import os
-
     if out is None or str(out).strip() == "":
         raise InvalidArgument("no output folder given", "pass --out DIR")
     path = Path(out).expanduser()
     _outside_store(path)
     if path.exists() and not path.is_dir():
         raise InvalidArgument(f"--out {path} exists and is not a folder", "pass a folder path to --out")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise InvalidArgument(f"cannot write under {probe}", "pass an --out folder you can write to")
-    _try_writing(path)
+    _try_writing(path)  # creates, writes and cleans up: catches what a permission check cannot
     return path
 
 
