@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
             res["step_seconds"] = round(time.perf_counter() - t, 2)
             report["steps"][name] = res
         report["total_seconds"] = round(time.perf_counter() - t0, 2)
-        Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+        Path(args.out).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
         print(f"[{report['total_seconds']:6.1f} s] {name}: "
               + json.dumps({k: v for k, v in report["steps"][name].items() if k not in ("tail", "traceback", "table")},
                            default=str)[:600], flush=True)

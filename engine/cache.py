@@ -92,7 +92,7 @@ def _json_default(obj: Any) -> Any:
 def read_json(path: Path) -> Any:
     """Read JSON, turning a truncated or corrupt file into CorruptArtifact."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptArtifact(f"{path} is corrupt ({exc})", "delete it; it will be rebuilt") from exc
 

@@ -114,7 +114,7 @@ def test_no_streamlit_internal_is_written() -> None:
     import pathlib
     root = pathlib.Path(ROOT)
     for path in [root / "app.py", *(root / "pages").glob("*.py"), *(root / "ui").glob("*.py")]:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert "PagesManager" not in text and "streamlit.runtime" not in text, path
 
 

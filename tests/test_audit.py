@@ -45,7 +45,7 @@ def test_audit_cli_end_to_end_tiny(tiny_presets, tmp_path, capsys):
                          "--seed", "1", "--out", str(out_dir), "--json"], capsys)
     assert rc == 0, err
     printed = json.loads(out)
-    written = json.loads((out_dir / "results.json").read_text())
+    written = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
     assert printed == written
     assert ISSUE_KEYS <= set(written)
     assert set(written["methods"]) == {"vanilla", "kde", "fairdd", "random"}
@@ -84,7 +84,7 @@ def test_audit_without_baseline_evaluates_only_the_sets(tiny_presets, tmp_path, 
     rc, _, _ = _run(["audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods", "vanilla",
                      "--ipc", "1", "--eval-seeds", "1", "--no-baseline", "--out", str(tmp_path / "cli"), "--json"], capsys)
     assert rc == 0
-    assert set(json.loads((tmp_path / "cli" / "results.json").read_text())["methods"]) == {"vanilla"}
+    assert set(json.loads((tmp_path / "cli" / "results.json").read_text(encoding="utf-8"))["methods"]) == {"vanilla"}
 
 
 @pytest.mark.parametrize("args, words", [
@@ -117,7 +117,7 @@ def test_bad_input_exits_2_and_writes_nothing(args, words, tmp_path, capsys):
 
 def test_out_must_be_a_folder(tmp_path, capsys):
     f = tmp_path / "file.txt"
-    f.write_text("x")
+    f.write_text("x", encoding="utf-8")
     rc, _, err = _run(["audit", "--conflict-ratio", "0.05", "--out", str(f)], capsys)
     assert rc == 2 and "not a folder" in err
 

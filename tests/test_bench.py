@@ -77,7 +77,7 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     from bench import gpu_check
     out = tmp_path / "gpu.json"
     report = gpu_check.main(["--smoke", "--out", str(out)])
-    assert json.loads(out.read_text())["steps"].keys() == report["steps"].keys() == {
+    assert json.loads(out.read_text(encoding="utf-8"))["steps"].keys() == report["steps"].keys() == {
         "pytest_cuda", "dm_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper"}
     assert all(s["ok"] for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
     assert "skipped" in report["steps"]["pytest_cuda"]["summary"] or "passed" in report["steps"]["pytest_cuda"]["summary"]

@@ -28,7 +28,7 @@ def _start_server(tmp_path_factory: pytest.TempPathFactory):
     """`streamlit run app.py` on a free localhost port, tiny engine settings; (process, url, log)."""
     home = os.environ.get("DDAUDIT_HOME") or str(tmp_path_factory.mktemp("ddh"))
     env = {**os.environ, "DDAUDIT_TINY": "1", "DDAUDIT_HOME": home, "DDAUDIT_DEVICE": "cpu"}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+", encoding="utf-8")
     proc, url = serve.start_app(env, log)
     if not serve.wait_healthy(proc, url, 60):
         alive = proc.poll() is None

@@ -50,6 +50,6 @@ def test_atomic_json_leaves_no_temp_files(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
-    (tmp_path / "a.json").write_text('{"k": [1,')
+    (tmp_path / "a.json").write_text('{"k": [1,', encoding="utf-8")
     with pytest.raises(CorruptArtifact):
         cache.read_json(tmp_path / "a.json")

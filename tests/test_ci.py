@@ -19,7 +19,7 @@ def run_with_fake_df(tmp_path: Path, free_kb: int) -> subprocess.CompletedProces
         "#!/bin/sh\n"
         "echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
         f"echo '/dev/fake 100000000 1 {free_kb} 1% /fake-mount'\n"
-    )
+    , encoding="utf-8")
     fake_df.chmod(fake_df.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(["bash", str(DISK_CHECK), str(tmp_path), "10"], env=env,
@@ -49,4 +49,4 @@ def test_real_df_runs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("line", ["export PIP_NO_CACHE_DIR=1", "bash .ci/disk_check . 10"])
 def test_ci_run_uses_the_space_saving_steps(line: str) -> None:
-    assert line in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()

@@ -177,7 +177,7 @@ def test_bad_input_exits_2_with_one_clear_line(command: str, target: str, value:
     paths = {"{out}": str(out_dir), "{file}": str(tmp_path / "a-file"), "{missing}": str(tmp_path / "missing"),
              "{unreadable}": str(tmp_path / "locked"), "{store}": str(fresh_home / "runs" / "some-run"),
              "{file}/sub": str(tmp_path / "a-file" / "sub")}
-    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
     (tmp_path / "locked").mkdir(mode=0o000)
     base = [paths.get(a, a) for a in base]
     try:

@@ -238,7 +238,7 @@ def test_unknown_dataset() -> None:
 
 def test_data_root_that_is_a_file_or_missing(tmp_path: Path) -> None:
     f = tmp_path / "file.txt"
-    f.write_text("x")
+    f.write_text("x", encoding="utf-8")
     with pytest.raises(DataUnavailable, match="not a folder"):
         data.load_split("cmnist", 0.1, data_root=f)
     with pytest.raises(DataUnavailable, match="does not exist"):

@@ -93,10 +93,10 @@ def test_full_disk_is_one_clear_error_and_nothing_half_written(fresh_home, tmp_p
 def test_a_file_where_a_folder_should_be(tmp_path, monkeypatch, where: str) -> None:
     home = tmp_path / "home"
     if where == "home":
-        home.write_text("not a folder")
+        home.write_text("not a folder", encoding="utf-8")
     else:
         (home / "cache").mkdir(parents=True) if where == "cache" else home.mkdir()
-        (home / ("runs" if where == "runs" else "cache/datasets")).write_text("not a folder")
+        (home / ("runs" if where == "runs" else "cache/datasets")).write_text("not a folder", encoding="utf-8")
     monkeypatch.setenv("DDAUDIT_HOME", str(home))
     rc, _, err = run_cli(DISTILL + ["--out", str(tmp_path / "o")])
     assert rc == 2 and "not a folder" in err and "fix:" in err and "internal error" not in err, err
@@ -115,7 +115,7 @@ def test_bad_files_in_an_image_folder(tmp_path, damage: str, fresh_home) -> None
     if damage == "fifo-as-png":
         os.mkfifo(bad)
     else:
-        bad.write_text("this is not a png")
+        bad.write_text("this is not a png", encoding="utf-8")
     rc, err = _summary(root, "bffhq")
     assert rc == 2 and "999_0_0.png" in err and "fix:" in err and "internal error" not in err, err
 

@@ -38,8 +38,8 @@ def test_report_is_one_file_in_order_and_in_the_run_folder(audit_run: str, tmp_p
     rc, out, err = _run(["report", audit_run, "--out", str(tmp_path / "r.html"), "--json"], capsys)
     assert rc == 0, err
     info = json.loads(out)
-    html = (tmp_path / "r.html").read_text()
-    assert Path(info["run_folder"]).read_text() == html and info["bytes"] == len(html.encode())
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert Path(info["run_folder"]).read_text(encoding="utf-8") == html and info["bytes"] == len(html.encode())
     heads = ["Verdict", "Setting", "The data", "KDE diagnostics", "Synthetic sets", "Metrics per method",
              "Accuracy per class and attribute", "How far to trust the aligned share"]
     positions = [html.index(f"<h2>{h}") for h in heads]
@@ -136,7 +136,7 @@ def test_report_compares_several_runs(audit_run, tmp_path, capsys) -> None:
     other = err.split("run ", 1)[1].split(" ", 1)[0]
     rc, out, err = _run(["report", audit_run, other, "--out", str(tmp_path / "both.html"), "--json"], capsys)
     assert rc == 0, err
-    html = (tmp_path / "both.html").read_text()
+    html = (tmp_path / "both.html").read_text(encoding="utf-8")
     assert "<h2>Comparison</h2>" in html and html.count("<h2>Verdict</h2>") == 2
     assert f"<h1>Run {audit_run}</h1>" in html and f"<h1>Run {other}</h1>" in html
     assert "run_folder" not in json.loads(out)  # a comparison is written to --out only

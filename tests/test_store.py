@@ -73,7 +73,7 @@ def store(tmp_path: Path) -> RunStore:
 @pytest.fixture
 def helper(tmp_path: Path) -> Path:
     path = tmp_path / "helper.py"
-    path.write_text(HELPER)
+    path.write_text(HELPER, encoding="utf-8")
     return path
 
 
@@ -105,7 +105,7 @@ def _index_rows(store: RunStore) -> dict[str, str]:
 
 
 def _disk_status(store: RunStore, run_id: str) -> str:
-    return json.loads((store.root / run_id / "status.json").read_text())["status"]
+    return json.loads((store.root / run_id / "status.json").read_text(encoding="utf-8"))["status"]
 
 
 def _dead_pid() -> int:
@@ -147,7 +147,7 @@ def test_reading_an_empty_store_writes_nothing(store: RunStore) -> None:
 def test_finish_then_identical_request_is_reused_and_force_recomputes(store: RunStore) -> None:
     run, reused = store.start("audit", CFG)
     assert not reused and run.status == "running" and run.dir == store.root / run.id
-    assert json.loads((run.dir / "config.json").read_text()) == CFG
+    assert json.loads((run.dir / "config.json").read_text(encoding="utf-8")) == CFG
     run.save_tensors("vanilla/synthetic.safetensors", {"x": torch.ones(2, 3)}, {"method": "vanilla"})
     run.finish({"methods": {"vanilla": {"accuracy": 91.5, "group_accuracy": [[1.0, None]]}}, "seconds": 2})
     assert run.status == "finished" and _index_rows(store)[run.id] == "finished"
@@ -208,7 +208,7 @@ def test_failed_run_is_restarted_and_resumes_from_its_checkpoint(store: RunStore
     run2, reused = store.start("distill", {"n": 1})
     assert not reused and run2.resumed and run2.id == run.id
     assert [p.name for p in run2.checkpoints()] == ["it-3.safetensors"]
-    assert "resuming: found 1 checkpoint" in (run2.dir / "log.txt").read_text()
+    assert "resuming: found 1 checkpoint" in (run2.dir / "log.txt").read_text(encoding="utf-8")
     assert store.get(run.id)["attempts"] == 2
 
 
@@ -265,7 +265,7 @@ def test_sigkill_mid_run_leaves_store_consistent_and_restart_resumes(store: RunS
     # not reaped yet: a zombie must already count as dead
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        stat = Path(f"/proc/{proc.pid}/stat").read_text(encoding="utf-8")
         if stat[stat.rindex(")") + 2] == "Z":
             break
         time.sleep(0.01)
@@ -285,14 +285,14 @@ def test_sigkill_mid_run_leaves_store_consistent_and_restart_resumes(store: RunS
         tensors, meta = cache.load_tensors(run.checkpoints()[-1])
         assert meta == {"step": 5} and torch.equal(tensors["w"], torch.arange(5.0))
         run.finish({"steps_done": 10})
-    log_text = (run.dir / "log.txt").read_text()
+    log_text = (run.dir / "log.txt").read_text(encoding="utf-8")
     assert "interrupted" in log_text and "resuming: found 1 checkpoint file(s), latest step-000005" in log_text
     assert store.get(run_id)["status"] == "finished"
 
 
 def test_dead_process_found_on_start_without_reconcile(store: RunStore) -> None:
     run, _ = store.start("audit", CFG)
-    row = json.loads((run.dir / "status.json").read_text())
+    row = json.loads((run.dir / "status.json").read_text(encoding="utf-8"))
     con = sqlite3.connect(store.index_path)
     con.execute("UPDATE runs SET pid = ? WHERE id = ?", (_dead_pid(), run.id))
     con.commit()
@@ -314,7 +314,7 @@ def test_reused_pid_is_not_mistaken_for_the_runs_process(store: RunStore) -> Non
 def test_crash_between_status_file_and_index_trusts_the_folder(store: RunStore) -> None:
     run, _ = store.start("audit", CFG)
     cache.atomic_write_json(run.dir / "metrics.json", {"accuracy": 77.0})
-    status = json.loads((run.dir / "status.json").read_text())
+    status = json.loads((run.dir / "status.json").read_text(encoding="utf-8"))
     cache.atomic_write_json(run.dir / "status.json", {**status, "status": "finished", "pid": _dead_pid()})
     con = sqlite3.connect(store.index_path)
     con.execute("UPDATE runs SET pid = ? WHERE id = ?", (_dead_pid(), run.id))
@@ -361,7 +361,7 @@ def test_two_processes_asking_for_the_same_run_compute_it_once(store: RunStore, 
     assert set(outcomes) <= {"COMPUTED", "REUSED", "BUSY"}
     [row] = store.list()
     assert row["status"] == "finished"
-    assert (store.root / row["id"] / "log.txt").read_text().count("computing") == 1
+    assert (store.root / row["id"] / "log.txt").read_text(encoding="utf-8").count("computing") == 1
 
 
 # --------------------------------------------------------------------------- corrupt files
@@ -433,8 +433,8 @@ def test_damaged_run_file_is_reported_and_never_reused(store: RunStore, name: st
 
 def test_rebuild_marks_runs_with_unreadable_records_failed(store: RunStore) -> None:
     a, b = _two_finished_runs(store)
-    (store.root / a / "metrics.json").write_text('{"accuracy": 1')
-    (store.root / b / "status.json").write_text("")
+    (store.root / a / "metrics.json").write_text('{"accuracy": 1', encoding="utf-8")
+    (store.root / b / "status.json").write_text("", encoding="utf-8")
     assert store.rebuild_index() == 2
     rows = {r["id"]: r for r in store.list()}
     assert rows[a]["status"] == "failed" and "metrics.json" in rows[a]["error"]

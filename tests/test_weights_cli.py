@@ -47,7 +47,7 @@ def test_json_keys_and_values(small_quick, capsys) -> None:
 def test_csv_rows(small_quick, capsys, tmp_path: Path) -> None:
     path = tmp_path / "w.csv"
     _run(capsys, "--csv", str(path))
-    with path.open() as fh:
+    with path.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     train = data.load_split("colored-digits", 0.05, "train", 0)
     assert list(rows[0]) == ["index", "class", "attribute", "aligned", "density", "weight", "umap_x", "umap_y"]

@@ -31,7 +31,7 @@ class _Index:
     def _lock(self) -> Iterator[None]:
         """Cross-process lock for index creation and rebuild (rare, short)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as fh:
+        with open(self.root / ".lock", "a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

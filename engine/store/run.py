@@ -88,7 +88,7 @@ def headline(metrics: Any, limit: int = 200) -> dict[str, Any]:
 def _proc_start(pid: int) -> str | None:
     """Kernel start time of a process (tells a live process from a reused pid), None if unknown."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2:].split()
@@ -108,7 +108,7 @@ def _pid_alive(pid: int | None, host: str | None, pid_start: str | None) -> bool
     except PermissionError:
         pass  # exists, owned by someone else
     try:
-        state = Path(f"/proc/{pid}/stat").read_text()
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
         if state[state.rindex(")") + 2:].split()[0] in ("Z", "X"):
             return False  # killed, not yet reaped
     except (OSError, ValueError, IndexError):
