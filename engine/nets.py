@@ -17,8 +17,14 @@ class ConvNetConfig:
     num_classes: int = 10
     image_size: int = 32
     width: int = 128
-    depth: int = 3
+    depth: int = 3              # blocks for a 32x32 image; see blocks()
     norm: str = "instancenorm"  # instancenorm | batchnorm | none
+
+    def blocks(self) -> int:
+        """`depth` at 32x32 plus one block per doubling of the side (ConvNetD4 at 64x64, as DM and FairDD
+        use for 64x64 images), so the last feature map has the same size at every resolution."""
+        extra = max(0, round(math.log2(self.image_size / 32))) if self.image_size > 32 else 0
+        return self.depth + extra
 
 
 def _norm(kind: str, width: int) -> nn.Module:
@@ -39,7 +45,7 @@ class ConvNet(nn.Module):
         self.cfg = cfg
         layers: list[nn.Module] = []
         in_ch, size = cfg.channels, cfg.image_size
-        for _ in range(cfg.depth):
+        for _ in range(cfg.blocks()):
             layers += [nn.Conv2d(in_ch, cfg.width, 3, padding=1), _norm(cfg.norm, cfg.width),
                        nn.ReLU(inplace=True), nn.AvgPool2d(2)]
             in_ch, size = cfg.width, size // 2

@@ -82,7 +82,7 @@ def _choose(value: str, choices: tuple[str, ...], what: str) -> str:
 
 def plan(req: Request) -> Plan:
     """Validate every argument (no data loaded, nothing written) and derive the stage settings."""
-    data.get_spec(req.dataset)
+    dataset = data.get_spec(req.dataset).name  # a variant's canonical name: identical requests are one run
     _choose(req.preset, PRESETS, "preset")
     methods = distill.check_methods(req.methods)
     ipc = positive_int(req.ipc, "IPC", "give --ipc as a whole number such as 10")  # upper bound: config_for
@@ -102,7 +102,7 @@ def plan(req: Request) -> Plan:
         embed_cfg = embed.with_overrides(embed_name, **req.embed_overrides)
     except TypeError as exc:
         raise InvalidArgument(f"bad embedding setting: {exc}", "use fields of engine.embed.EmbedPreset") from None
-    norm = replace(req, conflict_ratio=data.check_ratio(req.conflict_ratio), seed=seed, methods=methods, ipc=ipc,
+    norm = replace(req, dataset=dataset, conflict_ratio=data.check_ratio(req.conflict_ratio), seed=seed, methods=methods, ipc=ipc,
                    kernel_variance=kv, temperature=check_temperature(req.temperature), eval_seeds=n_seeds,
                    embed_preset=embed_name)
     # evaluation seeds are offset from the run seed so different runs are not trained identically

@@ -309,3 +309,35 @@ def test_a_cli_audit_is_reused_by_the_dashboard(tmp_path) -> None:
     wait_jobs()
     assert _job_run_id(at) == cli_run
     assert len(RunStore().list(kind="audit")) == before
+
+
+# --------------------------------------------------------------------------- image-folder datasets
+
+@pytest.fixture
+def folder_data(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    from tests.fakes import make_dfa, make_utkface
+    root = make_dfa(tmp_path / "raw", "cmnist", 10, 10, 28, {"1pct": 1, "5pct": 3})
+    make_utkface(root)
+    monkeypatch.setenv("DDAUDIT_DATA", str(root))
+    monkeypatch.setenv("DDAUDIT_HOME", str(tmp_path / "home"))
+    return root
+
+
+def test_dataset_page_offers_a_dfa_release_only_its_folders(folder_data) -> None:
+    at = open_page()
+    at.sidebar.selectbox(key="sb_dataset").set_value("cmnist-dfa").run()
+    ok(at)
+    ratio = at.sidebar.selectbox(key="sb_ratio")
+    assert list(ratio.options) == ["1.0%", "5.0%"] and ratio.value == 0.05  # the default 5% has a folder
+    assert metric(at, "conflicting (train)") == "30" and metric(at, "training images") == "100"
+    ratio.set_value(0.01).run()
+    ok(at)
+    assert metric(at, "conflicting (train)") == "10"
+
+
+def test_dataset_page_draws_64x64_faces(folder_data) -> None:
+    at = open_page()
+    at.sidebar.selectbox(key="sb_dataset").set_value("utkface").run()
+    ok(at)
+    assert metric(at, "classes × attributes") == "3 × 4"
+    assert len(at.get("image")) == 2 and len(at.get("plotly_chart")) == 2

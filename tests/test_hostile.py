@@ -102,8 +102,8 @@ def test_a_file_where_a_folder_should_be(tmp_path, monkeypatch, where: str) -> N
     assert rc == 2 and "not a folder" in err and "fix:" in err and "internal error" not in err, err
 
 
-def _summary(root: Path, dataset: str) -> tuple[int, str]:
-    rc, _, err = run_cli(["summary", "--dataset", dataset, "--conflict-ratio", "0.1", "--data-root", str(root),
+def _summary(root: Path, dataset: str, ratio: str = "0.1") -> tuple[int, str]:
+    rc, _, err = run_cli(["summary", "--dataset", dataset, "--conflict-ratio", ratio, "--data-root", str(root),
                           "--json"], limit_s=60)
     return rc, err
 
@@ -111,12 +111,12 @@ def _summary(root: Path, dataset: str) -> tuple[int, str]:
 @pytest.mark.parametrize("damage", ["text-as-png", "fifo-as-png"])
 def test_bad_files_in_an_image_folder(tmp_path, damage: str, fresh_home) -> None:
     root = make_bffhq(tmp_path / "d")
-    bad = root / "bffhq" / "0.5pct" / "align" / "999_0_0.png"
+    bad = root / "bffhq" / "20pct" / "align" / "999_0_0.png"
     if damage == "fifo-as-png":
         os.mkfifo(bad)
     else:
         bad.write_text("this is not a png", encoding="utf-8")
-    rc, err = _summary(root, "bffhq")
+    rc, err = _summary(root, "bffhq", "0.2")
     assert rc == 2 and "999_0_0.png" in err and "fix:" in err and "internal error" not in err, err
 
 

@@ -49,9 +49,13 @@ def show_error(exc: BaseException, what: str = "") -> None:
     st.error(msg, icon=":material/error:")
 
 
-@st.cache_data(show_spinner=False)
 def statuses() -> dict[str, dict]:
-    """dataset_status for every registered dataset (cheap; cached per session start)."""
+    """dataset_status for every registered dataset (cheap; cached per data folder and home)."""
+    return _statuses(os.environ.get("DDAUDIT_DATA"), os.environ.get("DDAUDIT_HOME"))
+
+
+@st.cache_data(show_spinner=False)
+def _statuses(data_env: str | None, home: str | None) -> dict[str, dict]:
     out = {}
     for name in data.REGISTRY:
         try:
@@ -81,9 +85,13 @@ def warm_up_umap() -> threading.Thread:
     return thread
 
 
-@st.cache_resource(show_spinner=False, max_entries=6)
 def load_pair(name: str, ratio: float, seed: int) -> tuple[data.BiasedSplit, data.BiasedSplit]:
     """Cached (train, test) splits; shared read-only across sessions."""
+    return _load_pair(name, ratio, seed, os.environ.get("DDAUDIT_DATA"), os.environ.get("DDAUDIT_HOME"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _load_pair(name: str, ratio: float, seed: int, data_env: str | None, home: str | None):
     return data.load_pair(name, ratio, seed)
 
 
@@ -117,9 +125,18 @@ def sidebar() -> Settings:
         st.selectbox("Dataset", names, key="sb_dataset", on_change=_keep, args=("dataset",),
                      format_func=lambda n: n if stat[n]["available"] else f"{n} (not available)",
                      help="Biased benchmarks; colored-digits always works offline.")
-        st.select_slider("Conflict ratio", options=RATIO_CHOICES, key="sb_ratio", on_change=_keep, args=("ratio",),
-                         format_func=lambda r: f"{r:.1%}",
-                         help="Fraction of training images whose attribute conflicts with their class.")
+        folders = stat.get(ss["sb_dataset"], {}).get("conflict_ratios")
+        if folders:  # a DFA release: only its <pct> folders exist, so only they are offered
+            if ss["sb_ratio"] not in folders:
+                ss["ratio"] = ss["sb_ratio"] = min(folders, key=lambda r: abs(r - float(ss["sb_ratio"])))
+            st.selectbox("Conflict ratio", folders, key="sb_ratio", on_change=_keep, args=("ratio",),
+                         format_func=lambda r: f"{r:.1%}", help="The release's folders on disk: each is a split.")
+        else:
+            if ss["sb_ratio"] not in RATIO_CHOICES:
+                ss["ratio"] = ss["sb_ratio"] = DEFAULT_RATIO
+            st.select_slider("Conflict ratio", options=RATIO_CHOICES, key="sb_ratio", on_change=_keep,
+                             args=("ratio",), format_func=lambda r: f"{r:.1%}",
+                             help="Fraction of training images whose attribute conflicts with their class.")
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="sb_seed", on_change=_keep,
                         args=("seed",))
         st.caption(f"Device: {device_label()}")

@@ -14,8 +14,13 @@ names. Rules (see docs/DATASETS.md):
 * deterministic from the seed; built tensors cached as checksummed safetensors under
   $DDAUDIT_HOME/cache/datasets, keyed by everything that determines them.
 
-Layout: split (BiasedSplit, rules), sources (locate + read per raw source), render (images from
-raw + attributes), registry (DatasetSpec entries), build (load_split, caching, status).
+Datasets with bias labels in their files (the DFA release, UTKFace, CelebA) keep them: the DFA
+release's `<pct>` folders are its splits (the ratio picks one); faces are subsampled to the ratio,
+each class's aligned attribute being its most frequent one.
+
+Layout: split (BiasedSplit, rules), sources (locate + read per raw source), folders (image-folder
+sources), render (images from raw + attributes), registry (DatasetSpec entries), build (load_split,
+caching, status).
 """
 from __future__ import annotations
 
@@ -23,11 +28,12 @@ from .build import (BUILD_VERSION, assign_train_attributes, dataset_status, load
 from .registry import (CIFAR, COLOUR_NAMES, DEFAULT_DATASET, DIGITS, FASHION, REGISTRY, DatasetSpec, get_spec)
 from .render import (PALETTE, render_bg, render_corrupted, render_fg_blend, render_fg_threshold, render_grayscale,
                      render_identity)
-from .sources import (BFFHQ, CIFAR10, DIGITS as DIGITS_SOURCE, FASHION_MNIST, IDX_FILES, MNIST, SYSTEM_FASHION_DIRS,
+from .folders import CELEBA_ATTRIBUTES, IMAGE_SIZES, ratio_folders
+from .sources import (CIFAR10, DIGITS as DIGITS_SOURCE, FASHION_MNIST, IDX_FILES, MNIST, SYSTEM_FASHION_DIRS,
                       DataSource, Located, Source, data_roots, read_idx)
 from .split import BiasedSplit, check_ratio, check_seed, conflict_count
 
-__all__ = ["BFFHQ", "BUILD_VERSION", "BiasedSplit", "CIFAR", "CIFAR10", "COLOUR_NAMES", "DEFAULT_DATASET",
+__all__ = ["BUILD_VERSION", "CELEBA_ATTRIBUTES", "IMAGE_SIZES", "ratio_folders", "BiasedSplit", "CIFAR", "CIFAR10", "COLOUR_NAMES", "DEFAULT_DATASET",
            "DIGITS", "DIGITS_SOURCE", "DataSource", "DatasetSpec", "FASHION", "FASHION_MNIST", "IDX_FILES",
            "Located", "MNIST", "PALETTE", "REGISTRY", "SYSTEM_FASHION_DIRS", "Source", "assign_train_attributes",
            "check_data_root", "check_ratio", "check_seed", "conflict_count", "data_roots", "dataset_status",

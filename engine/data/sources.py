@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ class Source:
     origin: str
     train_attributes: np.ndarray | None = None  # only for datasets with natural bias labels
     test_attributes: np.ndarray | None = None
+    aligned_attribute: tuple[int, ...] | None = None  # derived from the data (faces): the spec has none
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Located:
 
     where: str
     fingerprint: str
-    read: Callable[[], Source]
+    read: Callable[..., Source]  # DFA folders: read(ratio=, split=) reads only that split's folder
 
 
 def data_roots(data_root: str | os.PathLike | None) -> list[Path]:
@@ -277,66 +277,6 @@ class CifarSource(DataSource):
                        lambda: _read_cifar_torchvision(root, download=True))
 
 
-# --------------------------------------------------------------------------- BFFHQ (PNG folders)
-
-_BFFHQ_NAME = re.compile(r"^(\d+)_([01])_([01])\.png$")
-
-
-def _read_bffhq_folder(folders: Sequence[Path], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-    found = sorted(p for f in folders if f.is_dir() for p in f.iterdir() if p.suffix.lower() == ".png")
-    odd = [p for p in found if not p.is_file()]  # a FIFO or device named *.png would block a reader forever
-    if odd:
-        raise DataUnavailable(f"{odd[0]} is not a regular file", "remove it from the image folder")
-    files = found
-    bad = [p.name for p in files if not _BFFHQ_NAME.match(p.name)]
-    if bad:
-        raise DataUnavailable(
-            f"{len(bad)} BFFHQ file(s) are misnamed, e.g. {bad[0]!r} in {files[0].parent}",
-            "BFFHQ files must be named <index>_<age 0|1>_<gender 0|1>.png as published")
-    if not files:
-        raise DataUnavailable(f"no PNG files in {', '.join(map(str, folders))}", "check the BFFHQ folder layout")
-    imgs, ages, genders = [], [], []
-    for p in files:
-        m = _BFFHQ_NAME.match(p.name)
-        try:
-            with Image.open(p) as im:
-                imgs.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)).transpose(2, 0, 1))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataUnavailable(f"{p} is not a readable image ({exc})", "replace or remove that file") from None
-        ages.append(int(m.group(2)))
-        genders.append(int(m.group(3)))
-    return np.stack(imgs), np.asarray(ages, dtype=np.int64), np.asarray(genders, dtype=np.int64)
-
-
-class BffhqSource(DataSource):
-    """BFFHQ in the published layout: [0.5pct/]align, [0.5pct/]conflict, test; resized to 64x64."""
-
-    name, title = "bffhq", "BFFHQ"
-    how_to = ("download BFFHQ (DisEnt release) and pass --data-root DIR where DIR/bffhq/0.5pct/align, "
-              "DIR/bffhq/0.5pct/conflict and DIR/bffhq/test hold the PNG files")
-
-    def __init__(self, size: int = 64):
-        self.size = size
-
-    def locate(self, data_root) -> tuple[Located | None, list[str]]:
-        tried: list[str] = []
-        for root in data_roots(data_root):
-            for base in (root / "bffhq", root):
-                train_base = base / "0.5pct" if (base / "0.5pct").is_dir() else base
-                tried.append(str(base))
-                if (train_base / "align").is_dir() and (base / "test").is_dir():
-                    files = sorted(base.rglob("*.png"))
-                    stamp = f"{base}:{len(files)}:{max((p.stat().st_mtime_ns for p in files), default=0)}"
-                    return Located(str(base), stamp, lambda b=base, t=train_base: self._read(b, t)), tried
-        return None, tried
-
-    def _read(self, base: Path, train_base: Path) -> Source:
-        tr_x, tr_y, tr_b = _read_bffhq_folder([train_base / "align", train_base / "conflict"], self.size)
-        te_x, te_y, te_b = _read_bffhq_folder([base / "test"], self.size)
-        return Source(tr_x, tr_y, te_x, te_y, origin=str(base), train_attributes=tr_b, test_attributes=te_b)
-
-
 MNIST = IdxSource("mnist", "MNIST", (), "ossci-datasets.s3.amazonaws.com",
                   "put the four MNIST IDX files under DIR/MNIST/raw (or DIR) and pass --data-root DIR "
                   "or set DDAUDIT_DATA; or run once with network access to download them")
@@ -345,4 +285,3 @@ FASHION_MNIST = IdxSource("fashion-mnist", "FashionMNIST", SYSTEM_FASHION_DIRS, 
                           "DIR/FashionMNIST/raw (or DIR) and pass --data-root DIR")
 DIGITS = DigitsSource()
 CIFAR10 = CifarSource()
-BFFHQ = BffhqSource()
