@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "engine.commands.audit",
     "engine.commands.distill",
     "engine.commands.report",
+    "engine.commands.sweep",
 )
 
 

@@ -1,0 +1,132 @@
+"""Sweeps on a real Ray: a local one started by the sweep, and a head started here in a subprocess."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import cli, sweep
+from engine.errors import Cancelled, InvalidArgument
+from engine.store import RunStore
+
+pytestmark = pytest.mark.usefixtures("fresh_home")
+TINY = ["--dataset", "colored-digits", "--conflict-ratio", "0.05", "--preset", "tiny", "--ipc", "2"]
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--conflict-ratio", "", "list of conflict ratios is empty"), ("--conflict-ratio", "0.05,1.5", "outside (0, 1)"),
+    ("--methods", "vanilla,nope", "unknown method"), ("--kernel-variance", "0.1,-1", "kernel variance"),
+    ("--seeds", "0,x", "not an integer"), ("--ipc", "0", "not a positive integer"),
+    ("--dataset", "imagenet", "unknown dataset"), ("--preset", "huge", "unknown preset"),
+])
+def test_bad_grids_fail_before_anything_starts(flag, value, message, tmp_path, capsys) -> None:
+    argv = ["sweep", *TINY, "--out", str(tmp_path / "o")]
+    if flag in argv:
+        argv[argv.index(flag) + 1] = value
+    else:
+        argv += [flag, value]
+    rc, _, err = _cli(argv, capsys)
+    assert rc == 2 and message in err and "fix:" in err and err.count("error:") == 1, err
+    assert "cells on" not in err and RunStore().list() == []  # no Ray, no run
+
+
+def test_unweighted_methods_are_one_cell_per_ratio_ipc_and_seed() -> None:
+    grid = sweep.make_grid("colored-digits", "0.01,0.05", "0.1,1,suggested", "vanilla,kde,fairdd", "10", "0,1")
+    cells = sweep.cells(grid)
+    assert len(cells) == 2 * 2 * (1 + 3)  # ratios x seeds x (shared + one per kernel variance)
+    shared = [c for c in cells if c.kernel_variance is None]
+    assert all(c.plan.methods == ("vanilla", "fairdd") and c.plan.request.baseline for c in shared)
+    weighted = [c for c in cells if c.kernel_variance is not None]
+    assert all(c.plan.methods == ("kde",) and not c.plan.request.baseline for c in weighted)
+    assert {c.plan.request.kernel_variance for c in weighted} == {0.1, 1.0, None}
+    assert len({c.run_id for c in cells}) == len(cells)
+
+
+def test_local_sweep_end_to_end_then_a_rerun_reuses_everything(tmp_path, capsys) -> None:
+    out = tmp_path / "o"
+    rc, printed, err = _cli(["sweep", *TINY, "--methods", "vanilla,kde", "--kernel-variance", "0.1", "--out", str(out),
+                             "--json"], capsys)
+    assert rc == 0, err
+    summary = json.loads(printed)
+    assert summary == json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+    rows = list(csv.DictReader(io.StringIO((out / "sweep.csv").read_text(encoding="utf-8"))))
+    assert sorted(r["method"] for r in rows) == ["kde", "random", "vanilla"] and summary["cells"] == 2
+    for r in rows:
+        assert float(r["amplification"]) == pytest.approx(float(r["synthetic_aligned_share"]) - float(r["real_aligned_share"]))
+    kde = next(r for r in rows if r["method"] == "kde")
+    assert kde["kernel_variance"] == "0.1" and float(kde["kernel_variance_used"]) == pytest.approx(0.1)
+    assert 0 < float(kde["weights_conflict_weight_mass"]) < 1
+    assert summary["best_kernel_variance"][0]["best_by_conflicting_accuracy"] == "0.1"
+    assert set(summary["amplification"]) == {"vanilla", "random", "kde@0.1"}
+    store = RunStore()
+    sweep_row = store.list(kind="sweep")[0]
+    assert sweep_row["status"] == "finished" and sweep_row["id"] == summary["run_id"]
+    linked = store.get(summary["run_id"])["metrics"]["cell_runs"]
+    assert sorted(linked) == sorted({r["run_id"] for r in rows})
+    assert all(store.get(i)["status"] == "finished" for i in linked)
+    rc, printed, err = _cli(["sweep", *TINY, "--methods", "vanilla,kde", "--kernel-variance", "0.1", "--out",
+                             str(out), "--json"], capsys)
+    again = json.loads(printed)
+    assert rc == 0 and again["reused_cells"] == 2 and again["rows"] == summary["rows"]
+
+
+def test_cancel_keeps_finished_cells_and_a_rerun_skips_them() -> None:
+    grid = sweep.make_grid("colored-digits", "0.05", "0.1,1", "vanilla,kde", "2", "0", preset="tiny")
+    seen: list[dict] = []
+    stop = lambda: any(ev.get("step", 0) >= 1 and "eta" in ev for ev in seen)  # noqa: E731
+    with pytest.raises(Cancelled):  # 2 CPUs per cell on this 2-core machine: cells run one at a time
+        sweep.run_sweep(grid, cpus_per_cell=os.cpu_count() or 1, progress=seen.append, should_stop=stop)
+    store = RunStore()
+    statuses = {r["id"]: r["status"] for r in store.list(kind="audit")}
+    finished = [c for c in sweep.cells(grid) if statuses.get(c.run_id) == "finished"]
+    assert 1 <= len(finished) < 3
+    assert store.list(kind="sweep")[0]["status"] == "cancelled"
+    summary = sweep.run_sweep(grid, cpus_per_cell=os.cpu_count() or 1)
+    assert summary["reused_cells"] == len(finished) and summary["cells"] == 3
+    assert store.list(kind="sweep")[0]["status"] == "finished"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_joins_a_ray_head_and_brings_the_cells_home(tmp_path, monkeypatch, capsys) -> None:
+    """A head in another process, with its own DDAUDIT_HOME: cells run there and are imported here."""
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    port, worker_home = _free_port(), tmp_path / "worker-home"
+    env = {**os.environ, "DDAUDIT_HOME": str(worker_home)}
+    start = subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "2",
+                            "--include-dashboard=false", "--disable-usage-stats"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert start.returncode == 0, start.stdout + start.stderr
+    try:
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the head authenticates by token (Ray's default)
+        rc, printed, err = _cli(["sweep", *TINY, "--methods", "vanilla,kde", "--kernel-variance", "0.1",
+                                 "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o"), "--json"], capsys)
+        assert rc == 0, err
+        summary = json.loads(printed)
+        ids = {r["run_id"] for r in summary["rows"]}
+        assert all((worker_home / "runs" / i / "results.json").is_file() for i in ids)  # computed on the head
+        store = RunStore()
+        for i in ids:  # and stored here, files included
+            assert store.get(i)["status"] == "finished"
+            here = json.loads((store.root / i / "results.json").read_text(encoding="utf-8"))
+            there = json.loads((worker_home / "runs" / i / "results.json").read_text(encoding="utf-8"))
+            assert here == there and any((store.root / i).glob("*/synthetic.safetensors"))
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
