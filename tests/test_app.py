@@ -341,3 +341,29 @@ def test_dataset_page_draws_64x64_faces(folder_data) -> None:
     ok(at)
     assert metric(at, "classes × attributes") == "3 × 4"
     assert len(at.get("image")) == 2 and len(at.get("plotly_chart")) == 2
+
+
+# --------------------------------------------------------------------------- Sweeps
+
+def test_sweeps_page_runs_a_grid_on_ray_and_plots_it(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DDAUDIT_HOME", str(tmp_path / "home"))
+    at = open_page("sweeps")
+    ok(at)
+    assert any("No finished sweep yet" in i.value for i in at.info)
+    at.multiselect(key="sw_kvs").set_value(["0.1"])
+    at.number_input(key="sw_seeds").set_value(1)
+    at.number_input(key="sw_ipc").set_value(2)
+    at.button[0].click().run()  # the form's submit button
+    ok(at)
+    wait_jobs(400)
+    at.run()
+    ok(at)
+    from engine.store import RunStore
+    sweeps = RunStore().list(kind="sweep")
+    assert len(sweeps) == 1 and sweeps[0]["status"] == "finished"
+    assert at.selectbox(key="sw_pick").value == sweeps[0]["id"]
+    assert len(at.get("plotly_chart")) == 3
+    points = at.selectbox(key="sw_point").options
+    assert len(points) == 3 and any(p.startswith("kde s²=0.1") for p in points)  # kde, vanilla, random
+    at.button(key="sw_open").click().run()
+    assert at.session_state["runs_pick"] and at.session_state["runs_pick"][0].startswith("audit-")

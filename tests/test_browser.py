@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import serve
+from ui.state import PAGES as _APP_PAGES
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -105,8 +106,8 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-PAGES = [("", "Dataset"), ("embeddings", "Embeddings"), ("distill", "Distill"), ("results", "Results"),
-         ("runs", "Runs")]
+# every page of the app's navigation (ui.state.PAGES), the first one at the root URL
+PAGES = [("" if i == 0 else url, title) for i, (_, title, _, url) in enumerate(_APP_PAGES)]
 
 
 @pytest.mark.parametrize("path,title", PAGES, ids=[t for _, t in PAGES])
@@ -119,7 +120,7 @@ def test_deep_link_to_every_page_on_a_fresh_server(browser, tmp_path_factory, pa
         goto(pg, url, path, title)
         pg.get_by_text("Conflict ratio").first.wait_for()
         links = pg.locator("[data-testid='stSidebar'] [data-testid='stPageLink-NavLink']")
-        assert links.count() == 5, links.all_inner_texts()
+        assert links.count() == len(PAGES), links.all_inner_texts()
         no_errors(pg)
         other = "Runs" if title != "Runs" else "Dataset"
         pg.locator("[data-testid='stSidebar']").get_by_text(other, exact=True).first.click()

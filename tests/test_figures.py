@@ -174,3 +174,39 @@ def test_method_order_and_colours_come_from_the_registry() -> None:
         [*distill.METHODS, "random", "full", "x"]
     for m in distill.METHODS:
         assert figures.method_colour(m) == distill.REGISTRY[m].colour
+
+
+# --------------------------------------------------------------------------- sweep figures
+
+def _sweep_rows() -> list[dict]:
+    rows = []
+    for seed, (a, b, v) in enumerate([(40.0, 50.0, 10.0), (44.0, 56.0, 12.0)]):
+        for kv, used, acc, mass in (("0.1", 0.1, a, 0.2), ("suggested", 0.37, b, 0.4)):
+            rows.append({"conflict_ratio": 0.01, "ipc": 10, "seed": seed, "method": "kde", "kernel_variance": kv,
+                         "kernel_variance_used": used, "conflicting_accuracy": acc, "run_id": f"k{seed}{kv}",
+                         "weights_conflict_weight_mass": mass, "weights_effective_sample_size": 100.0})
+        rows.append({"conflict_ratio": 0.01, "ipc": 10, "seed": seed, "method": "vanilla", "kernel_variance": None,
+                     "kernel_variance_used": None, "conflicting_accuracy": v, "run_id": f"v{seed}"})
+    return rows
+
+
+def test_sweep_table_is_mean_and_std_over_seeds_at_the_variance_used() -> None:
+    from engine import sweep_figures as sf
+    t = sf.by_kernel_variance(_sweep_rows(), "conflicting_accuracy")
+    assert list(t["kernel_variance"]) == ["0.1", "suggested"] and list(t["x"]) == [0.1, 0.37]
+    assert list(t["mean"]) == [42.0, 53.0] and t["std"].round(4).tolist() == [round(2 * 2 ** 0.5, 4), round(3 * 2 ** 0.5, 4)]
+    fig = sf.metric_vs_kernel_variance(_sweep_rows(), "conflicting_accuracy")
+    kde, vanilla = fig.data[0], fig.data[1]
+    assert list(kde.y) == [42.0, 53.0] and list(vanilla.y) == [11.0, 11.0] and list(vanilla.x) == [0.1, 0.37]
+    weights = sf.weights_vs_kernel_variance(_sweep_rows())
+    assert [list(tr.y) for tr in weights.data] == [[0.2, 0.4], [100.0, 100.0]]
+
+
+def test_amplification_figure_and_point_choices() -> None:
+    from engine import sweep_figures as sf
+    summary = {"amplification": {"vanilla": [{"conflict_ratio": 0.01, "ipc": 10, "mean": 3.0, "std": 1.0, "n": 2},
+                                             {"conflict_ratio": 0.05, "ipc": 10, "mean": 1.0, "std": 0.5, "n": 2}]}}
+    fig = sf.amplification_vs_ratio(summary)
+    assert list(fig.data[0].x) == [0.01, 0.05] and list(fig.data[0].y) == [3.0, 1.0]
+    choices = sf.point_choices(_sweep_rows())
+    assert choices["kde s²=0.1 · 1.0% · IPC 10 · seed 1"] == "k10.1" and choices["vanilla · 1.0% · IPC 10 · seed 0"] == "v0"

@@ -1,0 +1,136 @@
+"""Sweeps page: define a grid of audits, run it on a local Ray in the background, plot outcome against
+kernel variance beside the weight-only view, and amplification against the conflict ratio."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from engine import cache, distill, sweep, sweep_figures
+from engine.store import RunStore
+from ui import jobs, state
+
+KV_CHOICES = ("0.01", "0.03", "0.1", "0.3", "1", "3", "10", sweep.SUGGESTED)
+
+
+def form(s: state.Settings) -> sweep.Grid | None:
+    """The grid form; a checked Grid when Start is pressed."""
+    folders = state.statuses().get(s.dataset, {}).get("conflict_ratios")
+    ratios_all = list(folders or state.RATIO_CHOICES)
+    with st.form("sweep_form"):
+        c1, c2 = st.columns(2)
+        ratios = c1.multiselect("Conflict ratios", ratios_all, default=[r for r in ratios_all if r == s.ratio][:1]
+                                or ratios_all[:1], format_func=lambda r: f"{r:.1%}", key="sw_ratios")
+        kvs = c2.multiselect("Kernel variances s²", KV_CHOICES, default=["0.01", "0.1", "1", sweep.SUGGESTED],
+                             key="sw_kvs", help="'suggested' is the median heuristic of each ratio's embeddings "
+                                                "(the Embeddings page shows its value).")
+        c3, c4, c5, c6 = st.columns(4)
+        methods = c3.multiselect("Methods", list(distill.METHODS), default=["vanilla", "kde"], key="sw_methods")
+        seeds = c4.number_input("Seeds", 1, 10, 3, key="sw_seeds", help="0, 1, ...: the spread over seeds")
+        ipc = c5.number_input("IPC", 1, 100, 10, key="sw_ipc")
+        presets = ("tiny", "quick", "paper")
+        preset = c6.selectbox("Preset", presets, index=0 if state.tiny() else 1, key="sw_preset")
+        go = st.form_submit_button("Start sweep", type="primary")
+    if not go:
+        return None
+    try:
+        grid = sweep.make_grid(s.dataset, list(ratios), list(kvs), list(methods), [int(ipc)],
+                               list(range(int(seeds))), preset=preset)
+        n = len(sweep.prepare(grid))
+    except state.DDAuditError as exc:
+        state.show_error(exc, "Cannot start this sweep: ")
+        return None
+    st.caption(f"{n} cells (vanilla and the other weight-free methods once per ratio and seed).")
+    return grid
+
+
+def start(grid: sweep.Grid) -> jobs.Job:
+    key = json.dumps(sweep.grid_key(grid), sort_keys=True, default=str)
+    label = (f"sweep {grid.dataset}: ratios {', '.join(f'{r:.1%}' for r in grid.ratios)} · s² "
+             f"{', '.join(map(str, grid.kernel_variances))} · {'+'.join(grid.methods)} · {len(grid.seeds)} seed(s)")
+    return jobs.registry().submit(key, "sweep", label, lambda progress, stop: sweep.run_sweep(
+        grid, progress=progress, should_stop=stop))
+
+
+@st.fragment(run_every=jobs.LIVE_REFRESH_S)
+def live(job_id: str) -> None:
+    """Cells done of total, time left, and the cancel button."""
+    job = jobs.registry().by_id(job_id)
+    if job is None:
+        return
+    if job.done:
+        st.rerun()
+    info = job.latest
+    eta = f" · about {info['eta']:.0f} s left" if isinstance(info.get("eta"), (int, float)) else ""
+    st.progress(job.fraction() or 0.0, text=f"cells {info.get('step', 0)} / {info.get('total', '?')}{eta} · "
+                                             f"{job.elapsed():.0f} s elapsed")
+    if job.cancelling:
+        st.caption("Cancelling: finished cells are kept; starting the same sweep again resumes.")
+    elif st.button("Cancel sweep", key=f"sw_cancel_{job_id}"):
+        job.cancel()
+        st.rerun(scope="fragment")
+
+
+def finished_sweeps() -> dict[str, dict]:
+    """Finished sweeps of the store (newest first) whose summary is on disk."""
+    store = RunStore()
+    out = {}
+    for row in store.list(kind="sweep", status="finished"):
+        path = store.root / row["id"] / "sweep.json"
+        if path.is_file():
+            out[row["id"]] = cache.read_json(path)
+    return out
+
+
+def plots(summary: dict) -> None:
+    """Outcome and weight diagnostics against s², amplification against the ratio, and the way to a run."""
+    rows = summary["rows"]
+    metric = st.radio("Outcome", list(sweep_figures.METRIC_LABELS), horizontal=True, key="sw_metric",
+                      format_func=lambda m: sweep_figures.METRIC_LABELS[m])
+    left, right = st.columns(2)
+    left.plotly_chart(sweep_figures.metric_vs_kernel_variance(rows, metric), key="sw_metric_fig")
+    right.plotly_chart(sweep_figures.weights_vs_kernel_variance(rows), key="sw_weights_fig")
+    st.caption("Left: what each kernel variance does to the distilled set (mean ± std over seeds; weight-free "
+               "methods as flat lines). Right: the weight-only view of the same variances: does it predict the left?")
+    best = pd.DataFrame([{k: b[k] for k in ("conflict_ratio", "ipc", "method", "best_by_conflicting_accuracy",
+                                              "best_by_worst_group_accuracy")} for b in summary["best_kernel_variance"]])
+    if not best.empty:
+        st.dataframe(best, hide_index=True, key="sw_best")
+    st.plotly_chart(sweep_figures.amplification_vs_ratio(summary), key="sw_amp_fig")
+    choices = sweep_figures.point_choices(rows)
+    c1, c2 = st.columns([3, 1])
+    point = c1.selectbox("A point of the plots", list(choices), key="sw_point")
+    if c2.button("Open its run", key="sw_open") and point:
+        st.session_state["runs_pick"] = [choices[point]]
+        st.switch_page("pages/runs.py")
+    st.download_button("sweep.csv", sweep.to_csv(rows).encode(), "sweep.csv", "text/csv", key="sw_csv")
+
+
+def draw(s: state.Settings) -> None:
+    """Draw the page."""
+    st.title("Sweeps")
+    st.caption(f"A grid of audits on {s.dataset}, each an ordinary stored run (reused when identical), run on a "
+               "local Ray; `python -m engine sweep --address ...` sends the same grid to a cluster.")
+    grid = form(s)
+    if grid is not None:
+        st.session_state["sweep_job"] = start(grid).id
+    job = jobs.registry().by_id(st.session_state.get("sweep_job", ""))
+    if job is not None and not job.done:
+        st.markdown(f"**{job.label}**")
+        live(job.id)
+    elif job is not None and job.status != "finished":
+        problem, fix = jobs.error_text(job)
+        (st.warning if job.status == "cancelled" else st.error)(f"{problem}\n\n**Next:** {fix}")
+    done = finished_sweeps()
+    if not done:
+        st.info("No finished sweep yet: define a grid above and start it.", icon=":material/info:")
+        return
+    labels = {i: f"{d['dataset']} · {d['cells']} cells · {i}" for i, d in done.items()}
+    default = job.result["run_id"] if job is not None and job.status == "finished" and job.result else next(iter(done))
+    picked = st.selectbox("Sweep", list(done), index=list(done).index(default) if default in done else 0,
+                          format_func=labels.get, key="sw_pick")
+    plots(done[picked])
+
+
+state.page("Sweeps", draw)
