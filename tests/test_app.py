@@ -367,3 +367,25 @@ def test_sweeps_page_runs_a_grid_on_ray_and_plots_it(tmp_path, monkeypatch: pyte
     assert len(points) == 3 and any(p.startswith("kde s²=0.1") for p in points)  # kde, vanilla, random
     at.button(key="sw_open").click().run()
     assert at.session_state["runs_pick"] and at.session_state["runs_pick"][0].startswith("audit-")
+
+
+def test_results_page_shows_a_64x64_face_audit(folder_data) -> None:
+    """A UTKFace audit from the CLI (tiny presets) on the Results page: metrics, 3 x 4 heatmaps, 64x64 grids."""
+    from PIL import Image
+
+    from engine import cli
+    from engine.store import RunStore
+    rc = cli.main(["audit", "--dataset", "utkface", "--conflict-ratio", "0.2", "--preset", "tiny", "--ipc", "2",
+                   "--methods", "vanilla,kde", "--out", str(folder_data.parent / "out")])
+    assert rc == 0
+    run_id = RunStore().list(kind="audit")[0]["id"]
+    grid = Image.open(folder_data.parent / "out" / "vanilla" / "grid.png")
+    assert grid.size[0] >= 2 * 64 and grid.size[1] >= 3 * 64  # IPC 2 columns, one row per age bucket
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["results_run"] = run_id
+    at.run()
+    at.switch_page("pages/results.py")
+    at.session_state["results_run"] = run_id
+    at.run()
+    ok(at)
+    assert len(at.get("image")) >= 2 and len(at.get("plotly_chart")) >= 1
