@@ -251,7 +251,7 @@ def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, 
                 raise Cancelled("sweep cancelled", "run the same sweep again: finished cells are kept and reused")
             for ref in ready:
                 cell = pending.pop(ref)
-                shipped = ray.get(ref)
+                shipped = _get(ray, ref, len(results))
                 if shipped["files"]:
                     _import_cell(cell, shipped)
                 results[cell.run_id] = shipped["results"]
@@ -262,6 +262,22 @@ def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, 
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+def _get(ray, ref, finished: int) -> dict:
+    """A cell's outcome; a cell's own error is raised as it is, a lost worker or node as one clear error."""
+    from ray.exceptions import RayError, RayTaskError
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        if isinstance(exc.cause, DDAuditError):
+            raise exc.cause from None
+        raise DDAuditError(f"a cell failed on its Ray worker: {type(exc.cause).__name__}: {exc.cause}",
+                           "rerun with DDAUDIT_DEBUG=1 (cells already finished are kept) and report it") from None
+    except RayError as exc:
+        raise DDAuditError(f"a cell's Ray worker or node was lost ({type(exc).__name__}); {finished} cell(s) "
+                           "had finished and are kept",
+                           "run the same sweep again: it resumes (was `ray stop` run on this machine?)") from None
 
 
 def _request_dict(req: pipeline.Request) -> dict:

@@ -5,9 +5,12 @@ import csv
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -110,11 +113,22 @@ def test_sweep_joins_a_ray_head_and_brings_the_cells_home(tmp_path, monkeypatch,
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port, worker_home = _free_port(), tmp_path / "worker-home"
     env = {**os.environ, "DDAUDIT_HOME": str(worker_home)}
-    start = subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "2",
-                            "--include-dashboard=false", "--disable-usage-stats"], env=env, capture_output=True,
-                           text=True, timeout=120)
-    assert start.returncode == 0, start.stdout + start.stderr
+    # --block with its own temp dir: terminating this process stops exactly this head (`ray stop` would stop
+    # every Ray on the machine, a user's included)
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                             "--temp-dir", temp, "--include-dashboard=false", "--disable-usage-stats"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.time() + 120
+        while time.time() < deadline and head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert head.poll() is None, "ray start --head exited"
+        time.sleep(3)  # the GCS listens before the head's raylet has registered
         monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the head authenticates by token (Ray's default)
         rc, printed, err = _cli(["sweep", *TINY, "--methods", "vanilla,kde", "--kernel-variance", "0.1",
                                  "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o"), "--json"], capsys)
@@ -129,4 +143,17 @@ def test_sweep_joins_a_ray_head_and_brings_the_cells_home(tmp_path, monkeypatch,
             there = json.loads((worker_home / "runs" / i / "results.json").read_text(encoding="utf-8"))
             assert here == there and any((store.root / i).glob("*/synthetic.safetensors"))
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.terminate()
+        head.wait(timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_cells_own_error_comes_back_as_it_is(monkeypatch, tmp_path) -> None:
+    """The driver's data check skipped: the worker's DataUnavailable reaches the caller, not a Ray traceback."""
+    from engine.errors import DataUnavailable
+    grid = sweep.make_grid("cmnist", "0.05", "suggested", "vanilla", "2", "0", preset="tiny",
+                           data_root=str(tmp_path))  # an empty folder: no MNIST in it
+    monkeypatch.setattr(sweep, "prepare", lambda g, *a, **k: sweep.cells(g))
+    with pytest.raises(DataUnavailable, match="MNIST not found"):
+        sweep.run_sweep(grid)
+    assert RunStore().list(kind="sweep") == []  # refused before any work was saved: no run left behind
