@@ -201,11 +201,10 @@ def run_sweep(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, 
     all_cells = prepare(grid, address, cpus_per_cell, gpus_per_cell)
     store = RunStore()
     say = progress or (lambda ev: None)
-    t0, results = time.time(), {}
-    for c in all_cells:
-        row = _finished(store, c.run_id)
-        if row is not None:
-            results[c.run_id] = row
+    t0 = time.time()
+    finished = {r["id"] for r in store.list(kind="audit", status="finished")}  # one index query for every cell
+    results = {c.run_id: cache.read_json(store.root / c.run_id / "results.json") for c in all_cells
+               if c.run_id in finished and (store.root / c.run_id / "results.json").is_file()}
     todo = [c for c in all_cells if c.run_id not in results]
     ray = _init_ray(address, shared_home=address is None) if todo else None  # a bad --address fails before any run
     try:
@@ -230,19 +229,10 @@ def run_sweep(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, 
             ray.shutdown()
 
 
-def _finished(store, run_id: str) -> dict | None:
-    try:
-        row = store.get(run_id)
-    except DDAuditError:
-        return None
-    path = store.root / run_id / "results.json"
-    return cache.read_json(path) if row.get("status") == "finished" and path.is_file() else None
-
-
 def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, should_stop, total: int) -> None:
     task = ray.remote(_run_cell).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
     threads = max(1, int(cpus))
-    pending = {task.remote(_request_dict(c.plan.request), threads, address is not None): c for c in todo}
+    pending = {task.remote(asdict(c.plan.request), threads, address is not None): c for c in todo}
     t0, done0 = time.time(), len(results)
     try:
         while pending:
@@ -280,15 +270,10 @@ def _get(ray, ref, finished: int) -> dict:
                            "run the same sweep again: it resumes (was `ray stop` run on this machine?)") from None
 
 
-def _request_dict(req: pipeline.Request) -> dict:
-    d = asdict(req)
-    d["methods"] = tuple(d["methods"])
-    return d
-
-
 # --------------------------------------------------------------------------- summary
 
 def _mean_std(values: list[float]) -> dict:
+    """Mean and sample std (ddof=1, as pandas in sweep_figures) over seeds; an undefined value is skipped."""
     vals = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
     if not vals:
         return {"mean": None, "std": None, "n": 0}
@@ -337,13 +322,11 @@ def summarise(grid: Grid, all_cells: list[Cell], results: dict) -> dict:
                     scored = [(v[metric]["mean"], kv) for kv, v in per_kv.items() if v[metric]["mean"] is not None]
                     entry[f"best_by_{metric}"] = max(scored)[1] if scored else None
                 best.append(entry)
-    amplification = {}
+    amplification: dict[str, dict[tuple[float, int], list[float]]] = {}
     for r in rows:
         label = r["method"] if r["kernel_variance"] is None else f"{r['method']}@{r['kernel_variance']}"
-        amplification.setdefault(label, {}).setdefault(f"{r['conflict_ratio']:g}|ipc{r['ipc']}", []).append(
-            r["amplification"])
-    amp = {label: [{"conflict_ratio": float(k.split("|")[0]), "ipc": int(k.split("|ipc")[1]), **_mean_std(v)}
-                   for k, v in sorted(by.items(), key=lambda kv: float(kv[0].split("|")[0]))]
+        amplification.setdefault(label, {}).setdefault((r["conflict_ratio"], r["ipc"]), []).append(r["amplification"])
+    amp = {label: [{"conflict_ratio": ratio, "ipc": ipc, **_mean_std(v)} for (ratio, ipc), v in sorted(by.items())]
            for label, by in amplification.items()}
     return {"dataset": data.get_spec(grid.dataset).name, "grid": grid_key(grid)["grid"], "cells": len(all_cells),
             "rows": rows, "best_kernel_variance": best, "amplification": amp}

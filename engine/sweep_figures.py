@@ -1,7 +1,6 @@
 """Pure figure builders for a sweep's tidy rows and summary (engine/sweep.py): data in, plotly out."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import pandas as pd

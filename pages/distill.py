@@ -75,11 +75,9 @@ def current_job() -> jobs.Job | None:
 @st.fragment(run_every=jobs.LIVE_REFRESH_S)
 def live(job_id: str) -> None:
     """Progress bar, ETA, live loss curves and the cancel button of a running job."""
-    job = jobs.registry().by_id(job_id)
+    job = jobs.running(jobs.registry().by_id(job_id))
     if job is None:
         return
-    if job.done:
-        st.rerun()
     st.progress(job.fraction() or 0.0, text=pipeline.progress_text(job))
     hist = pipeline.loss_history(job.snapshot())
     if hist:

@@ -44,11 +44,9 @@ def start_map_job(s: state.Settings, train) -> jobs.Job:
 @st.fragment(run_every=jobs.LIVE_REFRESH_S)
 def job_progress(key: str) -> None:
     """Progress of the map job; reruns the page when it is done."""
-    job = jobs.registry().get(key)
+    job = jobs.running(jobs.registry().get(key))
     if job is None:
         return
-    if job.done:
-        st.rerun()
     st.progress(job.fraction() or 0.0, text=pipeline.progress_text(job))
     st.caption("Training the SupCon surrogate and the UMAP map; other pages stay usable meanwhile. "
                "Both are cached: next time this is instant.")

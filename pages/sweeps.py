@@ -56,11 +56,9 @@ def start(grid: sweep.Grid) -> jobs.Job:
 @st.fragment(run_every=jobs.LIVE_REFRESH_S)
 def live(job_id: str) -> None:
     """Cells done of total, time left, and the cancel button."""
-    job = jobs.registry().by_id(job_id)
+    job = jobs.running(jobs.registry().by_id(job_id))
     if job is None:
         return
-    if job.done:
-        st.rerun()
     info = job.latest
     eta = f" · about {info['eta']:.0f} s left" if isinstance(info.get("eta"), (int, float)) else ""
     st.progress(job.fraction() or 0.0, text=f"cells {info.get('step', 0)} / {info.get('total', '?')}{eta} · "

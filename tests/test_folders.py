@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from engine import cli, data, distill, embed, evaluate, nets, pipeline
+from engine import cli, data, distill, nets, pipeline
 from engine.errors import DataUnavailable, InvalidArgument
 from tests.fakes import make_celeba, make_dfa, make_utkface
 
@@ -163,23 +162,11 @@ def test_a_64x64_convnet_has_one_more_block() -> None:
     assert net.feature_dim == 8 * 4 * 4 and net(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
 
 
-@pytest.fixture
-def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(distill.PRESETS, "quick", {
-        "dm": replace(distill.PRESETS["quick"]["dm"], iterations=2, batch_real=8, width=8, checkpoint_every=2),
-        "dc": replace(distill.PRESETS["quick"]["dc"], iterations=1, batch_real=4, width=8, outer_loop=1,
-                      inner_loop=1)})
-    monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8,
-                                                           probe_steps=2, probe_width=8, probe_batch=16))
-    monkeypatch.setitem(embed.PRESETS, "quick", replace(embed.PRESETS["quick"], steps=2, width=8, max_train=200,
-                                                        batch_size=32, hidden_dim=16, dim=8))
-
-
 @pytest.mark.parametrize("dataset, make, ratio", [
     ("utkface", lambda r: make_utkface(r), "0.2"), ("celeba", lambda r: make_celeba(r), "0.2"),
     ("bffhq", lambda r: make_dfa(r, "bffhq", 2, 2, 40, {"0.5pct": 2}, class_dirs=False), "0.005"),
 ])
-def test_faces_audit_end_to_end(dataset, make, ratio, tiny, tmp_path: Path, capsys, one_thread) -> None:
+def test_faces_audit_end_to_end(dataset, make, ratio, tiny_presets, tmp_path: Path, capsys, one_thread) -> None:
     """SupCon, KDE, distillation, evaluation and the audit files at 64x64, through the real CLI."""
     root = make(tmp_path / "raw")
     out = tmp_path / "run"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine import cli, sweep
-from engine.errors import Cancelled, InvalidArgument
+from engine.errors import Cancelled
 from engine.store import RunStore
 
 pytestmark = pytest.mark.usefixtures("fresh_home")

@@ -157,6 +157,14 @@ def registry() -> JobRegistry:
     return JobRegistry()
 
 
+def running(job: Job | None) -> Job | None:
+    """For a live fragment: the job while it runs (None when there is none); once it is done, the whole
+    page reruns so that it draws the result."""
+    if job is not None and job.done:
+        st.rerun()
+    return job
+
+
 def error_text(job: Job) -> tuple[str, str]:
     """(problem, fix) for a failed or cancelled job."""
     exc = job.error

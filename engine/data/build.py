@@ -121,10 +121,9 @@ def _split_from(spec: DatasetSpec, split: str, tensors: dict, meta: dict) -> Bia
 
 def _build(spec: DatasetSpec, ratio: float, split: str, seed: int, data_root, found) -> tuple[dict, dict]:
     log.info("building %s (%s, conflict ratio %s, seed %d)", spec.name, split, ratio, seed)
-    if spec.ratio_folders:  # a DFA release: read only the ratio's training folder (or the test folder)
-        src = found.read(ratio=ratio, split=split) if found is not None else spec.source.load(data_root)
-    else:
-        src = found.read() if found is not None else spec.source.load(data_root)  # load: download or an error
+    # a DFA release reads only the ratio's training folder (or the test folder); load: download or an error
+    only = {"ratio": ratio, "split": split} if spec.ratio_folders else {}
+    src = found.read(**only) if found is not None else spec.source.load(data_root)
     aligned_attribute = spec.aligned_attribute or src.aligned_attribute
     gen = torch.Generator().manual_seed(seed * 2 + (split == "test"))
     if split == "train":

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataUnavailable
-from .sources import DataSource, Located, Source, data_roots
+from .sources import DataSource, Located, Source, _stamp, data_roots
 
 log = logging.getLogger("ddaudit")
 _PCT = re.compile(r"^(\d+(?:\.\d+)?)pct$")
@@ -293,8 +293,7 @@ class CelebASource(DataSource):
             for base in (root / "celeba", root):
                 tried.append(str(base))
                 if (base / "img_align_celeba").is_dir() and all((base / f).is_file() for f in CELEBA_FILES):
-                    stamp = ";".join(f"{base / f}:{(base / f).stat().st_size}:{(base / f).stat().st_mtime_ns}"
-                                     for f in CELEBA_FILES) + ";" + _stamp_tree(base / "img_align_celeba")
+                    stamp = _stamp([base / f for f in CELEBA_FILES]) + ";" + _stamp_tree(base / "img_align_celeba")
                     return Located(str(base), stamp, lambda b=base: self._read(b)), tried
         return None, tried
 
