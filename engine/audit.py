@@ -16,7 +16,7 @@ import torch
 
 from . import cache, data, distill, evaluate
 from .images import to_float
-from .pipeline import Plan, kde_weights, load_train
+from .pipeline import Plan, kde_weights, load_train, make_tracker
 
 log = logging.getLogger("ddaudit")
 
@@ -54,13 +54,14 @@ def run_audit(p: Plan, out: str | Path, progress: Callable[[dict], None] | None 
     test = data.load_split(c.dataset, c.conflict_ratio, "test", c.seed, c.data_root)
     done()
     out.mkdir(parents=True, exist_ok=True)
-    weight_info, sets = _distill(p, train, out, stage, progress, should_stop)
-    any_set = next(iter(sets.values()))
-    done = stage("probe")
+    done = stage("probe")  # before distilling: the trajectory's aligned share needs it
     probe = evaluate.train_probe(train, p.eval_cfg, seed=c.seed, device=c.device, progress=progress,
                                  should_stop=should_stop)
     probe_acc = evaluate.probe_accuracy(probe, test)
     done()
+    tracker = make_tracker(p, train, probe, test)
+    weight_info, sets = _distill(p, train, out, stage, progress, should_stop, tracker)
+    any_set = next(iter(sets.values()))
     results = _evaluate_all(p, train, test, sets, probe, stage, progress, should_stop)
     result = {
         "dataset": c.dataset, "conflict_ratio": c.conflict_ratio, "ipc": c.ipc, "preset": c.preset,
@@ -70,12 +71,16 @@ def run_audit(p: Plan, out: str | Path, progress: Callable[[dict], None] | None 
         "methods": results, "weights": weight_info, "distill_seconds": any_set.seconds,
         "timings": stage.timings, "seconds": round(time.time() - t0, 2),
     }
+    if tracker is not None:
+        result["track"] = {"every": tracker.every, "eval": tracker.test is not None}
+        result["trajectory"] = {m: s.trajectory for m, s in sets.items()}
     cache.atomic_write_json(out / "results.json", result)
     stage.say({"stage": "done", "step": 1, "total": 1})
     return result
 
 
-def _distill(p: Plan, train, out: Path, stage: _Stages, progress, should_stop) -> tuple[dict | None, dict]:
+def _distill(p: Plan, train, out: Path, stage: _Stages, progress, should_stop,
+             tracker=None) -> tuple[dict | None, dict]:
     """KDE weights when a method needs them, then every method side by side (resumable in OUT/checkpoints)."""
     c, weight_info, wr = p.request, None, None
     if p.uses_weights:
@@ -88,9 +93,9 @@ def _distill(p: Plan, train, out: Path, stage: _Stages, progress, should_stop) -
     # one checkpoint folder per setting: re-running into the same OUT with other settings starts afresh
     ckpt_key = cache.cache_key(dataset=c.dataset, ratio=c.conflict_ratio, methods=p.methods,
                                distill=p.distill_cfg.key(), kv=c.kernel_variance, t=c.temperature,
-                               embed=str(p.embed))
+                               embed=str(p.embed), **({"track": tracker.key()} if tracker else {}))
     sets = distill.distill(train, p.distill_cfg, p.methods, weights=wr.weights if wr else None, progress=progress,
-                           should_stop=should_stop, checkpoint_dir=out / "checkpoints" / ckpt_key)
+                           should_stop=should_stop, checkpoint_dir=out / "checkpoints" / ckpt_key, tracker=tracker)
     distill.save_synthetic(sets, out)
     done()
     return weight_info, sets

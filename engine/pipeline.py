@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from . import cache, data, distill, embed, evaluate
+from . import cache, data, distill, embed, evaluate, trajectory
 from .density import check_kernel_variance, check_temperature
 from .errors import InvalidArgument
 
@@ -34,6 +34,8 @@ class Request:
     seed: int = 0
     eval_seeds: int | None = None       # audit: None = the evaluation preset's number of trainings
     baseline: bool = True               # audit: also evaluate IPC random real images per class ("random")
+    track_every: int | None = None      # trajectory points every N iterations; None: ~10 per run, 0: off
+    track_eval: bool = False            # also a short evaluation training at every point (costly)
     data_root: str | None = None
     device: str | None = None           # auto | cpu | cuda (never part of the key)
     # experiments and tests: field overrides of the stage presets
@@ -102,9 +104,15 @@ def plan(req: Request) -> Plan:
         embed_cfg = embed.with_overrides(embed_name, **req.embed_overrides)
     except TypeError as exc:
         raise InvalidArgument(f"bad embedding setting: {exc}", "use fields of engine.embed.EmbedPreset") from None
+    every = trajectory.resolve_every(distill_cfg.iterations, req.track_every)
+    if req.track_eval not in (True, False):
+        raise InvalidArgument(f"track_eval {req.track_eval!r} is not true or false", "pass --track-eval or leave it out")
+    if req.track_eval and not every:
+        raise InvalidArgument("--track-eval needs tracking, but --track-every is 0",
+                              "drop --track-every 0, or drop --track-eval")
     norm = replace(req, dataset=dataset, conflict_ratio=data.check_ratio(req.conflict_ratio), seed=seed, methods=methods, ipc=ipc,
                    kernel_variance=kv, temperature=check_temperature(req.temperature), eval_seeds=n_seeds,
-                   embed_preset=embed_name)
+                   embed_preset=embed_name, track_every=every, track_eval=bool(req.track_eval))
     # evaluation seeds are offset from the run seed so different runs are not trained identically
     return Plan(norm, methods, distill_cfg, eval_cfg, embed_cfg, evaluate.eval_seeds(n_seeds, seed * 1000))
 
@@ -118,9 +126,12 @@ def run_key(p: Plan, kind: str) -> dict:
     if p.uses_weights:  # the KDE weights' knobs and the encoder they come from
         key.update(kernel_variance=r.kernel_variance, temperature=r.temperature, embed=asdict(p.embed))
         key["versions"]["embed"] = embed.EMBED_VERSION
-    if kind == "audit":
-        key.update(evaluate=asdict(p.eval_cfg), eval_seeds=p.seeds, baseline=r.baseline)
+    if kind == "audit" or r.track_every:  # the probe (and --track-eval's training) measure the trajectory
+        key.update(evaluate=asdict(p.eval_cfg), eval_seeds=p.seeds)
         key["versions"].update(evaluate=evaluate.EVAL_VERSION, probe=evaluate.PROBE_VERSION)
+    if kind == "audit":
+        key.update(baseline=r.baseline)
+    key.update(track={"every": r.track_every, "eval": r.track_eval})
     return key
 
 
@@ -142,6 +153,23 @@ def kde_weights(p: Plan, train: data.BiasedSplit, progress: Progress | None = No
                             preset=p.embed, seed=r.seed, device=r.device, progress=progress)
 
 
+def make_tracker(p: Plan, train: data.BiasedSplit, probe: evaluate.Probe | None = None,
+                 test: data.BiasedSplit | None = None, progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None) -> trajectory.Tracker | None:
+    """The plan's trajectory tracker (None when tracking is off); trains or loads the attribute probe."""
+    r = p.request
+    if not r.track_every:
+        return None
+    if probe is None:
+        probe = evaluate.train_probe(train, p.eval_cfg, seed=r.seed, device=r.device, progress=progress,
+                                     should_stop=should_stop)
+    if r.track_eval and test is None:
+        test = data.load_split(r.dataset, r.conflict_ratio, "test", r.seed, r.data_root)
+    return trajectory.Tracker(r.track_every, probe, train.aligned_attribute, evaluate.real_aligned_share(train),
+                              test if r.track_eval else None, p.eval_cfg, p.seeds[0],
+                              flip=not data.get_spec(r.dataset).digits, device=r.device)
+
+
 def _stopper(should_stop: ShouldStop | None, run) -> ShouldStop:
     """Stop when the caller asks or someone cancels the stored run (python -m engine runs cancel)."""
     return lambda: bool(should_stop and should_stop()) or run.should_stop()
@@ -157,12 +185,18 @@ def distill_stored(req: Request | Plan, force: bool = False, progress: Progress 
         if run.reused and all((run.dir / m / distill.sets.SET_FILE).is_file() for m in p.methods):
             return synthetic_sets(run, p.methods), run
         wr = kde_weights(p, train, progress)
+        stop = _stopper(should_stop, run)
+        tracker = make_tracker(p, train, progress=progress, should_stop=stop)
         sets = distill.distill(train, p.distill_cfg, p.methods, weights=wr.weights if wr else None,
-                               progress=progress, should_stop=_stopper(should_stop, run),
+                               progress=progress, should_stop=stop, tracker=tracker,
                                checkpoint_dir=checkpoint_dir or run.checkpoint_dir)
         distill.save_synthetic(sets, run.dir)
-        run.finish({"methods": {m: {"final_loss": s.final_loss, "seconds": s.seconds} for m, s in sets.items()},
-                    "iterations": p.distill_cfg.iterations})
+        metrics = {"methods": {m: {"final_loss": s.final_loss, "seconds": s.seconds} for m, s in sets.items()},
+                   "iterations": p.distill_cfg.iterations}
+        if tracker is not None:
+            metrics.update(real_aligned_share=tracker.real_aligned_share,
+                           trajectory={m: s.trajectory for m, s in sets.items()})
+        run.finish(metrics)
         return sets, run
 
 

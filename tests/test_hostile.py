@@ -60,15 +60,15 @@ def test_damaged_dataset_cache_metadata_is_rebuilt(fresh_home) -> None:
 def test_force_recomputes_past_a_corrupt_checkpoint(fresh_home, tmp_path) -> None:
     from engine import pipeline
     from engine.errors import Cancelled
-    req = pipeline.Request("colored-digits", 0.05, methods=("vanilla",), ipc=1, preset="tiny",
-                           distill_overrides={"iterations": 4, "checkpoint_every": 1})
+    req = pipeline.Request("colored-digits", 0.05, methods=("vanilla",), ipc=1, preset="tiny", track_every=0,
+                           distill_overrides={"iterations": 4, "checkpoint_every": 1})  # no probe: stops in the loop
     calls = iter(range(100))
     with pytest.raises(Cancelled):
         pipeline.distill_stored(req, should_stop=lambda: next(calls) >= 2)
     ckpt = next((fresh_home / "runs").glob("distill-*/checkpoints/checkpoint.safetensors"))
     ckpt.write_bytes(ckpt.read_bytes()[:200])  # damaged beyond reading
     argv = ["distill", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods", "vanilla", "--ipc",
-            "1", "--preset", "tiny", "--iterations", "4", "--out", str(tmp_path / "o")]
+            "1", "--preset", "tiny", "--iterations", "4", "--track-every", "0", "--out", str(tmp_path / "o")]
     rc, _, err = run_cli(argv)
     assert rc == 2 and "corrupt" in err and "fix:" in err, err  # resuming would read it: said clearly
     rc, _, err = run_cli(argv + ["--force"])

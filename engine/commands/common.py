@@ -37,6 +37,12 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cobra-warmup", default=None,
                    help="cobra (DM): epochs its network is trained on its set each iteration; default by IPC as in "
                         "COBRA's code (10; 50 at IPC 50; 100 at IPC 100), 0 = no warm start")
+    p.add_argument("--track-every", default=None,
+                   help="measure each method's set every N iterations (aligned share, loss; the start and the end "
+                        "always): the trajectory in results.json (default: about 10 points per run; 0 = off)")
+    p.add_argument("--track-eval", action="store_true",
+                   help="at every track point also train one short evaluation net (a third of the preset's "
+                        "epochs) and record its conflicting, aligned and worst-group accuracy (costly)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: $DDAUDIT_DEVICE or auto)")
     p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
 
@@ -80,7 +86,8 @@ def request_args(args: argparse.Namespace) -> dict:
     return dict(dataset=args.dataset, conflict_ratio=args.conflict_ratio, methods=args.methods,
                 algorithm=args.algorithm, ipc=args.ipc, preset=args.preset, embed_preset=args.embed_preset,
                 kernel_variance=parse_float(args.kernel_variance, "kernel-variance"), seed=args.seed,
-                data_root=args.data_root, device=args.device, distill_overrides=overrides)
+                data_root=args.data_root, device=args.device, distill_overrides=overrides,
+                track_every=parse_int(args.track_every, "track-every"), track_eval=bool(args.track_eval))
 
 
 def progress_printer() -> tuple[Callable[[dict], None], Callable[[], None]]:

@@ -16,7 +16,8 @@ import torch
 from ..nets import init_network, memory_format
 from .config import (ALGORITHMS, DISTILL_VERSION, INITS, KDE_SAMPLINGS, MAX_ITERATIONS, PRESETS, DistillConfig,
                      check_config, config_for)
-from .loop import CHECKPOINT, channel_stats, check_inputs, check_ipc, distill
+from .checkpoint import CHECKPOINT
+from .loop import channel_stats, check_inputs, check_ipc, distill
 from .methods import METHODS, REGISTRY, Batch, Context, Method, check_methods, get, match_distance
 from .sampler import Draw, Sampler, rng
 from .sets import SyntheticSet, grid_png, load_synthetic, save_synthetic

@@ -8,7 +8,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,29 +18,20 @@ from ..augment import DSA, DSAParams
 from ..data import REGISTRY as DATASETS, BiasedSplit
 from ..device import autocast, pick_device
 from ..errors import Cancelled, InvalidArgument
-from ..images import to_float
+from ..images import to_float, to_uint8, to_unit
 from ..nets import ConvNet, ConvNetConfig, init_network, memory_format
+from .checkpoint import Checkpoint, State
 from .config import DISTILL_VERSION, DistillConfig, check_config
 from .methods import METHODS, REGISTRY, Batch, Context, check_methods
+from ..trajectory import track_points
 from .sampler import STREAM_BALANCED, STREAM_GROUPS, STREAM_INNER, STREAM_KDE, STREAM_MAIN, Sampler, rng
 from .sets import SyntheticSet
 from .starts import initial_sets
 
-CHECKPOINT = "checkpoint.safetensors"
+if TYPE_CHECKING:
+    from ..trajectory import Tracker
+
 Progress = Callable[[dict], None]
-
-
-@dataclass
-class _State:
-    """What one run carries from iteration to iteration (all of it checkpointed)."""
-
-    syn: dict[str, torch.Tensor]
-    opts: dict[str, torch.optim.Optimizer]
-    history: dict[str, list[tuple[int, float]]]
-    acc: torch.Tensor            # loss sum per method since the last log point
-    acc_n: int = 0
-    done: int = 0                # iterations finished
-    seconds_before: float = 0.0  # wall time of earlier (interrupted) sessions
 
 
 @dataclass
@@ -103,7 +94,7 @@ def _warmed(run: _Run, m: str) -> bool:
     return REGISTRY[m].warm_start and run.cfg.warmup_epochs() > 0
 
 
-def _dm_step(run: _Run, state: _State, gens: _Gens) -> dict[str, torch.Tensor]:
+def _dm_step(run: _Run, state: State, gens: _Gens) -> dict[str, torch.Tensor]:
     """One DM iteration for every method: shared real forward (no autograd), one synthetic forward;
     a warm-started method (COBRA) matches through its own trained copy of the network instead."""
     net, syn, dsa = run.net, state.syn, run.dsa
@@ -217,7 +208,7 @@ def _train_net(run: _Run, net: ConvNet, opt: torch.optim.Optimizer, data: torch.
             opt.step()
 
 
-def _dc_step(run: _Run, state: _State, gens: _Gens) -> dict[str, torch.Tensor]:
+def _dc_step(run: _Run, state: State, gens: _Gens) -> dict[str, torch.Tensor]:
     """One DC outer iteration: per-method copies of the shared random network, matched and trained in turn.
 
     The network is trained on each method's own synthetic set between matching steps (DC), so the
@@ -291,14 +282,15 @@ def check_inputs(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...
 
 
 def _fingerprint(train: BiasedSplit, weights: torch.Tensor | None, methods: tuple[str, ...],
-                 cfg: DistillConfig) -> str:
+                 cfg: DistillConfig, track: dict | None = None) -> str:
     tensors = (train.images, train.targets, train.attributes) + ((weights.float(),) if weights is not None else ())
+    extra = {"track": track} if track is not None else {}  # untracked runs keep their old fingerprint
     return cache.cache_key(data=cache.tensor_digest(*tensors), methods=methods, cfg=cfg.key(),
-                           version=DISTILL_VERSION)
+                           version=DISTILL_VERSION, **extra)
 
 
 def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], weights: torch.Tensor | None,
-           mean: torch.Tensor, std: torch.Tensor) -> tuple[_Run, _State]:
+           mean: torch.Tensor, std: torch.Tensor) -> tuple[_Run, State]:
     """The run's device data, network and sampler, and its state at iteration 0."""
     device = pick_device(cfg.device)
     spec = DATASETS.get(train.dataset)
@@ -318,49 +310,11 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
     starts = initial_sets(train, cfg, mean, std, methods, weights)
     syn = {m: starts[m].clone().to(device).requires_grad_(True) for m in methods}
     opts = {m: torch.optim.SGD([syn[m]], lr=cfg.lr_img, momentum=cfg.momentum) for m in methods}
-    state = _State(syn, opts, {m: [] for m in methods}, torch.zeros(len(methods), dtype=torch.float64, device=device))
+    state = State(syn, opts, {m: [] for m in methods}, torch.zeros(len(methods), dtype=torch.float64, device=device))
     return run, state
 
 
-class _Checkpoint:
-    """The run's state in one checksummed safetensors file, refused if it belongs to another run."""
-
-    def __init__(self, folder: str | Path | None, fingerprint: str):
-        self.path = Path(folder) / CHECKPOINT if folder is not None else None
-        self.fingerprint = fingerprint
-
-    def load(self, state: _State, methods: Sequence[str]) -> None:
-        if self.path is None or not self.path.exists():
-            return
-        tensors, meta = cache.load_tensors(self.path)
-        if meta.get("fingerprint") != self.fingerprint:
-            raise InvalidArgument(f"{self.path} belongs to another run (different data, methods or settings)",
-                                  "use a new checkpoint folder, or delete this one to start over")
-        state.done, state.acc_n, state.seconds_before = int(meta["iteration"]), int(meta["acc_n"]), float(meta["seconds"])
-        state.history = {m: [tuple(x) for x in meta["history"][m]] for m in methods}
-        state.acc = tensors["loss_acc"].to(state.acc.device)
-        for m in methods:
-            with torch.no_grad():
-                state.syn[m].copy_(tensors[f"{m}.images"].to(state.syn[m].device))
-            if f"{m}.momentum" in tensors:
-                state.opts[m].state[state.syn[m]]["momentum_buffer"] = tensors[f"{m}.momentum"].to(
-                    state.syn[m].device).clone()
-
-    def save(self, state: _State, cfg: DistillConfig, methods: Sequence[str], seconds: float) -> None:
-        if self.path is None:
-            return
-        tensors = {"loss_acc": state.acc}
-        for m in methods:
-            tensors[f"{m}.images"] = state.syn[m].detach()
-            buf = state.opts[m].state.get(state.syn[m], {}).get("momentum_buffer")
-            if buf is not None:
-                tensors[f"{m}.momentum"] = buf
-        cache.save_tensors(self.path, tensors, {"fingerprint": self.fingerprint, "iteration": state.done,
-                                                "acc_n": state.acc_n, "seconds": seconds, "history": state.history,
-                                                "config": cfg.key(), "methods": list(methods)})
-
-
-def _log_losses(state: _State, methods: Sequence[str], losses: dict[str, torch.Tensor], log_every: int,
+def _log_losses(state: State, methods: Sequence[str], losses: dict[str, torch.Tensor], log_every: int,
                 total: int) -> None:
     """Accumulate the iteration's losses; every log_every iterations append their mean to the history."""
     state.acc += torch.stack([losses[m].detach().double() for m in methods])
@@ -372,18 +326,54 @@ def _log_losses(state: _State, methods: Sequence[str], losses: dict[str, torch.T
         state.acc_n = 0
 
 
+def _track(run: _Run, state: State, tracker: "Tracker", mean: torch.Tensor, std: torch.Tensor,
+           should_stop: Callable[[], bool] | None) -> dict[str, dict]:
+    """Measure every method's set at state.done (a track point); the points are kept only once all are measured."""
+    losses = (state.track_acc / state.track_n).tolist() if state.track_n else [None] * len(run.methods)
+    labels = run.syn_labels.cpu()
+    new = {m: {"iteration": state.done, **tracker.measure(state.syn[m], labels, mean, std, should_stop),
+               "loss": loss} for m, loss in zip(run.methods, losses)}
+    for m in run.methods:
+        state.trajectory[m].append(new[m])
+        state.snapshots[m].append(to_uint8(to_unit(state.syn[m].detach().float().cpu(), mean, std)))
+    state.track_acc.zero_()
+    state.track_n = 0
+    return new
+
+
 def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weights: torch.Tensor | None = None,
             progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-            checkpoint_dir: str | Path | None = None) -> dict[str, SyntheticSet]:
-    """Distill `train` with every method side by side; resumes from checkpoint_dir if it holds a checkpoint."""
+            checkpoint_dir: str | Path | None = None, tracker: "Tracker | None" = None) -> dict[str, SyntheticSet]:
+    """Distill `train` with every method side by side; resumes from checkpoint_dir if it holds a checkpoint.
+
+    With a tracker (engine.trajectory) every method is measured at the track points; the sets are the
+    same with or without it (it draws on no RNG stream of the loop)."""
     methods = check_methods(methods)
     check_inputs(train, cfg, methods, weights)
     t_start = time.perf_counter()
     mean, std = channel_stats(train.images)
     run, state = _build(train, cfg, methods, weights, mean, std)
-    ckpt = _Checkpoint(checkpoint_dir, _fingerprint(train, weights, methods, cfg) if checkpoint_dir else "")
+    points = set(track_points(cfg.iterations, tracker.every)) if tracker is not None else set()
+    if points:
+        state.trajectory, state.snapshots = {m: [] for m in methods}, {m: [] for m in methods}
+        state.track_acc = torch.zeros(len(methods), dtype=torch.float64, device=run.device)
+    fingerprint = _fingerprint(train, weights, methods, cfg, tracker.key() if points else None) if checkpoint_dir else ""
+    ckpt = Checkpoint(checkpoint_dir, fingerprint, tracking=bool(points))
     ckpt.load(state, methods)
     elapsed = lambda: state.seconds_before + time.perf_counter() - t_start  # noqa: E731
+
+    def track() -> None:
+        if state.done not in points or state.done <= state.last_tracked():
+            return
+        try:
+            new = _track(run, state, tracker, mean, std, should_stop)
+        except Cancelled:  # a --track-eval training was stopped: keep what the loop has done
+            ckpt.save(state, cfg, methods, elapsed())
+            raise
+        if progress is not None:
+            progress({"stage": "distill", "step": state.done, "total": cfg.iterations, "algorithm": cfg.algorithm,
+                      "track": new, "real_aligned_share": tracker.real_aligned_share})
+
     log_every, it0, t_loop = max(1, cfg.iterations // 200), state.done, time.perf_counter()
     step = _dm_step if cfg.algorithm == "dm" else _dc_step
     for it in range(it0, cfg.iterations):
@@ -391,11 +381,15 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
             ckpt.save(state, cfg, methods, elapsed())
             raise Cancelled(f"distillation cancelled at iteration {it} of {cfg.iterations}",
                             "run again with the same checkpoint folder to resume" if ckpt.path else None)
+        track()
         gens = _Gens.at(cfg.seed, it)
         init_network(run.net, gens.main)
         losses = step(run, state, gens)
         state.done = it + 1
         _log_losses(state, methods, losses, log_every, cfg.iterations)
+        if points:
+            state.track_acc += torch.stack([losses[m].detach().double() for m in methods])
+            state.track_n += 1
         if state.done % cfg.checkpoint_every == 0 and state.done < cfg.iterations:
             ckpt.save(state, cfg, methods, elapsed())
         if progress is not None:
@@ -403,12 +397,13 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
             progress({"stage": "distill", "step": state.done, "total": cfg.iterations, "algorithm": cfg.algorithm,
                       "losses": {m: state.history[m][-1][1] if state.history[m] else None for m in methods},
                       "elapsed": elapsed(), "eta": rate * (cfg.iterations - state.done)})
+    track()
     seconds = elapsed()
     ckpt.save(state, cfg, methods, seconds)
     return _results(train, cfg, methods, state, mean, std, seconds)
 
 
-def _results(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], state: _State,
+def _results(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], state: State,
              mean: torch.Tensor, std: torch.Tensor, seconds: float) -> dict[str, SyntheticSet]:
     meta = {"algorithm": cfg.algorithm, "ipc": cfg.ipc, "iterations": cfg.iterations, "dataset": train.dataset,
             "conflict_ratio": train.meta.get("conflict_ratio"), "class_names": list(train.class_names),
@@ -416,4 +411,6 @@ def _results(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], s
     labels = torch.arange(train.num_classes).repeat_interleave(cfg.ipc)
     return {m: SyntheticSet(m, state.syn[m].detach().float().cpu().contiguous(), labels.clone(), mean, std,
                             state.history[m][-1][1] if state.history[m] else float("nan"), seconds,
-                            state.history[m], dict(meta)) for m in methods}
+                            state.history[m], dict(meta), list(state.trajectory.get(m, [])),
+                            torch.stack(state.snapshots[m]) if state.snapshots.get(m) else None)
+            for m in methods}

@@ -11,6 +11,7 @@ from ..errors import CorruptArtifact, InvalidArgument
 from ..images import png_bytes, tile, to_uint8, to_unit
 
 SET_FILE = "synthetic.safetensors"
+TRAJECTORY_FILE = "trajectory.safetensors"  # the snapshots; the points are in SET_FILE's metadata
 
 
 @dataclass
@@ -26,6 +27,8 @@ class SyntheticSet:
     seconds: float              # wall time of the whole side-by-side run (shared by its methods)
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    trajectory: list[dict] = field(default_factory=list)  # engine.trajectory points, oldest first
+    snapshots: torch.Tensor | None = None                  # uint8 P x N x C x H x W: the set at each point
 
     def unit(self) -> torch.Tensor:
         """Images in [0, 1] for display (un-standardised, clipped)."""
@@ -42,9 +45,12 @@ def save_synthetic(sets: dict[str, SyntheticSet], out_dir: str | Path) -> dict[s
         folder = Path(out_dir) / cache.safe_name(name)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"method": s.method, "final_loss": s.final_loss, "seconds": s.seconds,
-                "loss_history": s.loss_history, **s.meta}
+                "loss_history": s.loss_history, **s.meta, "trajectory": s.trajectory}
         cache.save_tensors(folder / SET_FILE,
                            {"images": s.images, "labels": s.labels, "mean": s.mean, "std": s.std}, meta)
+        if s.snapshots is not None:
+            cache.save_tensors(folder / TRAJECTORY_FILE, {"snapshots": s.snapshots.contiguous()},
+                               {"iterations": [p["iteration"] for p in s.trajectory]})
         cache.atomic_write_bytes(folder / "grid.png", grid_png(s))
         out[name] = folder / SET_FILE
     return out
@@ -61,10 +67,13 @@ def load_synthetic(path: str | Path) -> SyntheticSet:
     missing = {"images", "labels", "mean", "std"} - set(tensors)
     if missing:
         raise CorruptArtifact(f"{path} lacks {sorted(missing)}", "distill again")
-    rest = {k: v for k, v in meta.items() if k not in ("method", "final_loss", "seconds", "loss_history")}
+    rest = {k: v for k, v in meta.items() if k not in ("method", "final_loss", "seconds", "loss_history", "trajectory")}
+    snap = path.parent / TRAJECTORY_FILE
+    snapshots = cache.load_tensors(snap)[0]["snapshots"] if snap.is_file() else None
     return SyntheticSet(meta.get("method", path.parent.name), tensors["images"].float(), tensors["labels"].long(),
                         tensors["mean"].float(), tensors["std"].float(), float(meta.get("final_loss", "nan")),
-                        float(meta.get("seconds", 0.0)), [tuple(x) for x in meta.get("loss_history", [])], rest)
+                        float(meta.get("seconds", 0.0)), [tuple(x) for x in meta.get("loss_history", [])], rest,
+                        list(meta.get("trajectory") or []), snapshots)
 
 
 def class_rows(s: SyntheticSet) -> torch.Tensor:

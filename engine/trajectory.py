@@ -1,0 +1,95 @@
+"""Trajectories: how each method's synthetic set moves while it is distilled (docs/DISTILL.md).
+
+At every track point (iteration 0, every `every` iterations, and the last) the loop hands each
+method's current set to a Tracker, which measures the attribute probe's aligned share and, when
+asked (costly), the accuracies of one short evaluation training. The loop adds the matching loss
+and keeps a uint8 snapshot of the images, so a set's path can be drawn on the embedding map.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+
+from .data import BiasedSplit
+from .errors import InvalidArgument
+from .evaluate import EvalPreset, Probe, evaluate_synthetic, synthetic_aligned_share
+from .images import to_unit
+
+TRACK_POINTS = 10          # default: about this many intervals per run (11 points with the start)
+SHORT_EVAL_FRACTION = 3    # --track-eval trains one net for epochs // 3 of the evaluation preset
+EVAL_KEYS = ("accuracy", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy")
+MAX_TRACK_POINTS = 1000    # a typo such as --track-every 1 on 20,000 iterations must not store 20,000 snapshots
+
+
+def resolve_every(iterations: int, every: int | None) -> int:
+    """The tracking interval: None = about TRACK_POINTS points per run, 0 = no tracking, else `every`."""
+    if every is None:
+        return max(1, math.ceil(iterations / TRACK_POINTS))
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise InvalidArgument(f"track interval {every!r} is not a whole number >= 0",
+                              "give --track-every N (iterations between points), or 0 to turn tracking off")
+    if every and math.ceil(iterations / every) + 1 > MAX_TRACK_POINTS:
+        raise InvalidArgument(f"--track-every {every} gives {math.ceil(iterations / every) + 1:,} points for "
+                              f"{iterations:,} iterations (limit {MAX_TRACK_POINTS:,})",
+                              f"use --track-every {math.ceil(iterations / (MAX_TRACK_POINTS - 1))} or more")
+    return every
+
+
+def track_points(iterations: int, every: int) -> list[int]:
+    """The iterations at which a run is measured: 0, every, 2 every, ... and always the last."""
+    if every <= 0:
+        return []
+    return sorted(set(range(0, iterations, every)) | {iterations})
+
+
+def short_eval(cfg: EvalPreset) -> EvalPreset:
+    """The short evaluation of --track-eval: one training of a third of the preset's epochs."""
+    return replace(cfg, epochs=max(1, cfg.epochs // SHORT_EVAL_FRACTION), seeds=1)
+
+
+@dataclass
+class Tracker:
+    """Measures one method's current synthetic set at a track point (no autograd, no shared RNG)."""
+
+    every: int
+    probe: Probe
+    aligned_attribute: Sequence[int]
+    real_aligned_share: float
+    test: BiasedSplit | None = None   # given: one short evaluation training per point (--track-eval)
+    eval_cfg: EvalPreset | None = None
+    eval_seed: int = 0
+    flip: bool = True
+    device: str | None = None
+
+    def key(self) -> dict:
+        """What decides the trajectory besides the run itself (checkpoints of other tracking are refused)."""
+        key: dict = {"every": self.every, "eval": self.test is not None, "probe": dict(self.probe.meta)}
+        key["probe"].pop("seconds", None)
+        if self.test is not None and self.eval_cfg is not None:
+            key.update(eval_epochs=short_eval(self.eval_cfg).epochs, eval_seed=self.eval_seed)
+        return key
+
+    def measure(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                should_stop=None) -> dict:
+        """{aligned_share[, accuracy, aligned_accuracy, conflicting_accuracy, worst_group_accuracy]} of a set
+        given in the distillation's standardised space."""
+        images = images.detach().float().cpu()
+        point = {"aligned_share": synthetic_aligned_share(self.probe, to_unit(images, mean, std), labels.cpu(),
+                                                          self.aligned_attribute)}
+        if self.test is not None:
+            ev = evaluate_synthetic(images, labels.cpu(), self.test, short_eval(self.eval_cfg), [self.eval_seed],
+                                    mean=mean, std=std, device=self.device, flip=self.flip,
+                                    should_stop=should_stop, stage="track")
+            point.update({k: ev[k] for k in EVAL_KEYS})
+        return point
+
+
+def amplification(trajectory: Sequence[dict], real_share: float) -> dict:
+    """Aligned share at the start, its peak and the end, each minus the real data's share (points)."""
+    shares = [p["aligned_share"] for p in trajectory if p.get("aligned_share") is not None]
+    if not shares:
+        return {"start": None, "peak": None, "end": None}
+    return {"start": shares[0] - real_share, "peak": max(shares) - real_share, "end": shares[-1] - real_share}
