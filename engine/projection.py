@@ -10,6 +10,7 @@ from . import cache
 from .errors import InvalidArgument
 
 PROJECTION_VERSION = 1
+PLACE_NEIGHBOURS = 10  # place(): map points whose positions a new point averages
 UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean"}  # euclidean on unit vectors ~ cosine
 
 
@@ -38,22 +39,6 @@ def select_rows(labels: np.ndarray, aligned: np.ndarray, max_points: int, seed: 
     return np.sort(np.concatenate([conflict] + chosen)).astype(np.int64)
 
 
-class MapReducer:
-    """The UMAP behind a cached map; fitted again (same data, same seed) only when `transform` needs it."""
-
-    def __init__(self, z_fit: np.ndarray, seed: int, fitted=None):
-        self.z_fit, self.seed, self._umap = z_fit, seed, fitted
-
-    @property
-    def umap(self):
-        if self._umap is None:
-            self._umap = _fit(self.z_fit, self.seed)[0]
-        return self._umap
-
-    def transform(self, z_new: np.ndarray) -> np.ndarray:
-        return self.umap.transform(z_new)
-
-
 def _fit(z: np.ndarray, seed: int):
     import umap  # slow import (numba): only when a map is really computed
     n_neighbors = min(UMAP_PARAMS["n_neighbors"], max(2, len(z) - 1))
@@ -76,8 +61,8 @@ def warm_up() -> float:
     return time.perf_counter() - t0
 
 
-def umap_map(z, labels, aligned, max_points: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, MapReducer]:
-    """(row_ids, coords [n, 2], reducer) for a capped, stratified subsample that keeps all conflicting rows."""
+def umap_map(z, labels, aligned, max_points: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(row_ids, coords [n, 2]) for a capped, stratified subsample that keeps all conflicting rows."""
     z_np = _as_numpy(z, "embedding").astype(np.float32, copy=False)
     labels_np = _as_numpy(labels, "label").astype(np.int64)
     aligned_np = _as_numpy(aligned, "aligned flag").astype(bool)
@@ -97,16 +82,34 @@ def umap_map(z, labels, aligned, max_points: int = 5000, seed: int = 0) -> tuple
     path = cache.cache_dir("umap") / f"umap-{key}.safetensors"
     hit = cache.load_or_none(path)
     if hit is not None and np.array_equal(hit[0]["rows"].numpy(), rows):
-        return rows, hit[0]["coords"].numpy(), MapReducer(z_sub, int(seed))
-    reducer, coords = _fit(z_sub, int(seed))
+        return rows, hit[0]["coords"].numpy()
+    _, coords = _fit(z_sub, int(seed))
     cache.save_tensors(path, {"rows": torch.from_numpy(rows), "coords": torch.from_numpy(coords)},
                        {"seed": int(seed), "params": UMAP_PARAMS, "version": PROJECTION_VERSION})
-    return rows, coords, MapReducer(z_sub, int(seed), reducer)
+    return rows, coords
 
 
-def place(reducer, z_new) -> np.ndarray:
-    """Coordinates [m, 2] of new embeddings (e.g. synthetic images) on an existing map."""
-    z = _as_numpy(z_new, "embedding").astype(np.float32, copy=False)
-    if z.ndim != 2 or not np.isfinite(z).all():
-        raise InvalidArgument("new embeddings must be a finite m x D matrix", "embed the images with the same model")
-    return np.asarray(reducer.transform(z), dtype=np.float32)
+def place(z_map, coords, z_new, k: int = PLACE_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """New embeddings (e.g. synthetic images) on an existing map: (coords [m, 2], distance to the nearest map point).
+
+    Each point goes to the inverse-distance-weighted mean of the map positions of its k nearest map
+    points in embedding space (docs/DASHBOARD.md). Not UMAP's own transform: that needs the fitted
+    model, which a cached map does not keep (no pickle) and refitting it costs as much as the map.
+    A map point's own embedding lands on its own position (distance 0 dominates the weights).
+    """
+    zm = _as_numpy(z_map, "map embedding").astype(np.float64)
+    zn = _as_numpy(z_new, "embedding").astype(np.float64)
+    xy = _as_numpy(coords, "map coordinate").astype(np.float64)
+    if zm.ndim != 2 or zn.ndim != 2 or xy.shape != (len(zm), 2) or zn.shape[1] != zm.shape[1] or len(zm) == 0:
+        raise InvalidArgument(f"shapes differ: map embeddings {zm.shape}, map coordinates {xy.shape}, new "
+                              f"embeddings {zn.shape}", "embed the new images with the model of the map")
+    if not (np.isfinite(zm).all() and np.isfinite(zn).all()):
+        raise InvalidArgument("embeddings contain NaN or infinite values", "embed the images with the same model")
+    k = max(1, min(int(k), len(zm)))
+    d2 = (zn ** 2).sum(1)[:, None] + (zm ** 2).sum(1)[None, :] - 2 * zn @ zm.T
+    d = np.sqrt(np.clip(d2, 0, None))
+    near = np.argpartition(d, k - 1, axis=1)[:, :k] if k < len(zm) else np.tile(np.arange(len(zm)), (len(zn), 1))
+    dn = np.take_along_axis(d, near, axis=1)
+    w = 1.0 / (dn + 1e-6)
+    placed = (w[:, :, None] * xy[near]).sum(1) / w.sum(1, keepdims=True)
+    return placed.astype(np.float32), dn.min(1).astype(np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 
@@ -17,6 +17,9 @@ from .data import BiasedSplit
 from .errors import InvalidArgument
 from .evaluate import EvalPreset, Probe, evaluate_synthetic, synthetic_aligned_share
 from .images import to_unit
+
+if TYPE_CHECKING:
+    from .distill import SyntheticSet
 
 TRACK_POINTS = 10          # default: about this many intervals per run (11 points with the start)
 SHORT_EVAL_FRACTION = 3    # --track-eval trains one net for epochs // 3 of the evaluation preset
@@ -93,3 +96,24 @@ def amplification(trajectory: Sequence[dict], real_share: float) -> dict:
     if not shares:
         return {"start": None, "peak": None, "end": None}
     return {"start": shares[0] - real_share, "peak": max(shares) - real_share, "end": shares[-1] - real_share}
+
+
+def map_positions(encoder, z_map, coords, sets: Mapping[str, "SyntheticSet"], device=None) -> dict[str, dict]:
+    """Each set on an embedding map, embedded by the map's SupCon encoder and placed by projection.place:
+    {method: {"final": [N, 2], "distance": [N] (to the nearest real image, embedding space), "labels": [N],
+    "path": [P, N, 2] or None (the snapshots' positions), "iterations": [P]}}."""
+    import numpy as np
+
+    from .embed import embed_images
+    from .projection import place
+    out = {}
+    for m, s in sets.items():
+        final, dist = place(z_map, coords, embed_images(encoder, s.unit(), device))
+        path = None
+        if s.snapshots is not None and len(s.snapshots):
+            p, n = s.snapshots.shape[:2]
+            z = embed_images(encoder, s.snapshots.reshape(p * n, *s.snapshots.shape[2:]), device)
+            path = place(z_map, coords, z)[0].reshape(p, n, 2)
+        out[m] = {"final": final, "distance": dist, "labels": np.asarray(s.labels.cpu(), dtype=np.int64),
+                  "path": path, "iterations": [pt["iteration"] for pt in s.trajectory]}
+    return out

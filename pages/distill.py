@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from engine import distill
-from engine import figures
+from engine import figures, trajectory_figures
 from ui import jobs, runs as pipeline, state
 
 
@@ -79,9 +79,15 @@ def live(job_id: str) -> None:
     if job is None:
         return
     st.progress(job.fraction() or 0.0, text=pipeline.progress_text(job))
-    hist = pipeline.loss_history(job.snapshot())
+    events = job.snapshot()
+    hist = pipeline.loss_history(events)
+    track, real = pipeline.track_points(events)
+    left, right = st.columns(2) if track else (st.container(), None)
     if hist:
-        st.plotly_chart(figures.loss_curves(hist), key=f"live_loss_{job_id}")
+        left.plotly_chart(figures.loss_curves(hist), key=f"live_loss_{job_id}")
+    if track:
+        right.plotly_chart(trajectory_figures.trajectory_curves({"run": track}, "aligned_share", real),
+                           key=f"live_track_{job_id}")
     c1, c2 = st.columns([1, 4])
     if job.cancelling:
         c2.caption("Cancelling: the engine stops at its next step...")
@@ -98,8 +104,17 @@ def show_result(job: jobs.Job) -> None:
     st.success(f"Finished {job.label} in {job.elapsed():.0f} s."
                + (" Metrics are on the Results page." if res.get("audit") else ""), icon=":material/check_circle:")
     hist = {m: s.loss_history for m, s in sets.items() if getattr(s, "loss_history", None)}
+    track = {m: s.trajectory for m, s in sets.items() if getattr(s, "trajectory", None)}
+    left, right = st.columns(2) if track else (st.container(), None)
     if hist:
-        st.plotly_chart(figures.loss_curves(hist), key=f"final_loss_{job.id}")
+        left.plotly_chart(figures.loss_curves(hist), key=f"final_loss_{job.id}")
+    if track:
+        real = (res.get("audit") or {}).get("real_aligned_share", pipeline.track_points(job.snapshot())[1])
+        right.plotly_chart(trajectory_figures.trajectory_curves({"run": track}, "aligned_share", real),
+                           key=f"final_track_{job.id}")
+        right.caption("The attribute probe's share of bias-aligned images in each synthetic set while it was "
+                      "distilled; above the dotted real-data line is amplification. Results shows every tracked metric; "
+                      "Embeddings puts the sets and their paths on the map.")
     if not sets:
         return
     st.subheader("Synthetic images (one row per class)")

@@ -7,7 +7,7 @@ import streamlit as st
 import torch
 
 from engine import density, embed, projection
-from engine import figures
+from engine import figures, trajectory_figures
 from ui import jobs, runs as pipeline, state
 
 COLOUR_BY = ("class", "attribute", "aligned / conflicting", "KDE density", "KDE weight")
@@ -31,7 +31,7 @@ def start_map_job(s: state.Settings, train) -> jobs.Job:
         z = embed.get_embeddings(train, preset=preset, seed=s.seed, device=pick_device(), progress=progress)
         z = z.detach().float().cpu()
         progress({"stage": "umap", "step": 0, "total": 1})
-        row_ids, coords, _ = projection.umap_map(z, train.targets, train.aligned, max_points, s.seed)
+        row_ids, coords = projection.umap_map(z, train.targets, train.aligned, max_points, s.seed)
         row_ids, coords = np.asarray(row_ids, dtype=np.int64), np.asarray(coords, dtype=float)
         progress({"stage": "umap", "step": 1, "total": 1})
         s2 = density.suggest_kernel_variance(z, train.targets)
@@ -134,6 +134,74 @@ def diagnostics_panel(train, wres: dict) -> None:
                 {"conflict_fraction": "{:.1%}", "conflict_weight_mass": "{:.1%}"}))
 
 
+def overlay_sources(s: state.Settings) -> dict[str, str]:
+    """Label -> run id of the finished stored runs distilled from this very split (dataset, ratio, seed)."""
+    from engine.store import RunStore
+    out = {}
+    for r in RunStore().list(status="finished"):
+        cfg = r.get("config") or {}
+        if r["kind"] in ("distill", "audit") and cfg.get("dataset") == s.dataset and cfg.get("seed") == s.seed \
+                and cfg.get("conflict_ratio") == s.ratio:
+            out[f"{r['id']} · {'+'.join(cfg.get('methods') or [])} · {r['created']}"] = r["id"]
+    return out
+
+
+@st.cache_data(show_spinner="Embedding the synthetic sets and placing them on the map...", max_entries=16)
+def placed_sets(key: str, run_id: str, _train, _z_map, _coords, seed: int) -> tuple[dict, dict]:
+    """(trajectory.map_positions of a stored run's sets, their final uint8 images), cached per map and run."""
+    from engine import distill, trajectory
+    from engine.device import pick_device
+    from engine.store import RunStore
+    folder = RunStore().root / run_id
+    sets = {p.parent.name: distill.load_synthetic(p) for p in sorted(folder.glob(f"*/{distill.sets.SET_FILE}"))}
+    encoder = embed.get_encoder(_train, state.preset(), seed, pick_device())
+    placed = trajectory.map_positions(encoder, _z_map, _coords, sets)
+    return placed, {m: s.to_uint8().numpy() for m, s in sets.items()}
+
+
+def overlay_controls(s: state.Settings, key: str) -> tuple[str | None, list[str], bool, bool]:
+    """Which stored run's synthetic sets go on the map, which methods, paths, thumbnails."""
+    src = overlay_sources(s)
+    with st.expander("Synthetic sets on the map", expanded=bool(st.session_state.get("emb_overlay"))):
+        if not src:
+            st.caption("No finished run of this dataset, ratio and seed yet: distill one on the Distill page and "
+                       "its synthetic images appear here, on the same map.")
+            return None, [], False, False
+        label = st.selectbox("Run", ["none"] + list(src), key="emb_overlay")
+        if label == "none":
+            return None, [], False, False
+        c1, c2, c3 = st.columns([3, 1, 1])
+        methods = [m for m in figures.ordered_methods(list(distill_methods(src[label])))]
+        chosen = c1.multiselect("Methods", methods, default=methods, key=f"emb_overlay_methods|{src[label]}")
+        paths = c2.checkbox("Paths", value=True, key="emb_overlay_paths",
+                            help="Each image's way from its start (open circle) through the track points to its "
+                                 "final position (star).")
+        thumbs = c3.checkbox("Images", value=False, key="emb_overlay_thumbs",
+                             help="Draw the final synthetic images themselves at their positions.")
+        st.caption("Synthetic images are embedded by the map's SupCon encoder and placed at the inverse-distance "
+                   "weighted mean of the positions of their 10 nearest real images (a real image lands on its own "
+                   "point). Select stars with the lasso or box to see the images below.")
+        return src[label], chosen, paths, thumbs
+
+
+def distill_methods(run_id: str) -> list[str]:
+    """The methods whose sets a stored run holds."""
+    from engine import distill
+    from engine.store import RunStore
+    return [p.parent.name for p in (RunStore().root / run_id).glob(f"*/{distill.sets.SET_FILE}")]
+
+
+def synthetic_selection(event, placed_images: dict) -> None:
+    """The synthetic images picked on the map, in a grid."""
+    points = getattr(getattr(event, "selection", None), "points", None) or []
+    picked = [(m, i) for m, i in trajectory_figures.synthetic_points(points) if m in placed_images]
+    if not picked:
+        return
+    st.subheader(f"Selected synthetic images: {len(picked)}")
+    st.image([placed_images[m][i].transpose(1, 2, 0) for m, i in picked[:GRID_MAX]],
+             caption=[f"{m} #{i}" for m, i in picked[:GRID_MAX]], width=84)
+
+
 def selected_rows(event, row_ids: np.ndarray, train, wres: dict, mode: str) -> np.ndarray:
     """Training-row ids picked by the map selection or a quick selection."""
     if mode == "all conflicting":
@@ -144,9 +212,10 @@ def selected_rows(event, row_ids: np.ndarray, train, wres: dict, mode: str) -> n
     if mode == "50 lowest weights":
         rel = figures.relative_weights(wres["weights"], train.targets.numpy())
         return np.sort(np.argsort(rel, kind="stable")[:50])
-    try:
-        pos = list(event.selection.point_indices) if event is not None else []
-    except (AttributeError, KeyError):
+    try:  # the map's own trace is curve 0; synthetic overlays are the other curves
+        points = list(event.selection.points) if event is not None else []
+        pos = [p["point_index"] for p in points if p.get("curve_number", 0) == 0 and "point_index" in p]
+    except (AttributeError, KeyError, TypeError):
         pos = []
     pos = [p for p in pos if 0 <= p < len(row_ids)]
     return np.asarray(row_ids[pos], dtype=np.int64)
@@ -216,11 +285,19 @@ def draw(s: state.Settings) -> None:
     fig = figures.embedding_scatter(res["coords"], rows, hover={"class": names_c, "attribute": names_a,
                                                                 "w×n": np.round(rel, 3)},
                                     **colour_values(colour, train, rows, wres))
+    run_id, methods, paths, thumbs = overlay_controls(s, key)
+    images = {}
+    if run_id is not None and methods:
+        placed, images = placed_sets(key, run_id, train, z[rows], res["coords"], s.seed)
+        placed = {m: placed[m] for m in methods if m in placed}
+        fig = trajectory_figures.add_synthetic(fig, placed, list(train.class_names), paths=paths,
+                                               thumbnails={m: images[m] for m in placed} if thumbs else None)
     left, right = st.columns([3, 2])
     with left:
         event = st.plotly_chart(fig, key=f"emb_map|{key}", on_select="rerun", selection_mode=("lasso", "box"))
     with right:
         diagnostics_panel(train, wres)
+    synthetic_selection(event, images)
     mode = st.radio("Show", QUICK_SELECT, horizontal=True, key="emb_select_mode")
     selection_panel(selected_rows(event, rows, train, wres, mode), train, wres)
 

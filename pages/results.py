@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from engine.store import RunStore
-from engine import figures
+from engine import figures, trajectory, trajectory_figures
 from ui import jobs, state
 
 
@@ -55,7 +56,40 @@ def evaluation_note(seeds: object) -> str:
     return f" · mean ± std over {len(seeds)} evaluation trainings per set"
 
 
-def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
+def trajectory_panel(res: dict, key: str, src: dict[str, tuple[str, str]]) -> None:
+    """The run's trajectories (engine.trajectory) against iterations, optionally beside other runs'."""
+    traj = res.get("trajectory")
+    st.subheader("During distillation")
+    if not traj:
+        st.caption("This run has no trajectory (run before tracking existed, or with --track-every 0): run it "
+                   "again to see how each set moved while it was distilled.")
+        return
+    metrics = trajectory_figures.available_metrics(traj)
+    others = {lab: v for lab, v in src.items() if v[1] != key}
+    c1, c2 = st.columns([1, 2])
+    metric = c1.selectbox("Metric", metrics, format_func=lambda k: trajectory_figures.METRICS[k],
+                          key=f"res_traj_metric_{key}",
+                          help="Accuracies appear when the run was tracked with --track-eval (one short "
+                               "evaluation training per point).")
+    compare = c2.multiselect("Compare with runs", list(others), key=f"res_traj_cmp_{key}",
+                             help="Dashed lines: the same metric in other runs (e.g. a shared start vs each "
+                                  "method's own start).")
+    runs = {"this run": traj}
+    for lab in compare:
+        other = load(*others[lab])[0].get("trajectory")
+        if other:
+            runs[others[lab][1]] = other
+    ref = res.get("real_aligned_share") if metric == "aligned_share" else None
+    st.plotly_chart(trajectory_figures.trajectory_curves(runs, metric, ref), key=f"res_traj_{key}")
+    if isinstance(res.get("real_aligned_share"), (int, float)):
+        amp = {m: trajectory.amplification(pts, res["real_aligned_share"]) for m, pts in traj.items()}
+        st.dataframe(pd.DataFrame(amp).T.rename(columns=lambda c: f"{c} (points above real)"),
+                     key=f"res_amp_{key}")
+        st.caption("Aligned share minus the real data's share at the start, at its peak and at the end: "
+                   "positive is amplification.")
+
+
+def draw_result(res: dict, run_dir: Path | None, key: str, src: dict | None = None) -> None:
     """Everything about one audit result."""
     classes, attrs = figures.class_attribute_names(res)
     ratio = res.get("conflict_ratio")
@@ -94,6 +128,7 @@ def draw_result(res: dict, run_dir: Path | None, key: str) -> None:
     b1, b2 = st.columns(2)
     b1.plotly_chart(figures.metrics_bars(df), key=f"res_bars_{key}")
     b2.plotly_chart(figures.aligned_share_bars(df), key=f"res_share_{key}")
+    trajectory_panel(res, key, src or {})
     found = {p.parent.name: p for p in run_dir.glob("*/grid.png")} if run_dir and run_dir.is_dir() else {}
     grids = {m: found[m] for m in figures.ordered_methods(list(found))}
     if grids:
@@ -153,7 +188,7 @@ def draw(s: state.Settings) -> None:
         st.error("This run holds no evaluation results.\n\n**Fix:** pick another run, or run it again with "
                  "“Evaluate + audit” ticked.", icon=":material/error:")
         return
-    draw_result(res, run_dir, handle)
+    draw_result(res, run_dir, handle, src)
 
 
 state.page("Results", draw)

@@ -172,6 +172,33 @@ def test_distill_page_runs_tiny_distillation() -> None:
     assert at.success, "finished message"
     assert len(at.get("image")) == 2  # one synthetic grid per method, side by side
     assert len(at.get("download_button")) == 2
+    loss, share = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    assert {t["name"] for t in share["data"]} == {"vanilla", "fairdd"}
+    assert share["data"][0]["x"] == [0, 1, 2, 3, 4]  # tiny: 4 iterations, a point at each
+    assert "aligned share" in share["layout"]["title"]["text"]
+
+
+def test_embeddings_page_puts_a_runs_synthetic_sets_on_the_map() -> None:
+    from engine.store import RunStore
+    if not [r for r in RunStore().list(status="finished") if r["kind"] in ("distill", "audit")
+            and (r.get("config") or {}).get("conflict_ratio") == 0.05]:
+        start_run(["vanilla", "fairdd"], evaluate=False)
+    at = open_page("embeddings")
+    wait_jobs()
+    at.run()
+    ok(at)
+    label = next(o for o in at.selectbox(key="emb_overlay").options if o != "none")
+    at.selectbox(key="emb_overlay").set_value(label).run()
+    ok(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [t.get("name") for t in spec["data"]]
+    stars = [t for t in spec["data"] if str(t.get("name", "")).endswith(" synthetic")]
+    assert stars and all(len(t["customdata"]) == 10 * 2 for t in stars), names  # 10 classes x IPC 2
+    assert any(str(n).endswith(" path") for n in names) and any(str(n).endswith(" start") for n in names)
+    at.checkbox(key="emb_overlay_thumbs").check().run()
+    ok(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(spec["layout"]["images"]) == sum(len(t["customdata"]) for t in stars)
 
 
 def test_distill_refuses_empty_methods() -> None:
@@ -194,7 +221,13 @@ def test_results_page_after_tiny_audit() -> None:
     assert {"vanilla", "kde", "fairdd", "random"} <= set(table.index)
     assert "conflicting" in table.columns
     charts = at.get("plotly_chart")
-    assert len(charts) == 3  # heatmaps (one shared scale), bars, aligned share
+    assert len(charts) == 4  # heatmaps (one shared scale), bars, aligned share, the trajectory
+    traj = json.loads(charts[3].proto.spec)
+    assert {"vanilla", "kde", "fairdd"} <= {t["name"] for t in traj["data"]}
+    assert all(t["x"][0] == 0 for t in traj["data"])  # every curve starts at iteration 0
+    assert any(h.value == "During distillation" for h in at.subheader)
+    assert "synthetic aligned share (%)" in at.selectbox(key=next(k for k in (w.key for w in at.selectbox)
+                                                  if k and k.startswith("res_traj_metric"))).options
     names = {b.label for b in at.get("download_button")}
     assert {"Metrics (CSV)", "Full results (JSON)", "Heatmaps (PNG)"} <= names
     next(b for b in at.button if b.label.startswith("Build shareable report")).click()

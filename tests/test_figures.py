@@ -210,3 +210,50 @@ def test_amplification_figure_and_point_choices() -> None:
     assert list(fig.data[0].x) == [0.01, 0.05] and list(fig.data[0].y) == [3.0, 1.0]
     choices = sf.point_choices(_sweep_rows())
     assert choices["kde s²=0.1 · 1.0% · IPC 10 · seed 1"] == "k10.1" and choices["vanilla · 1.0% · IPC 10 · seed 0"] == "v0"
+
+
+# --------------------------------------------------------------------------- trajectories
+
+def _traj(shares, accs=None):
+    return [{"iteration": 10 * i, "aligned_share": s, "loss": None if i == 0 else 1.0 + i,
+             **({"conflicting_accuracy": accs[i]} if accs else {})} for i, s in enumerate(shares)]
+
+
+def test_trajectory_curves_one_line_per_method_and_run_with_reference() -> None:
+    from engine import trajectory_figures as tf
+    runs = {"shared": {"vanilla": _traj([90, 95, 97]), "kde": _traj([90, 80, 70])},
+            "own": {"vanilla": _traj([96, 96, 97])}}
+    fig = tf.trajectory_curves(runs, "aligned_share", reference=95.0)
+    assert [t.name for t in fig.data] == ["vanilla · shared", "kde · shared", "vanilla · own"]
+    assert list(fig.data[1].y) == [90, 80, 70] and list(fig.data[0].x) == [0, 10, 20]
+    assert fig.data[0].line.dash != fig.data[2].line.dash and fig.data[0].line.color == fig.data[2].line.color
+    assert any(s.y0 == 95.0 for s in fig.layout.shapes)
+    loss = tf.trajectory_curves({"r": runs["shared"]}, "loss")
+    assert list(loss.data[0].x) == [10, 20] and loss.layout.yaxis.type == "log"  # no loss at the start
+    assert tf.available_metrics(runs["shared"]) == ["aligned_share", "loss"]
+    assert "conflicting_accuracy" in tf.available_metrics({"m": _traj([1, 2], [30.0, 40.0])})
+    assert tf.trajectory_curves({"r": runs["shared"]}, "conflicting_accuracy").data == ()
+
+
+def test_add_synthetic_draws_stars_paths_and_thumbnails_on_a_copy() -> None:
+    from engine import trajectory_figures as tf
+    base = figures.embedding_scatter(np.array([[0.0, 0.0], [10.0, 5.0]]), np.array([0, 1]), np.array([0, 1]),
+                                     kind="categorical", label="class", categories=["a", "b"])
+    path = np.stack([np.zeros((3, 2)), np.ones((3, 2)), np.full((3, 2), 2.0)])  # 3 points x 3 images
+    placed = {"vanilla": {"final": path[-1], "distance": np.array([0.1, 0.2, 0.3]), "labels": np.array([0, 1, 1]),
+                          "path": path, "iterations": [0, 5, 10]}}
+    imgs = np.zeros((3, 3, 4, 4), np.uint8)
+    fig = tf.add_synthetic(base, placed, ["a", "b"], thumbnails={"vanilla": imgs})
+    assert len(base.data) == 1 and not base.layout.images  # the map itself is untouched
+    names = [t.name for t in fig.data]
+    assert names == ["samples", "vanilla path", "vanilla start", "vanilla synthetic"]
+    lines = fig.data[1]
+    assert len(lines.x) == 3 * (3 + 1) and np.isnan(lines.x[3])  # a gap between images' paths
+    star = fig.data[3]
+    assert list(star.customdata[1]) == ["vanilla", 1, "b", 0.2]
+    assert len(fig.layout.images) == 3 and fig.layout.images[0].source.startswith("data:image/png;base64,")
+    no_paths = tf.add_synthetic(base, placed, ["a", "b"], paths=False)
+    assert [t.name for t in no_paths.data] == ["samples", "vanilla synthetic"]
+    picked = tf.synthetic_points([{"curve_number": 0, "customdata": [17, "a", "b", 1.0]},
+                                  {"curve_number": 3, "customdata": ["vanilla", 2, "b", 0.3]}])
+    assert picked == [("vanilla", 2)]

@@ -46,26 +46,43 @@ def test_bad_input() -> None:
 
 
 @pytest.mark.slow  # numba compiles UMAP on first use (~20-80 s on 2 busy cores)
-def test_map_is_seeded_cached_and_places_new_points(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_map_is_seeded_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     z, labels, aligned = _toy()
-    rows, coords, reducer = projection.umap_map(z, labels, aligned, max_points=150, seed=3)
+    rows, coords = projection.umap_map(z, labels, aligned, max_points=150, seed=3)
     assert len(rows) == 150 and set(np.flatnonzero(~aligned)) <= set(rows.tolist())
     assert coords.shape == (150, 2) and np.isfinite(coords).all()
-    placed = projection.place(reducer, z[:7])
-    assert placed.shape == (7, 2) and np.isfinite(placed).all()
 
     real_fit = projection._fit
     monkeypatch.setattr(projection, "_fit", lambda *a: pytest.fail("refit despite a cached map"))
-    rows2, coords2, lazy = projection.umap_map(z, labels, aligned, max_points=150, seed=3)
+    rows2, coords2 = projection.umap_map(z, labels, aligned, max_points=150, seed=3)
     assert np.array_equal(rows, rows2) and np.array_equal(coords, coords2)
 
     monkeypatch.setattr(projection, "_fit", real_fit)
     for f in cache.cache_dir("umap").glob("*.safetensors"):
         f.unlink()
-    _, coords3, _ = projection.umap_map(z, labels, aligned, max_points=150, seed=3)
+    _, coords3 = projection.umap_map(z, labels, aligned, max_points=150, seed=3)
     assert np.array_equal(coords, coords3)  # same seed, same map
-    # the cached map's reducer is refitted on demand and places points where the original did
-    np.testing.assert_allclose(projection.place(lazy, z[:7]), placed, atol=1e-5)
+
+
+def test_place_puts_a_map_point_on_itself_and_new_points_among_their_neighbours() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 8)).astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    coords = rng.normal(size=(200, 2)).astype(np.float32)
+    xy, dist = projection.place(z, coords, z[[3, 50, 199]])
+    np.testing.assert_allclose(xy, coords[[3, 50, 199]], atol=1e-4)
+    np.testing.assert_allclose(dist, 0, atol=1e-3)
+    # halfway between two map points (and far from the rest): lands between their positions
+    z2 = np.zeros((2, 8), np.float32)
+    z2[0, 0], z2[1, 1] = 1, 1
+    mid = (z2[0] + z2[1]) / 2
+    xy, dist = projection.place(z2, np.array([[0, 0], [4, 2]], np.float32), mid[None], k=2)
+    np.testing.assert_allclose(xy[0], [2, 1], atol=1e-4)
+    assert dist[0] == pytest.approx(np.linalg.norm(mid - z2[0]), rel=1e-5)
+    with pytest.raises(InvalidArgument, match="shapes differ"):
+        projection.place(z, coords, z[:, :4])
+    with pytest.raises(InvalidArgument, match="NaN"):
+        projection.place(z, coords, np.full((1, 8), np.nan))
 
 
 def test_warm_up_compiles_umap_and_reports_seconds() -> None:

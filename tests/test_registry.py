@@ -72,9 +72,9 @@ def test_every_registry_entry_is_complete() -> None:
 
 def test_the_engine_never_imports_the_ui_stack() -> None:
     """Every engine module imports without streamlit or plotly (the GPU machine has neither), and only
-    the map module needs umap and only the figure (figures, sweep_figures) and report modules plotly."""
+    the map module needs umap and only the figure (figures, sweep_figures, trajectory_figures) and report modules plotly."""
     code = ("import pkgutil, importlib, sys, engine\n"
-            "mods = [m.name for m in pkgutil.walk_packages(engine.__path__, 'engine.') if m.name not in ('engine.projection', 'engine.figures', 'engine.sweep_figures', 'engine.report', 'engine.__main__')]\n"
+            "mods = [m.name for m in pkgutil.walk_packages(engine.__path__, 'engine.') if m.name not in ('engine.projection', 'engine.figures', 'engine.sweep_figures', 'engine.trajectory_figures', 'engine.report', 'engine.__main__')]\n"
             "[importlib.import_module(m) for m in mods]\n"
             "bad = sorted(k for k in ('streamlit', 'plotly', 'umap') if k in sys.modules)\n"
             "print(len(mods), bad); sys.exit(1 if bad else 0)")

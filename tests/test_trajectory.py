@@ -7,13 +7,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from engine import audit, distill as D, evaluate, pipeline, trajectory
 from engine.data import load_split
 from engine.errors import Cancelled, InvalidArgument
-from engine.images import to_uint8
+from engine.images import to_float, to_uint8
 
 from .test_distill import TINY, TINY_DC, _random_weights, tiny  # noqa: F401  (fixture)
 
@@ -164,3 +165,26 @@ def test_cli_track_flags(tmp_path: Path) -> None:
                str(out), home=tmp_path / "home")
     assert bad.returncode == 2 and "--track-every 'often' is not an integer" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow  # a real SupCon encoder and a real UMAP map
+def test_real_images_placed_on_the_map_land_on_their_own_points(tiny, tracker) -> None:  # noqa: F811
+    from engine import embed, projection
+    train = load_split("colored-digits", 0.05, "train", seed=0)
+    encoder = embed.get_encoder(train, "tiny", seed=0)
+    z = embed.embed_images(encoder, train.images)
+    rows, coords = projection.umap_map(z, train.targets, train.aligned, max_points=400, seed=0)
+    picked = rows[[0, 57, 123, 399]]
+    mean, std = D.channel_stats(train.images)
+    real = D.SyntheticSet("real", to_float(train.images[picked], mean, std), train.targets[picked], mean, std, 0.0, 0.0)
+    placed = trajectory.map_positions(encoder, z[rows], coords, {"real": real})["real"]
+    spread = float(np.linalg.norm(coords - coords.mean(0), axis=1).mean())
+    own = coords[[0, 57, 123, 399]]
+    assert np.linalg.norm(placed["final"] - own, axis=1).max() < 0.01 * spread
+    assert placed["distance"].max() < 1e-3 and placed["path"] is None
+    # a distilled set with snapshots: one path point per track point, per image
+    s = D.distill(train, replace(TINY, iterations=2, ipc=1), ["vanilla"], tracker=replace(
+        tracker, probe=evaluate.train_probe(train, "tiny"), aligned_attribute=train.aligned_attribute))["vanilla"]
+    on_map = trajectory.map_positions(encoder, z[rows], coords, {"vanilla": s})["vanilla"]
+    assert on_map["path"].shape == (2, 10, 2) and on_map["iterations"] == [0, 2]
+    np.testing.assert_allclose(on_map["path"][-1], on_map["final"], atol=0.05 * spread)

@@ -62,6 +62,21 @@ def loss_history(events: Sequence[dict]) -> dict[str, list[tuple[int, float]]]:
     return {m: sorted(pts.items()) for m, pts in out.items()}
 
 
+def track_points(events: Sequence[dict]) -> tuple[dict[str, list[dict]], float | None]:
+    """Per-method trajectory points from distillation progress events, and the real data's aligned share."""
+    out: dict[str, dict[int, dict]] = {}
+    real = None
+    for ev in events:
+        track = ev.get("track")
+        if ev.get("stage") != "distill" or not isinstance(track, dict):
+            continue
+        real = ev.get("real_aligned_share", real)
+        for m, point in track.items():
+            if isinstance(point, dict) and isinstance(point.get("iteration"), int):
+                out.setdefault(m, {})[point["iteration"]] = point
+    return {m: [pts[i] for i in sorted(pts)] for m, pts in out.items()}, real
+
+
 def request(s: state.Settings, choice: dict) -> pipeline.Request:
     """The engine request for the form's choice: the same fields `python -m engine distill|audit` sends."""
     methods = distill.check_methods(choice["methods"])

@@ -92,7 +92,7 @@ def run_weights(args: argparse.Namespace) -> int:
 def _write_csv(path: Path, train, res: density.WeightResult, max_points: int, seed: int) -> None:
     """One row per training sample; umap_x/umap_y empty for rows outside the capped map."""
     from .. import projection
-    rows, coords, _ = projection.umap_map(res.embeddings, train.targets, train.aligned, max_points, seed)
+    rows, coords = projection.umap_map(res.embeddings, train.targets, train.aligned, max_points, seed)
     xy: dict[int, tuple[float, float]] = {int(r): (float(c[0]), float(c[1])) for r, c in zip(rows, coords)}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
