@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import cache, distill, figures
+from . import cache, distill, figures, trajectory
 from .errors import InvalidArgument
 
 REPORT_FILE = "report.html"
@@ -102,6 +102,11 @@ def command(info: dict, res: dict) -> str:
         args.append(f"--kernel-variance {cfg['kernel_variance']}")
     if cfg.get("temperature") not in (None, 1.0):
         args.append(f"--temperature {cfg['temperature']}")
+    track = cfg.get("track") or {}
+    if "every" in track and track["every"] != trajectory.resolve_every(cfg["distill"]["iterations"], None):
+        args.append(f"--track-every {track['every']}")
+    if track.get("eval"):
+        args.append("--track-eval")
     if not cfg.get("baseline", True):
         args.append("--no-baseline")
     if cfg.get("data_root"):
@@ -165,6 +170,20 @@ def _kde_section(res: dict, cfg: dict, train) -> str:
         return text + f'<p class="note">Weight histogram unavailable ({html.escape(str(exc))}).</p>'
 
 
+def _trajectory_section(res: dict) -> str:
+    """How each set's aligned share (and, with --track-eval, its conflicting accuracy) moved while distilled."""
+    traj = res.get("trajectory")
+    if not traj:
+        return ""
+    from . import trajectory_figures as tf
+    plots = _plot(tf.trajectory_curves({"run": traj}, "aligned_share", res.get("real_aligned_share")))
+    if "conflicting_accuracy" in tf.available_metrics(traj):
+        plots += _plot(tf.trajectory_curves({"run": traj}, "conflicting_accuracy"))
+    return ("<h2>During distillation</h2><p>Each method's synthetic set measured every "
+            f"{res.get('track', {}).get('every', '?')} iterations; above the dotted real-data line is amplification.</p>"
+            + plots)
+
+
 def run_section(info: dict, res: dict, folder: Path) -> str:
     """Every section of one audit run."""
     cfg = info["config"]
@@ -195,6 +214,7 @@ mean: DEO_A; lower is fairer). Share = synthetic images the probe reads as their
 {('Published: ' + html.escape(name) + ' at the papers&#39; settings (REFERENCE.md); this run&#39;s preset is ' + html.escape(res['preset']) + '.') if published else 'No published numbers for this dataset.'}</p>
 {_plot(figures.metrics_bars(df))}{_plot(figures.aligned_share_bars(df))}
 <h2>Accuracy per class and attribute (one colour scale)</h2>{_plot(figures.accuracy_heatmaps(group, classes, attrs)) if group else ''}
+{_trajectory_section(res)}
 <h2>How far to trust the aligned share</h2>
 <p>The share is read by an attribute probe trained on group-balanced real images; on the balanced test set it
 predicts the bias attribute with {res['probe_accuracy']:.1f}% accuracy (chance: {100 / max(len(attrs), 1):.0f}%).</p>

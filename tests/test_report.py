@@ -41,7 +41,7 @@ def test_report_is_one_file_in_order_and_in_the_run_folder(audit_run: str, tmp_p
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert Path(info["run_folder"]).read_text(encoding="utf-8") == html and info["bytes"] == len(html.encode())
     heads = ["Verdict", "Setting", "The data", "KDE diagnostics", "Synthetic sets", "Metrics per method",
-             "Accuracy per class and attribute", "How far to trust the aligned share"]
+             "Accuracy per class and attribute", "During distillation", "How far to trust the aligned share"]
     positions = [html.index(f"<h2>{h}") for h in heads]
     assert positions == sorted(positions)  # in the order a reader needs them
     assert html.count("data:image/png;base64,") >= 5 and "python -m engine audit" in html
@@ -115,6 +115,19 @@ def test_unfinished_run_is_refused(tmp_path, capsys) -> None:
             raise Cancelled("stopped on purpose", None)
     rc, _, err = _run(["report", run.id, "--out", str(tmp_path / "x.html")], capsys)
     assert rc == 2 and "cancelled, not finished" in err and not (tmp_path / "x.html").exists()
+
+
+def test_reproduce_command_names_non_default_tracking() -> None:
+    from engine import pipeline, report
+    p = pipeline.plan(pipeline.Request("colored-digits", 0.05, preset="tiny", ipc=2, track_every=2, track_eval=True))
+    info = {"config": pipeline.run_key(p, "audit")}
+    res = {"dataset": "colored-digits", "conflict_ratio": 0.05, "algorithm": "dm", "ipc": 2, "preset": "tiny",
+           "seed": 0, "eval_seeds": p.seeds}
+    cmd = report.command(info, res)
+    assert "--track-every 2" in cmd and "--track-eval" in cmd
+    info = {"config": pipeline.run_key(pipeline.plan(pipeline.Request("colored-digits", 0.05, preset="tiny", ipc=2)),
+                                       "audit")}
+    assert "--track" not in report.command(info, res)  # the default: about 10 points
 
 
 def test_verdict_words_follow_the_numbers() -> None:
