@@ -83,3 +83,25 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     assert "skipped" in report["steps"]["pytest_cuda"]["summary"] or "passed" in report["steps"]["pytest_cuda"]["summary"]
     dm = report["steps"]["dm_paper"]
     assert set(dm["s_per_it"]) == {"vanilla", "all", "all_cobra_k0", "reference_loop"} and dm["all_vs_vanilla"] > 0
+
+
+def test_fidelity_study_tables_and_svg_from_tracked_audits(tmp_path, fresh_home, capsys) -> None:
+    import xml.etree.ElementTree as ET
+
+    from bench import fidelity
+    from engine import cli
+    for init in ("real", "method"):
+        rc = cli.main(["audit", "--conflict-ratio", "0.05", "--methods", "vanilla,fairdd", "--preset", "tiny", "--ipc",
+                       "1", "--init", init, "--track-every", "2", "--track-eval", "--no-baseline",
+                       "--out", str(tmp_path / init)])
+        assert rc == 0
+    capsys.readouterr()
+    assert fidelity.main([str(tmp_path / "real"), str(tmp_path / "method"), "--svg", str(tmp_path / "f.svg")]) == 0
+    out = capsys.readouterr().out
+    assert "| method | start | it 0 | it 2 | it 4 | final audit |" in out
+    assert out.count("| vanilla | shared random real |") == 2 and out.count("| fairdd | own (init=method) |") == 2
+    svg = ET.parse(tmp_path / "f.svg").getroot()
+    lines = [e for e in svg.iter() if e.tag.endswith("polyline")]
+    assert len(lines) == 2 * 2 * 2  # 2 metrics x 2 starts x 2 methods
+    assert {e.get("stroke-dasharray") for e in lines} == {"", fidelity.DASH["method"]}
+    assert fidelity.main([str(tmp_path / "nowhere")]) == 2
