@@ -41,13 +41,14 @@ def tables(runs: list[dict]) -> str:
             out.append(f"**{ds}: {label}** (real data's aligned share {real:.1f}%)\n")
             out.append("| method | start | " + " | ".join(f"it {i}" for i in its) + " | final audit |")
             out.append("|---|---|" + "---|" * (len(its) + 1))
-            for r in sorted(group, key=lambda r: r["init"] != "real"):
+            for r in sorted(group, key=lambda r: ("real", "method").index(r["init"]) if r["init"] in ("real", "method") else 2):
                 for m, traj in _ordered(r["res"]["trajectory"]):
                     at = {p["iteration"]: p.get(key) for p in traj}
                     cells = [f"{at[i]:.1f}" if at.get(i) is not None else "-" for i in its]
                     final = r["res"]["methods"][m]["synthetic_aligned_share" if key == "aligned_share"
                                                    else "conflicting_accuracy"]
-                    start = "shared random real" if r["init"] == "real" else "own (init=method)"
+                    start = {"real": "shared random real", "method": "own (init=method)"}.get(r["init"],
+                                                                                        f"shared {r['init']}")
                     out.append(f"| {m} | {start} | " + " | ".join(cells) + f" | {final:.1f} |")
             out.append("")
     return "\n".join(out)
@@ -99,8 +100,11 @@ def svg(runs: list[dict]) -> str:
                         parts.append(f'<polyline points="{line}" fill="none" stroke="{_colour(m)}" stroke-width="2" '
                                      f'stroke-dasharray="{DASH.get(r["init"], "")}"/>')
     legend = " ".join(f'<tspan fill="{_colour(m)}">■ {escape(m)}</tspan>' for m in methods)
-    parts.append(f'<text x="{PAD}" y="{height - 10}">{legend}  <tspan fill="#333">— shared random real start,'
-                 ' - - each method\'s own start; x: iteration</tspan></text></svg>')
+    starts = {"real": "── shared random real start", "method": "- - each method's own start",
+              "noise": "··· shared noise start", "balanced": "-·- shared balanced start"}
+    shown = ", ".join(starts[i] for i in starts if any(r["init"] == i for r in runs))
+    parts.append(f'<text x="{PAD}" y="{height - 10}">{legend}  <tspan fill="#333">{escape(shown)}; x: iteration'
+                 '</tspan></text></svg>')
     return "\n".join(parts)
 
 
