@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import cache, distill, figures, trajectory
+from . import cache, distill, figures, trajectory, trajectory_figures
 from .errors import InvalidArgument
 
 REPORT_FILE = "report.html"
@@ -175,10 +175,9 @@ def _trajectory_section(res: dict) -> str:
     traj = res.get("trajectory")
     if not traj:
         return ""
-    from . import trajectory_figures as tf
-    plots = _plot(tf.trajectory_curves({"run": traj}, "aligned_share", res.get("real_aligned_share")))
-    if "conflicting_accuracy" in tf.available_metrics(traj):
-        plots += _plot(tf.trajectory_curves({"run": traj}, "conflicting_accuracy"))
+    plots = _plot(trajectory_figures.trajectory_curves({"run": traj}, "aligned_share", res.get("real_aligned_share")))
+    if "conflicting_accuracy" in trajectory_figures.available_metrics(traj):
+        plots += _plot(trajectory_figures.trajectory_curves({"run": traj}, "conflicting_accuracy"))
     return ("<h2>During distillation</h2><p>Each method's synthetic set measured every "
             f"{res.get('track', {}).get('every', '?')} iterations; above the dotted real-data line is amplification.</p>"
             + plots)

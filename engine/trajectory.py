@@ -16,7 +16,6 @@ import torch
 from .data import BiasedSplit
 from .errors import InvalidArgument
 from .evaluate import EvalPreset, Probe, evaluate_synthetic, synthetic_aligned_share
-from .images import to_unit
 
 if TYPE_CHECKING:
     from .distill import SyntheticSet
@@ -75,13 +74,11 @@ class Tracker:
             key.update(eval_epochs=short_eval(self.eval_cfg).epochs, eval_seed=self.eval_seed)
         return key
 
-    def measure(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                should_stop=None) -> dict:
-        """{aligned_share[, accuracy, aligned_accuracy, conflicting_accuracy, worst_group_accuracy]} of a set
-        given in the distillation's standardised space."""
-        images = images.detach().float().cpu()
-        point = {"aligned_share": synthetic_aligned_share(self.probe, to_unit(images, mean, std), labels.cpu(),
-                                                          self.aligned_attribute)}
+    def measure(self, images: torch.Tensor, unit: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
+                std: torch.Tensor, should_stop=None) -> dict:
+        """{aligned_share[, accuracy, aligned_accuracy, conflicting_accuracy, worst_group_accuracy]} of a set:
+        `images` in the distillation's standardised space (CPU), `unit` the same in [0, 1] (to_unit)."""
+        point = {"aligned_share": synthetic_aligned_share(self.probe, unit, labels.cpu(), self.aligned_attribute)}
         if self.test is not None:
             ev = evaluate_synthetic(images, labels.cpu(), self.test, short_eval(self.eval_cfg), [self.eval_seed],
                                     mean=mean, std=std, device=self.device, flip=self.flip,

@@ -171,7 +171,7 @@ def overlay_controls(s: state.Settings, key: str) -> tuple[str | None, list[str]
         if label == "none":
             return None, [], False, False
         c1, c2, c3 = st.columns([3, 1, 1])
-        methods = [m for m in figures.ordered_methods(list(distill_methods(src[label])))]
+        methods = figures.ordered_methods(distill_methods(src[label]))
         chosen = c1.multiselect("Methods", methods, default=methods, key=f"emb_overlay_methods|{src[label]}")
         paths = c2.checkbox("Paths", value=True, key="emb_overlay_paths",
                             help="Each image's way from its start (open circle) through the track points to its "

@@ -314,10 +314,10 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
     return run, state
 
 
-def _log_losses(state: State, methods: Sequence[str], losses: dict[str, torch.Tensor], log_every: int,
-                total: int) -> None:
-    """Accumulate the iteration's losses; every log_every iterations append their mean to the history."""
-    state.acc += torch.stack([losses[m].detach().double() for m in methods])
+def _log_losses(state: State, methods: Sequence[str], losses: torch.Tensor, log_every: int, total: int) -> None:
+    """Accumulate the iteration's losses (float64, one per method); every log_every iterations append
+    their mean to the history."""
+    state.acc += losses
     state.acc_n += 1
     if state.done % log_every == 0 or state.done == total:
         for m, v in zip(methods, (state.acc / max(state.acc_n, 1)).tolist()):
@@ -331,11 +331,13 @@ def _track(run: _Run, state: State, tracker: "Tracker", mean: torch.Tensor, std:
     """Measure every method's set at state.done (a track point); the points are kept only once all are measured."""
     losses = (state.track_acc / state.track_n).tolist() if state.track_n else [None] * len(run.methods)
     labels = run.syn_labels.cpu()
-    new = {m: {"iteration": state.done, **tracker.measure(state.syn[m], labels, mean, std, should_stop),
+    images = {m: state.syn[m].detach().float().cpu() for m in run.methods}
+    units = {m: to_unit(x, mean, std) for m, x in images.items()}
+    new = {m: {"iteration": state.done, **tracker.measure(images[m], units[m], labels, mean, std, should_stop),
                "loss": loss} for m, loss in zip(run.methods, losses)}
     for m in run.methods:
         state.trajectory[m].append(new[m])
-        state.snapshots[m].append(to_uint8(to_unit(state.syn[m].detach().float().cpu(), mean, std)))
+        state.snapshots[m].append(to_uint8(units[m]))
     state.track_acc.zero_()
     state.track_n = 0
     return new
@@ -386,9 +388,10 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
         init_network(run.net, gens.main)
         losses = step(run, state, gens)
         state.done = it + 1
-        _log_losses(state, methods, losses, log_every, cfg.iterations)
+        step_losses = torch.stack([losses[m].detach().double() for m in methods])
+        _log_losses(state, methods, step_losses, log_every, cfg.iterations)
         if points:
-            state.track_acc += torch.stack([losses[m].detach().double() for m in methods])
+            state.track_acc += step_losses
             state.track_n += 1
         if state.done % cfg.checkpoint_every == 0 and state.done < cfg.iterations:
             ckpt.save(state, cfg, methods, elapsed())
