@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.allocator import tune_cpu_allocator
 from ui import state
 
+tune_cpu_allocator()  # keep freed tensor memory: CPU training steps page-fault far less (engine/allocator.py)
 state.warm_up_umap()  # background, once per server: the Embeddings page's first map skips numba's JIT
 # hidden: the sidebar's links are drawn by each page's frame (ui.state.frame), the same in every mode
 st.navigation(state.navigation_pages(), position="hidden").run()

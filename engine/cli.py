@@ -10,6 +10,7 @@ import sys
 import traceback
 from typing import Any, Sequence
 
+from .allocator import tune_cpu_allocator
 from .errors import DDAuditError
 
 # Each module defines register(subparsers) and sets `func` on its parser(s).
@@ -75,6 +76,7 @@ def _tolerate_legacy_terminal() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _tolerate_legacy_terminal()
+    tune_cpu_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -37,6 +37,51 @@ def _norm(kind: str, width: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}")
 
 
+class _Pool2x2(torch.autograd.Function):
+    """2x2 average pooling as four strided adds: the same sums in the same order as ATen's CPU
+    kernel (bit-identical values), but vectorised; ATen's NCHW loop took ~4x as long."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x[..., 0::2, 0::2] + x[..., 0::2, 1::2]
+        out += x[..., 1::2, 0::2]
+        out += x[..., 1::2, 1::2]
+        return out.div_(4)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _Unpool2x2.apply(grad)
+
+
+class _Unpool2x2(torch.autograd.Function):
+    """The pooling's gradient (each input gets a quarter of its window's), itself differentiable
+    for DC's second-order step: its gradient is the pooling again, as ATen's avg_pool2d_backward."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = grad.shape  # widen the rows, then the columns: two cheap copies, not one 6-d one
+        wide = (grad / 4).unsqueeze(-1).expand(n, c, h, w, 2).reshape(n, c, h, 2 * w)
+        return wide.unsqueeze(-2).expand(n, c, h, 2, 2 * w).reshape(n, c, 2 * h, 2 * w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _Pool2x2.apply(grad)
+
+
+class AvgPool2x2(nn.AvgPool2d):
+    """nn.AvgPool2d(2) with a fast CPU path for contiguous NCHW maps of even size (no parameters:
+    state dicts are unchanged); CUDA, odd sizes and other layouts use ATen's kernel."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.ndim == 4 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+                and x.is_contiguous() and x.is_floating_point()):
+            return _Pool2x2.apply(x)
+        return super().forward(x)
+
+
 class ConvNet(nn.Module):
     """Feature extractor `embed` plus a linear classifier; `forward` returns logits."""
 
@@ -47,7 +92,7 @@ class ConvNet(nn.Module):
         in_ch, size = cfg.channels, cfg.image_size
         for _ in range(cfg.blocks()):
             layers += [nn.Conv2d(in_ch, cfg.width, 3, padding=1), _norm(cfg.norm, cfg.width),
-                       nn.ReLU(inplace=True), nn.AvgPool2d(2)]
+                       nn.ReLU(inplace=True), AvgPool2x2()]
             in_ch, size = cfg.width, size // 2
         self.features = nn.Sequential(*layers)
         self.feature_dim = cfg.width * size * size

@@ -141,6 +141,8 @@ def _run_cell(request: dict, threads: int, ship_files: bool) -> dict:
     import torch
     torch.set_num_threads(max(1, threads))
     from engine import pipeline as pl
+    from engine.allocator import tune_cpu_allocator
+    tune_cpu_allocator()
     results, run = pl.audit_stored(pl.Request(**request))
     files = {}
     if ship_files:
