@@ -141,6 +141,7 @@ def _method_entry(ev: dict, share: float) -> dict:
     for k in evaluate.SCALAR_METRICS:
         entry[f"{k}_std"] = ev[f"{k}_std"]
     entry["eval_seconds"] = round(ev["seconds"], 2)
+    entry["eval_cached"] = bool(ev.get("cached"))  # read back from the evaluation cache (e.g. the random baseline)
     return entry
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import cache
 from .data import BiasedSplit, check_seed
 from .device import autocast, pick_device
-from .errors import Cancelled, InvalidArgument
+from .errors import Cancelled, DDAuditError, InvalidArgument
 from .images import to_float
 from .nets import ConvNet, ConvNetConfig, seeded
 
@@ -275,11 +275,13 @@ def evaluate_synthetic(images: torch.Tensor, labels: torch.Tensor, test: BiasedS
                        preset: str | EvalPreset = "quick", seeds: int | Sequence[int] | None = None, *,
                        mean: torch.Tensor | None = None, std: torch.Tensor | None = None, device=None,
                        flip: bool = True, epochs: int | None = None, progress: Progress = None,
-                       should_stop: ShouldStop = None, stage: str = "evaluate") -> dict:
+                       should_stop: ShouldStop = None, stage: str = "evaluate", use_cache: bool = True) -> dict:
     """Train one net per seed on the set, test each; mean/std of every metric and the mean group matrix.
 
     `images` are floats in the space the nets see (a SyntheticSet's standardised images);
-    mean/std (the set's) standardise the uint8 test images into the same space.
+    mean/std (the set's) standardise the uint8 test images into the same space. The result is cached
+    on disk by the content of everything that determines it (the same set evaluated again, e.g. the
+    random baseline of another audit of the same split, is read back: `cached` is then True).
     """
     cfg = get_preset(preset)
     seed_list = eval_seeds(cfg.seeds if seeds is None else seeds) if seeds is None or isinstance(seeds, int) \
@@ -288,6 +290,12 @@ def evaluate_synthetic(images: torch.Tensor, labels: torch.Tensor, test: BiasedS
         raise InvalidArgument("no evaluation seeds given", "give at least one seed")
     device = pick_device(device) if not isinstance(device, torch.device) else device
     t0, runs = time.time(), []
+    path = _eval_path(images, labels, test, cfg, seed_list, mean, std, device, flip, epochs) if use_cache else None
+    hit = _read_eval(path)
+    if hit is not None:
+        if progress is not None:
+            progress({"stage": stage, "step": 1, "total": 1, "cached": True})
+        return {**hit, "seconds": time.time() - t0, "cached": True}
     for i, seed in enumerate(seed_list):
         def sub(ev: dict, i=i) -> None:  # one bar over all seeds
             if progress is not None:
@@ -299,7 +307,34 @@ def evaluate_synthetic(images: torch.Tensor, labels: torch.Tensor, test: BiasedS
     out = aggregate(runs)
     out["seeds"] = seed_list
     out["seconds"] = time.time() - t0
+    out["cached"] = False
+    if path is not None:
+        cache.atomic_write_json(path, out)
     return out
+
+
+def _eval_path(images, labels, test: BiasedSplit, cfg: EvalPreset, seeds, mean, std, device: torch.device,
+               flip: bool, epochs: int | None):
+    """Cache file of one evaluation: keyed by the bytes of the set, the test split and the standardisation,
+    the preset, seeds, device and (CPU) thread count, which changes float sums, and the library versions."""
+    tensors = [_to_input(images).detach().cpu(), labels.long().cpu(), test.images, test.targets, test.attributes,
+               test.aligned] + [t.detach().float().cpu() for t in (mean, std) if t is not None]
+    key = cache.cache_key(version=EVAL_VERSION, cfg=asdict(cfg), seeds=list(seeds), flip=flip, epochs=epochs,
+                          classes=test.num_classes, attributes=test.num_attributes, device=device.type,
+                          threads=torch.get_num_threads() if device.type == "cpu" else None,
+                          torch=torch.__version__, data=cache.tensor_digest(*tensors))
+    return cache.cache_dir("evaluations") / f"{key}.json"
+
+
+def _read_eval(path) -> dict | None:
+    """A cached evaluation, or None (absent, or unreadable: then it is recomputed and rewritten)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        hit = cache.read_json(path)
+    except (OSError, DDAuditError):
+        return None
+    return hit if isinstance(hit, dict) and all(k in hit for k in SCALAR_METRICS) else None
 
 
 # --------------------------------------------------------------------------- baselines

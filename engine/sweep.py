@@ -102,8 +102,9 @@ def cells(grid: Grid) -> list[Cell]:
     for ratio in grid.ratios:
         for ipc in grid.ipcs:
             for seed in grid.seeds:
+                # the random baseline once per (ratio, IPC, seed): in the shared cell, else in the first variance's
                 variants = ([(shared, None, True)] if shared else []) + \
-                    [(weighted, kv, not shared) for kv in grid.kernel_variances] * bool(weighted)
+                    [(weighted, kv, not shared and i == 0) for i, kv in enumerate(grid.kernel_variances)] * bool(weighted)
                 for methods, kv, baseline in variants:
                     req = pipeline.Request(grid.dataset, ratio, methods, grid.algorithm, ipc, grid.preset,
                                            kernel_variance=None if kv in (None, SUGGESTED) else kv, seed=seed,

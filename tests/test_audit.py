@@ -60,6 +60,11 @@ def test_audit_without_kde_skips_weights(tiny_presets, tmp_path):
                                                            ipc=1, eval_seeds=1)), tmp_path / "r")
     assert set(again["methods"]) == {"vanilla", "fairdd", "random"}
     assert again["methods"]["random"]["accuracy"] == res["methods"]["random"]["accuracy"]
+    # the random baseline of the same split was read back from the evaluation cache, not trained again;
+    # vanilla's set is the same set, so it is too, while fairdd's is new
+    assert again["methods"]["random"]["eval_cached"] and again["methods"]["vanilla"]["eval_cached"]
+    assert not again["methods"]["fairdd"]["eval_cached"]
+    assert again["methods"]["random"]["group_accuracy"] == res["methods"]["random"]["group_accuracy"]
 
 
 def test_audit_without_baseline_evaluates_only_the_sets(tiny_presets, tmp_path, capsys):

@@ -156,8 +156,39 @@ def test_evaluate_synthetic_with_dsa_on_real_images():
     assert 0.0 <= out["accuracy"] <= 100.0 and len(out["group_accuracy"]) == 10
     assert events and events[-1]["step"] == events[-1]["total"]
     again = ev.evaluate_synthetic(x, y, sub, ev.get_preset("quick", epochs=4, width=8), seeds=[0, 1],
-                                  device="cpu", flip=False)
-    assert again["per_seed"] == out["per_seed"]  # CPU determinism through DSA too
+                                  device="cpu", flip=False, use_cache=False)  # trained again, not read back
+    assert again["per_seed"] == out["per_seed"] and not again["cached"]  # CPU determinism through DSA too
+
+
+def test_evaluation_cache_reads_back_only_the_same_evaluation(fresh_home, monkeypatch):
+    train, test = data.load_pair("colored-digits", 0.05, 0)
+    x, y = ev.random_subset(train, 3, seed=0)
+    sub, cfg = _subset(test, 200), ev.get_preset("quick", epochs=2, width=8)
+    first = ev.evaluate_synthetic(x, y, sub, cfg, seeds=2, device="cpu")
+    files = list(cache.cache_dir("evaluations").glob("*.json"))
+    assert not first["cached"] and len(files) == 1
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached evaluation trained a net")
+    with monkeypatch.context() as m:
+        m.setattr(ev, "train_on", no_training)
+        events = []
+        hit = ev.evaluate_synthetic(x.clone(), y.clone(), sub, cfg, seeds=[0, 1], device="cpu", progress=events.append)
+    assert hit["cached"] and hit["per_seed"] == first["per_seed"] and hit["group_accuracy"] == first["group_accuracy"]
+    assert events[-1]["step"] == events[-1]["total"]
+    # anything that changes the result is a different entry: one pixel, a seed, the preset, the test split
+    x2 = x.clone()
+    x2[0, 0, 0, 0] += 0.5
+    for args, kw in [((x2, y, sub, cfg), {"seeds": 2}), ((x, y, sub, cfg), {"seeds": [0, 2]}),
+                     ((x, y, sub, ev.get_preset("quick", epochs=3, width=8)), {"seeds": 2}),
+                     ((x, y, _subset(test, 150), cfg), {"seeds": 2})]:
+        assert not ev.evaluate_synthetic(*args, device="cpu", **kw)["cached"]
+    assert len(list(cache.cache_dir("evaluations").glob("*.json"))) == 5
+    # a corrupt entry is recomputed and rewritten, never an error
+    files[0].write_text("{not json")
+    again = ev.evaluate_synthetic(x, y, sub, cfg, seeds=2, device="cpu")
+    assert not again["cached"] and again["per_seed"] == first["per_seed"]
+    assert ev.evaluate_synthetic(x, y, sub, cfg, seeds=2, device="cpu")["cached"]
 
 
 def _subset(split: data.BiasedSplit, n: int) -> data.BiasedSplit:

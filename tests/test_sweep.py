@@ -58,6 +58,14 @@ def test_unweighted_methods_are_one_cell_per_ratio_ipc_and_seed() -> None:
     assert len({c.run_id for c in cells}) == len(cells)
 
 
+def test_weighted_only_grid_evaluates_the_random_baseline_once_per_ratio_ipc_and_seed() -> None:
+    cells = sweep.cells(sweep.make_grid("colored-digits", "0.01,0.05", "0.1,1,suggested", "kde", "10", "0,1"))
+    assert len(cells) == 2 * 2 * 3 and all(c.kernel_variance is not None for c in cells)
+    with_baseline = [c for c in cells if c.plan.request.baseline]
+    assert len(with_baseline) == 2 * 2 and {c.kernel_variance for c in with_baseline} == {0.1}
+    assert {(c.ratio, c.seed) for c in with_baseline} == {(r, s) for r in (0.01, 0.05) for s in (0, 1)}
+
+
 def test_local_sweep_end_to_end_then_a_rerun_reuses_everything(tmp_path, capsys) -> None:
     out = tmp_path / "o"
     rc, printed, err = _cli(["sweep", *TINY, "--methods", "vanilla,kde", "--kernel-variance", "0.1", "--out", str(out),
