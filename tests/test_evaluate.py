@@ -185,7 +185,7 @@ def test_evaluation_cache_reads_back_only_the_same_evaluation(fresh_home, monkey
         assert not ev.evaluate_synthetic(*args, device="cpu", **kw)["cached"]
     assert len(list(cache.cache_dir("evaluations").glob("*.json"))) == 5
     # a corrupt entry is recomputed and rewritten, never an error
-    files[0].write_text("{not json")
+    files[0].write_text("{not json", encoding="utf-8")
     again = ev.evaluate_synthetic(x, y, sub, cfg, seeds=2, device="cpu")
     assert not again["cached"] and again["per_seed"] == first["per_seed"]
     assert ev.evaluate_synthetic(x, y, sub, cfg, seeds=2, device="cpu")["cached"]
