@@ -1,5 +1,5 @@
 """Distillation speed: vanilla alone vs methods side by side (three, all five, COBRA with and without its
-warm start), and a per-class-loop DM reference.
+warm start), the floor COBRA's warm start sets under the five-way run, and a per-class-loop DM reference.
 
 Prints seconds per iteration, iterations/s and real images embedded per second at the quick and
 paper settings (paper: a few iterations only) on colored-digits and, when Debian's
@@ -7,6 +7,12 @@ Fashion-MNIST is installed, bg-fmnist. The "per-class loop" row times a DM itera
 the way the public reference (VICO-UoE/DatasetCondensation main_DM.py) organises it: one real
 forward per class (built with autograd, then detached), one synthetic forward per class, fp32,
 default memory format. It is an equivalent written for this benchmark, not that code.
+
+The "floor" row is derived, not timed as a whole: vanilla alone + COBRA alone (its K) - the batch
+preparation the two share (network init, DSA parameters, drawing and augmenting the real rows, timed
+on its own). Side by side, every other piece of those two runs still has to be done: vanilla's real
+forward through the shared network, and COBRA's training of its copy plus its real forward through
+that copy (a different network). So no sharing can bring the five-way run under it.
 `python -m bench.bench_distill [--device cuda] [--quick-iters 6] [--paper-iters 3]`.
 """
 from __future__ import annotations
@@ -20,9 +26,11 @@ import torch
 
 from engine import data
 from engine import distill as D
+from engine.allocator import tune_cpu_allocator
 from engine.augment import DSA
 from engine.device import describe, pick_device
-from engine.nets import ConvNet, ConvNetConfig
+from engine.distill.loop import _build, _Gens, channel_stats
+from engine.nets import ConvNet, ConvNetConfig, init_network
 
 
 def _standin_weights(train: data.BiasedSplit) -> torch.Tensor:
@@ -57,6 +65,40 @@ def time_engine(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[st
     D.distill(train, cfg, methods, weights=_standin_weights(train) if weighted else None,
               progress=lambda info: (_sync(cfg.device), stamps.append(time.perf_counter())))
     return (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
+
+
+def time_shared_prep(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str, ...], iterations: int
+                     ) -> float:
+    """Seconds per iteration of what every method side by side shares before its own work: the random
+    network's init, the DSA parameters, drawing and augmenting the real batch (first iteration excluded)."""
+    weighted = any(D.REGISTRY[m].needs_weights for m in methods)
+    mean, std = channel_stats(train.images)
+    run, _ = _build(train, cfg, methods, _standin_weights(train) if weighted else None, mean, std)
+    times = []
+    for it in range(iterations + 1):
+        _sync(cfg.device)
+        t = time.perf_counter()
+        gens = _Gens.at(cfg.seed, it)
+        init_network(run.net, gens.main)
+        params = run.dsa.sample(run.ctx.num_classes, gens.main) if run.dsa is not None else None
+        run.real_batch(gens, params)
+        _sync(cfg.device)
+        times.append(time.perf_counter() - t)
+    return sum(times[1:]) / iterations
+
+
+def floor_row(rows: list[dict], train: data.BiasedSplit, cfg: D.DistillConfig, iterations: int) -> dict:
+    """The derived floor of all five side by side with COBRA's warm start (module docstring)."""
+    k = cfg.warmup_epochs()
+    alone = {r["what"]: r["s_per_it"] for r in rows}
+    shared = time_shared_prep(train, cfg, ("vanilla", "cobra"), iterations)
+    floor = alone["vanilla"] + alone[f"cobra (K={k})"] - shared
+    five = alone["+".join(D.METHODS) + f" (cobra K={k})"]
+    separate = sum(alone[m if m != "cobra" else f"cobra (K={k})"] for m in D.METHODS)
+    return {"dataset": train.dataset, "preset": rows[0]["preset"], "derived": True,
+            "what": f"floor of all five (cobra K={k}): vanilla + cobra alone - shared batch",
+            "s_per_it": floor, "shared_prep_s": shared, "ratio": floor / alone["vanilla"],
+            "five_way_over_floor": five / floor, "separate_s": separate, "separate_over_five_way": separate / five}
 
 
 def time_per_class_loop(train: data.BiasedSplit, cfg: D.DistillConfig, iterations: int) -> float:
@@ -108,6 +150,7 @@ def run(dataset: str, preset: str, iterations: int, device: str, reference: bool
     cases = [(("vanilla",), cfg, ""), (("vanilla", "kde", "fairdd"), cfg, ""), (D.METHODS, cfg, f" (cobra K={k})"),
              (D.METHODS, replace(cfg, cobra_warmup=0), " (cobra K=0)"), (("cobra",), cfg, f" (K={k})"),
              (("cobra",), replace(cfg, cobra_warmup=0), " (K=0)")]
+    cases += [((m,), cfg, "") for m in D.METHODS if m not in ("vanilla", "cobra")]  # the rest alone
     for methods, c, note in cases:
         s = time_engine(train, c, methods)
         real = _real_rows(train, c, methods)
@@ -116,6 +159,8 @@ def run(dataset: str, preset: str, iterations: int, device: str, reference: bool
                      "it_per_s": 1 / s, "real_img_per_s": real / s, "ratio": s / base,
                      # the preset's whole run, extrapolated from the measured s/it (setup not included)
                      "preset_run_s": s * D.PRESETS[preset]["dm"].iterations})
+    if k > 0:
+        rows.append(floor_row(rows, train, cfg, iterations))
     if reference:
         s = time_per_class_loop(train, replace(cfg, iterations=iterations), iterations)
         real = _real_rows(train, cfg, ("vanilla",))
@@ -134,9 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args(argv)
     dev = pick_device(args.device)
+    tuned = tune_cpu_allocator()  # as the CLI, the app and sweep cells do: the figures users get
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"device: {describe(dev)}; torch {torch.__version__}; load average {load:.1f} on {os.cpu_count()} cores",
-          flush=True)
+    print(f"device: {describe(dev)}; torch {torch.__version__}; load average {load:.1f} on {os.cpu_count()} cores; "
+          f"malloc tuned: {'yes' if tuned else 'no'}", flush=True)
     rows = []
     for name in args.datasets.split(","):
         if not data.dataset_status(name)["available"]:
@@ -146,6 +192,12 @@ def main(argv: list[str] | None = None) -> dict:
             its = args.quick_iters if preset == "quick" else args.paper_iters
             for r in run(name, preset, its, str(dev), not args.no_reference):
                 rows.append(r)
+                if r.get("derived"):
+                    print(f"{r['dataset']:<15} {r['preset']:<6} {r['what']:<52} {r['s_per_it']:8.3f} s/it "
+                          f"(shared batch {r['shared_prep_s']:.3f} s)  x{r['ratio']:.2f}; the five-way run is "
+                          f"{r['five_way_over_floor']:.2f}x its floor; five separate runs {r['separate_s']:.3f} s/it, "
+                          f"{r['separate_over_five_way']:.2f}x the five-way run", flush=True)
+                    continue
                 print(f"{r['dataset']:<15} {r['preset']:<6} {r['what']:<52} {r['s_per_it']:8.3f} s/it "
                       f"{r['it_per_s']:7.2f} it/s {r['real_img_per_s']:9.0f} real img/s  x{r['ratio']:.2f}"
                       + (f"  {preset} run of {D.PRESETS[preset]['dm'].iterations} it ~ {r['preset_run_s']:.0f} s"

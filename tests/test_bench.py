@@ -24,10 +24,21 @@ def test_bench_distill_runs_end_to_end_at_one_iteration() -> None:
     from bench import bench_distill as B
     rows = B.run("colored-digits", "quick", 1, "cpu", True)
     assert {r["what"] for r in rows} >= {"vanilla", "vanilla+kde+fairdd", "+".join(D.METHODS) + " (cobra K=0)"}
-    for r in rows:
+    timed = [r for r in rows if not r.get("derived")]
+    for r in timed:
         assert r["s_per_it"] > 0 and r["real_img_per_s"] > 0
+    # the derived floor: vanilla alone + cobra alone (K = 10) - their shared batch preparation
+    (floor,) = [r for r in rows if r.get("derived")]
+    alone = {r["what"]: r["s_per_it"] for r in timed}
+    assert 0 < floor["shared_prep_s"] < alone["vanilla"]
+    assert floor["s_per_it"] == alone["vanilla"] + alone["cobra (K=10)"] - floor["shared_prep_s"]
+    assert floor["ratio"] == floor["s_per_it"] / alone["vanilla"]
+    five = alone["+".join(D.METHODS) + " (cobra K=10)"]
+    assert floor["five_way_over_floor"] == five / floor["s_per_it"]
+    separate = sum(alone[m] for m in ("vanilla", "kde", "fairdd", "cobra (K=10)", "balanced"))
+    assert floor["separate_s"] == separate and floor["separate_over_five_way"] == separate / five
     engine_rows = [r for r in rows if "preset_run_s" in r]
-    assert len(engine_rows) == 6
+    assert len(engine_rows) == 9  # 6 side-by-side cases + kde, fairdd, balanced alone
     for r in engine_rows:  # the whole quick run, extrapolated from the measured iteration time
         assert r["preset_run_s"] == r["s_per_it"] * D.PRESETS["quick"]["dm"].iterations
 
@@ -82,7 +93,10 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     assert all(s["ok"] for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
     assert "skipped" in report["steps"]["pytest_cuda"]["summary"] or "passed" in report["steps"]["pytest_cuda"]["summary"]
     dm = report["steps"]["dm_paper"]
-    assert set(dm["s_per_it"]) == {"vanilla", "all", "all_cobra_k0", "reference_loop"} and dm["all_vs_vanilla"] > 0
+    assert set(dm["s_per_it"]) == {"vanilla", "all", "all_cobra_k0", "cobra_alone", "floor_all", "reference_loop"}
+    assert dm["all_vs_vanilla"] > 0
+    t = dm["s_per_it"]  # the floor: vanilla + cobra alone less a shared batch that costs something
+    assert t["floor_all"] < t["vanilla"] + t["cobra_alone"] and dm["floor_all_vs_vanilla"] == t["floor_all"] / t["vanilla"]
 
 
 def test_fidelity_study_tables_and_svg_from_tracked_audits(tmp_path, fresh_home, capsys) -> None:

@@ -36,7 +36,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
                    help="synthetic start: method (default: each method its own), real, balanced or noise")
     p.add_argument("--cobra-warmup", default=None,
                    help="cobra (DM): epochs its network is trained on its set each iteration; default by IPC as in "
-                        "COBRA's code (10; 50 at IPC 50; 100 at IPC 100), 0 = no warm start")
+                        "COBRA's code (10; 50 at IPC 50; 100 at IPC 100), 0 = no warm start (about halves a five-way DM "
+                        "iteration on CPU)")
     p.add_argument("--track-every", default=None,
                    help="measure each method's set every N iterations (aligned share, loss; the start and the end "
                         "always): the trajectory in results.json (default: about 10 points per run; 0 = off)")
