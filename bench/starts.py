@@ -14,7 +14,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from engine import data, distill, evaluate
+    from engine import attribute_probe, data, distill, evaluate
     from engine.density import training_weights
     ap = argparse.ArgumentParser(prog="bench.starts")
     ap.add_argument("--dataset", default="colored-digits")
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     mean, std = distill.channel_stats(train.images)
     starts = distill.initial_sets(train, cfg, mean, std, distill.METHODS, weights)
     ev_cfg = evaluate.get_preset("quick")
-    probe = evaluate.train_probe(train, ev_cfg, seed=args.seed)
+    probe = attribute_probe.train_probe(train, ev_cfg, seed=args.seed)
     labels = torch.arange(train.num_classes).repeat_interleave(args.ipc)
     flip = not data.get_spec(args.dataset).digits
     out = {}
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         unit = distill.to_unit(x, mean, std)
         out[m] = {"accuracy": ev["accuracy"], "conflicting_accuracy": ev["conflicting_accuracy"],
                   "conflicting_accuracy_std": ev["conflicting_accuracy_std"],
-                  "synthetic_aligned_share": evaluate.synthetic_aligned_share(probe, unit, labels,
+                  "synthetic_aligned_share": attribute_probe.synthetic_aligned_share(probe, unit, labels,
                                                                               train.aligned_attribute)}
         print(f"{args.dataset} start of {m:<8} accuracy {ev['accuracy']:5.1f}  conflicting "
               f"{ev['conflicting_accuracy']:5.1f} ± {ev['conflicting_accuracy_std']:.1f}  aligned share "

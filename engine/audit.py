@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from . import cache, data, distill, evaluate
+from . import attribute_probe, cache, data, distill, evaluate
 from .images import to_float
 from .pipeline import Plan, kde_weights, load_train, make_tracker
 
@@ -55,9 +55,9 @@ def run_audit(p: Plan, out: str | Path, progress: Callable[[dict], None] | None 
     done()
     out.mkdir(parents=True, exist_ok=True)
     done = stage("probe")  # before distilling: the trajectory's aligned share needs it
-    probe = evaluate.train_probe(train, p.eval_cfg, seed=c.seed, device=c.device, progress=progress,
+    probe = attribute_probe.train_probe(train, p.eval_cfg, seed=c.seed, device=c.device, progress=progress,
                                  should_stop=should_stop)
-    probe_acc = evaluate.probe_accuracy(probe, test)
+    probe_acc = attribute_probe.probe_accuracy(probe, test)
     done()
     tracker = make_tracker(p, train, probe, test)
     weight_info, sets = _distill(p, train, out, stage, progress, should_stop, tracker)
@@ -67,7 +67,7 @@ def run_audit(p: Plan, out: str | Path, progress: Callable[[dict], None] | None 
         "dataset": c.dataset, "conflict_ratio": c.conflict_ratio, "ipc": c.ipc, "preset": c.preset,
         "embed_preset": c.embed_preset if p.uses_weights else None,
         "algorithm": c.algorithm, "seed": c.seed, "eval_seeds": p.seeds,
-        "real_aligned_share": evaluate.real_aligned_share(train), "probe_accuracy": probe_acc,
+        "real_aligned_share": attribute_probe.real_aligned_share(train), "probe_accuracy": probe_acc,
         "methods": results, "weights": weight_info, "distill_seconds": any_set.seconds,
         "timings": stage.timings, "seconds": round(time.time() - t0, 2),
     }
@@ -118,7 +118,7 @@ def _evaluate_all(p: Plan, train, test, sets: dict, probe, stage: _Stages, progr
         ev = evaluate.evaluate_synthetic(x, y, test, p.eval_cfg, p.seeds, mean=mean, std=std, device=c.device,
                                          flip=flip, progress=progress, should_stop=should_stop,
                                          stage=f"evaluate {name}")
-        results[name] = _method_entry(ev, evaluate.synthetic_aligned_share(probe, x_unit, y, train.aligned_attribute))
+        results[name] = _method_entry(ev, attribute_probe.synthetic_aligned_share(probe, x_unit, y, train.aligned_attribute))
         if name in sets:
             results[name]["final_loss"] = sets[name].final_loss
         done()
@@ -128,7 +128,7 @@ def _evaluate_all(p: Plan, train, test, sets: dict, probe, stage: _Stages, progr
                                          mean=mean, std=std, device=c.device, flip=flip,
                                          epochs=p.eval_cfg.full_set_epochs, progress=progress,
                                          should_stop=should_stop, stage="evaluate full")
-        results["full"] = _method_entry(ev, evaluate.synthetic_aligned_share(
+        results["full"] = _method_entry(ev, attribute_probe.synthetic_aligned_share(
             probe, train.images, train.targets, train.aligned_attribute))
         done()
     return results

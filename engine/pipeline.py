@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from . import cache, data, distill, embed, evaluate, trajectory
+from . import attribute_probe, cache, data, distill, embed, evaluate, trajectory
 from .density import check_kernel_variance, check_temperature
 from .errors import InvalidArgument
 
@@ -128,7 +128,7 @@ def run_key(p: Plan, kind: str) -> dict:
         key["versions"]["embed"] = embed.EMBED_VERSION
     if kind == "audit" or r.track_every:  # the probe (and --track-eval's training) measure the trajectory
         key.update(evaluate=asdict(p.eval_cfg), eval_seeds=p.seeds)
-        key["versions"].update(evaluate=evaluate.EVAL_VERSION, probe=evaluate.PROBE_VERSION)
+        key["versions"].update(evaluate=evaluate.EVAL_VERSION, probe=attribute_probe.PROBE_VERSION)
     if kind == "audit":
         key.update(baseline=r.baseline)
     key.update(track={"every": r.track_every, "eval": r.track_eval})
@@ -153,7 +153,7 @@ def kde_weights(p: Plan, train: data.BiasedSplit, progress: Progress | None = No
                             preset=p.embed, seed=r.seed, device=r.device, progress=progress)
 
 
-def make_tracker(p: Plan, train: data.BiasedSplit, probe: evaluate.Probe | None = None,
+def make_tracker(p: Plan, train: data.BiasedSplit, probe: attribute_probe.Probe | None = None,
                  test: data.BiasedSplit | None = None, progress: Progress | None = None,
                  should_stop: ShouldStop | None = None) -> trajectory.Tracker | None:
     """The plan's trajectory tracker (None when tracking is off); trains or loads the attribute probe."""
@@ -161,11 +161,11 @@ def make_tracker(p: Plan, train: data.BiasedSplit, probe: evaluate.Probe | None 
     if not r.track_every:
         return None
     if probe is None:
-        probe = evaluate.train_probe(train, p.eval_cfg, seed=r.seed, device=r.device, progress=progress,
+        probe = attribute_probe.train_probe(train, p.eval_cfg, seed=r.seed, device=r.device, progress=progress,
                                      should_stop=should_stop)
     if r.track_eval and test is None:
         test = data.load_split(r.dataset, r.conflict_ratio, "test", r.seed, r.data_root)
-    return trajectory.Tracker(r.track_every, probe, train.aligned_attribute, evaluate.real_aligned_share(train),
+    return trajectory.Tracker(r.track_every, probe, train.aligned_attribute, attribute_probe.real_aligned_share(train),
                               test if r.track_eval else None, p.eval_cfg, p.seeds[0],
                               flip=not data.get_spec(r.dataset).digits, device=r.device)
 

@@ -15,7 +15,8 @@ import torch
 
 from .data import BiasedSplit
 from .errors import InvalidArgument
-from .evaluate import EvalPreset, Probe, evaluate_synthetic, synthetic_aligned_share
+from .attribute_probe import Probe, synthetic_aligned_share
+from .evaluate import EvalPreset, evaluate_synthetic
 
 if TYPE_CHECKING:
     from .distill import SyntheticSet

@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from engine import data, distill, embed, evaluate
+from engine import attribute_probe, data, distill, embed, evaluate
 from engine.density import kde_log_density
 from tests.fakes import digits_subset
 
@@ -98,8 +98,8 @@ def test_evaluation_and_probe_on_cuda(small) -> None:
     ev = evaluate.evaluate_synthetic(x, y, test, cfg, [0], device="cuda", flip=False)
     for k in evaluate.SCALAR_METRICS:
         assert ev[k] is None or 0 <= ev[k] <= 100, (k, ev[k])
-    probe = evaluate.train_probe(small, cfg, seed=0, device="cuda")
-    assert evaluate.probe_accuracy(probe, test) > 50  # colour is easy: far above 10% chance
+    probe = attribute_probe.train_probe(small, cfg, seed=0, device="cuda")
+    assert attribute_probe.probe_accuracy(probe, test) > 50  # colour is easy: far above 10% chance
 
 
 def test_supcon_and_kde_on_cuda(small) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import cache, data
+from engine import attribute_probe, cache, data
 from engine import evaluate as ev
 from engine.errors import InvalidArgument
 
@@ -203,42 +203,42 @@ def _subset(split: data.BiasedSplit, n: int) -> data.BiasedSplit:
 def test_probe_learns_colour_not_class_on_colored_digits():
     train, test = data.load_pair("colored-digits", 0.05, 0)
     cfg = ev.get_preset("quick", probe_steps=60, probe_width=16)
-    probe = ev.train_probe(train, cfg, seed=0, device="cpu", use_cache=False)
+    probe = attribute_probe.train_probe(train, cfg, seed=0, device="cpu", use_cache=False)
     # the test set holds every digit in every colour: reading the digit would score ~10% + aligned
-    assert ev.probe_accuracy(probe, test) > 90.0
+    assert attribute_probe.probe_accuracy(probe, test) > 90.0
     mask = ~test.aligned
-    pred = ev.predict_attributes(probe, test.images[mask])
+    pred = attribute_probe.predict_attributes(probe, test.images[mask])
     assert (pred == test.attributes[mask]).float().mean() > 0.90
     # real training images: the share the probe sees matches the labels' share
-    assert ev.real_aligned_share(train) == pytest.approx(float(train.aligned.float().mean()) * 100)
+    assert attribute_probe.real_aligned_share(train) == pytest.approx(float(train.aligned.float().mean()) * 100)
     x, y = ev.random_subset(train, 20, seed=0)
-    share = ev.synthetic_aligned_share(probe, x, y, train.aligned_attribute)
-    assert abs(share - ev.real_aligned_share(train)) < 10.0
+    share = attribute_probe.synthetic_aligned_share(probe, x, y, train.aligned_attribute)
+    assert abs(share - attribute_probe.real_aligned_share(train)) < 10.0
     # recolour every image to its class's aligned colour: the share must become ~100%
     recoloured = data.render_fg_threshold((x.amax(1) * 255).round().to(torch.uint8), y, None)
-    assert ev.synthetic_aligned_share(probe, recoloured, y, train.aligned_attribute) > 90.0
+    assert attribute_probe.synthetic_aligned_share(probe, recoloured, y, train.aligned_attribute) > 90.0
     # ... and to a conflicting colour: ~0%
     other = data.render_fg_threshold((x.amax(1) * 255).round().to(torch.uint8), (y + 1) % 10, None)
-    assert ev.synthetic_aligned_share(probe, other, y, train.aligned_attribute) < 10.0
+    assert attribute_probe.synthetic_aligned_share(probe, other, y, train.aligned_attribute) < 10.0
 
 
 def test_probe_cache_roundtrip_and_corruption(fresh_home):
     train, test = data.load_pair("colored-digits", 0.05, 0)
     cfg = ev.get_preset("quick", probe_steps=2, probe_width=8, probe_batch=16)
-    a = ev.train_probe(train, cfg, seed=0, device="cpu")
+    a = attribute_probe.train_probe(train, cfg, seed=0, device="cpu")
     files = list(cache.cache_dir("probes").glob("*.safetensors"))
     assert len(files) == 1
-    b = ev.train_probe(train, cfg, seed=0, device="cpu")
-    assert torch.equal(ev.predict_attributes(a, test.images), ev.predict_attributes(b, test.images))
-    ev.train_probe(train, cfg, seed=1, device="cpu")  # a different seed is a different file
+    b = attribute_probe.train_probe(train, cfg, seed=0, device="cpu")
+    assert torch.equal(attribute_probe.predict_attributes(a, test.images), attribute_probe.predict_attributes(b, test.images))
+    attribute_probe.train_probe(train, cfg, seed=1, device="cpu")  # a different seed is a different file
     assert len(list(cache.cache_dir("probes").glob("*.safetensors"))) == 2
     files[0].write_bytes(files[0].read_bytes()[:100])  # truncated: rebuilt, same result (CPU determinism)
-    c = ev.train_probe(train, cfg, seed=0, device="cpu")
-    assert torch.equal(ev.predict_attributes(a, test.images), ev.predict_attributes(c, test.images))
+    c = attribute_probe.train_probe(train, cfg, seed=0, device="cpu")
+    assert torch.equal(attribute_probe.predict_attributes(a, test.images), attribute_probe.predict_attributes(c, test.images))
 
 
 def test_aligned_share_rejects_mismatch():
     train = data.load_split("colored-digits", 0.05, "train", 0)
-    probe = ev.Probe(ev.ConvNet(ev._probe_config(train, ev.get_preset("quick", probe_width=8))), 10, {})
+    probe = attribute_probe.Probe(ev.ConvNet(attribute_probe._probe_config(train, ev.get_preset("quick", probe_width=8))), 10, {})
     with pytest.raises(InvalidArgument):
-        ev.synthetic_aligned_share(probe, torch.zeros(3, 3, 32, 32), torch.zeros(2, dtype=torch.long), range(10))
+        attribute_probe.synthetic_aligned_share(probe, torch.zeros(3, 3, 32, 32), torch.zeros(2, dtype=torch.long), range(10))

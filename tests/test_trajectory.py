@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import audit, distill as D, evaluate, pipeline, trajectory
+from engine import attribute_probe, audit, distill as D, evaluate, pipeline, trajectory
 from engine.data import load_split
 from engine.errors import Cancelled, InvalidArgument
 from engine.images import to_float, to_uint8
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tracker(tiny) -> trajectory.Tracker:  # noqa: F811
-    probe = evaluate.train_probe(tiny, "tiny", seed=0, use_cache=False)
-    return trajectory.Tracker(2, probe, tiny.aligned_attribute, evaluate.real_aligned_share(tiny))
+    probe = attribute_probe.train_probe(tiny, "tiny", seed=0, use_cache=False)
+    return trajectory.Tracker(2, probe, tiny.aligned_attribute, attribute_probe.real_aligned_share(tiny))
 
 
 def test_track_points_always_hold_start_and_end() -> None:
@@ -66,7 +66,7 @@ def test_tracking_leaves_the_sets_unchanged(tiny, tracker, cfg) -> None:  # noqa
 
 def test_point_aligned_share_is_the_probe_share_of_the_set(tiny, tracker) -> None:  # noqa: F811
     s = D.distill(tiny, replace(TINY, iterations=4), ["vanilla", "fairdd"], tracker=tracker)["fairdd"]
-    direct = evaluate.synthetic_aligned_share(tracker.probe, s.unit(), s.labels, tiny.aligned_attribute)
+    direct = attribute_probe.synthetic_aligned_share(tracker.probe, s.unit(), s.labels, tiny.aligned_attribute)
     assert s.trajectory[-1]["aligned_share"] == pytest.approx(direct)
 
 
@@ -184,7 +184,7 @@ def test_real_images_placed_on_the_map_land_on_their_own_points(tiny, tracker) -
     assert placed["distance"].max() < 1e-3 and placed["path"] is None
     # a distilled set with snapshots: one path point per track point, per image
     s = D.distill(train, replace(TINY, iterations=2, ipc=1), ["vanilla"], tracker=replace(
-        tracker, probe=evaluate.train_probe(train, "tiny"), aligned_attribute=train.aligned_attribute))["vanilla"]
+        tracker, probe=attribute_probe.train_probe(train, "tiny"), aligned_attribute=train.aligned_attribute))["vanilla"]
     on_map = trajectory.map_positions(encoder, z[rows], coords, {"vanilla": s})["vanilla"]
     assert on_map["path"].shape == (2, 10, 2) and on_map["iterations"] == [0, 2]
     np.testing.assert_allclose(on_map["path"][-1], on_map["final"], atol=0.05 * spread)
