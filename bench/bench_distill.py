@@ -29,7 +29,7 @@ from engine import distill as D
 from engine.allocator import tune_cpu_allocator
 from engine.augment import DSA
 from engine.device import describe, pick_device
-from engine.distill.loop import _build, _Gens, channel_stats
+from engine.distill.loop import _build, _dm_batch, _Gens, channel_stats
 from engine.nets import ConvNet, ConvNetConfig, init_network
 
 
@@ -79,9 +79,8 @@ def time_shared_prep(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tup
         _sync(cfg.device)
         t = time.perf_counter()
         gens = _Gens.at(cfg.seed, it)
-        init_network(run.net, gens.main)
-        params = run.dsa.sample(run.ctx.num_classes, gens.main) if run.dsa is not None else None
-        run.real_batch(gens, params)
+        init_network(run.net, gens.main)  # as distill() does before each step
+        _dm_batch(run, gens)
         _sync(cfg.device)
         times.append(time.perf_counter() - t)
     return sum(times[1:]) / iterations

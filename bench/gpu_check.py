@@ -8,8 +8,8 @@ step, so a run cut short still reports what it measured):
   1. `pytest -m cuda` (tests/test_cuda.py), with `-o addopts=` (the GPU machine has no pytest plugins)
   2. DM at paper settings (IPC 10, batch_real 256, width 128): s/it of vanilla alone, all methods side
      by side (COBRA's default warm start and K = 0), COBRA alone and the floor its warm start sets
-     under the five-way run (vanilla + COBRA alone - their shared batch), and a per-class reference loop written like
-     VICO-UoE/DatasetCondensation's main_DM.py (bench/bench_distill.py; a re-implementation, not that
+     under the five-way run (vanilla + COBRA alone - their shared batch), and a per-class reference
+     loop written like VICO-UoE/DatasetCondensation's main_DM.py (bench/bench_distill.py; a re-implementation, not that
      code); the 20,000-iteration paper run projected from them
   3. SupCon at the paper preset: `--supcon-steps` of its 3,000 steps timed, the whole projected
   4. KDE log-densities of 60,000 x 128 embeddings in 10 classes
@@ -82,7 +82,8 @@ def step_dm(args, device: str) -> dict:
         rows[label] = B.time_engine(train, c, methods)
     rows["cobra_alone"] = B.time_engine(train, cfg, ("cobra",))
     # what COBRA's warm start leaves to do beside vanilla however much is shared (bench/bench_distill.py)
-    rows["floor_all"] = rows["vanilla"] + rows["cobra_alone"] - B.time_shared_prep(train, cfg, ("vanilla", "cobra"), its)
+    shared = B.time_shared_prep(train, cfg, ("vanilla", "cobra"), its)
+    rows["floor_all"] = rows["vanilla"] + rows["cobra_alone"] - shared
     rows["reference_loop"] = B.time_per_class_loop(train, replace(cfg, iterations=its), its)
     n_paper = distill.PRESETS["paper"]["dm"].iterations
     out = {"dataset": name, "preset": preset, "iterations_timed": its, "s_per_it": rows,

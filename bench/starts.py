@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
         unit = distill.to_unit(x, mean, std)
         out[m] = {"accuracy": ev["accuracy"], "conflicting_accuracy": ev["conflicting_accuracy"],
                   "conflicting_accuracy_std": ev["conflicting_accuracy_std"],
-                  "synthetic_aligned_share": attribute_probe.synthetic_aligned_share(probe, unit, labels,
-                                                                              train.aligned_attribute)}
+                  "synthetic_aligned_share": attribute_probe.synthetic_aligned_share(
+                      probe, unit, labels, train.aligned_attribute)}
         print(f"{args.dataset} start of {m:<8} accuracy {ev['accuracy']:5.1f}  conflicting "
               f"{ev['conflicting_accuracy']:5.1f} ± {ev['conflicting_accuracy_std']:.1f}  aligned share "
               f"{out[m]['synthetic_aligned_share']:5.1f}", flush=True)

@@ -19,6 +19,7 @@ from .nets import ConvNet, ConvNetConfig, seeded
 
 PROBE_VERSION = 1  # bump when the probe's training changes: invalidates cached probes
 
+
 @dataclass
 class Probe:
     """A classifier of the bias attribute, trained on real training images."""

@@ -56,7 +56,7 @@ def run_audit(p: Plan, out: str | Path, progress: Callable[[dict], None] | None 
     out.mkdir(parents=True, exist_ok=True)
     done = stage("probe")  # before distilling: the trajectory's aligned share needs it
     probe = attribute_probe.train_probe(train, p.eval_cfg, seed=c.seed, device=c.device, progress=progress,
-                                 should_stop=should_stop)
+                                        should_stop=should_stop)
     probe_acc = attribute_probe.probe_accuracy(probe, test)
     done()
     tracker = make_tracker(p, train, probe, test)
@@ -118,7 +118,8 @@ def _evaluate_all(p: Plan, train, test, sets: dict, probe, stage: _Stages, progr
         ev = evaluate.evaluate_synthetic(x, y, test, p.eval_cfg, p.seeds, mean=mean, std=std, device=c.device,
                                          flip=flip, progress=progress, should_stop=should_stop,
                                          stage=f"evaluate {name}")
-        results[name] = _method_entry(ev, attribute_probe.synthetic_aligned_share(probe, x_unit, y, train.aligned_attribute))
+        share = attribute_probe.synthetic_aligned_share(probe, x_unit, y, train.aligned_attribute)
+        results[name] = _method_entry(ev, share)
         if name in sets:
             results[name]["final_loss"] = sets[name].final_loss
         done()

@@ -94,14 +94,20 @@ def _warmed(run: _Run, m: str) -> bool:
     return REGISTRY[m].warm_start and run.cfg.warmup_epochs() > 0
 
 
+def _dm_batch(run: _Run, gens: _Gens) -> tuple[DSAParams | None, Batch]:
+    """What every method of a DM iteration shares: the DSA parameters (siamese: one set per class, for
+    real and synthetic images) and the augmented real batch."""
+    params = run.dsa.sample(run.ctx.num_classes, gens.main) if run.dsa is not None else None
+    return params, run.real_batch(gens, params)
+
+
 def _dm_step(run: _Run, state: State, gens: _Gens) -> dict[str, torch.Tensor]:
     """One DM iteration for every method: shared real forward (no autograd), one synthetic forward;
     a warm-started method (COBRA) matches through its own trained copy of the network instead."""
-    net, syn, dsa = run.net, state.syn, run.dsa
+    net, syn = run.net, state.syn
     net.requires_grad_(False)
     net.train()
-    params = dsa.sample(run.ctx.num_classes, gens.main) if dsa is not None else None  # siamese: one set per class
-    b = run.real_batch(gens, params)
+    params, b = _dm_batch(run, gens)
     methods = [m for m in run.methods if not _warmed(run, m)]
     feats: dict[str, torch.Tensor] = {}
     if methods:
