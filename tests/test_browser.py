@@ -237,6 +237,9 @@ def test_distill_and_results_pages(page, server: str) -> None:
     idle(page)
     no_errors(page)
     from engine.distill import METHODS
+    # "Finished" is drawn before the grids, and the status widget can lag the run: wait for the grids to arrive
+    page.wait_for_function("(n) => document.querySelectorAll('[data-testid=\"stImage\"]').length >= n",
+                           arg=len(METHODS), timeout=60_000)
     assert page.locator("[data-testid='stImage']").count() == len(METHODS)  # one grid per method, side by side
     shot(page, "06-distill-done")
     nav(page, "Results")
