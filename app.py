@@ -1,4 +1,5 @@
-"""ddaudit dashboard: five pages (Dataset, Embeddings, Distill, Results, Runs); each draws the shared frame."""
+"""ddaudit dashboard: six pages (Dataset, Embeddings, Distill, Results, Runs, Sweeps; ui.state.PAGES);
+each draws the shared frame."""
 from __future__ import annotations
 
 import streamlit as st

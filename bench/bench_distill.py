@@ -73,7 +73,8 @@ def time_shared_prep(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tup
     network's init, the DSA parameters, drawing and augmenting the real batch (first iteration excluded)."""
     weighted = any(D.REGISTRY[m].needs_weights for m in methods)
     mean, std = channel_stats(train.images)
-    run, _ = _build(train, cfg, methods, _standin_weights(train) if weighted else None, mean, std)
+    run, _ = _build(train, cfg, methods, _standin_weights(train) if weighted else None, mean, std,
+                    pick_device(cfg.device))
     times = []
     for it in range(iterations + 1):
         _sync(cfg.device)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
             os.environ["NUMBA_CACHE_DIR"] = os.path.join(home, "numba")
         import torch
 
-        from engine import data, density, embed, pipeline, projection
+        from engine import data, density, embed, pipeline, projection, stored
         from engine.device import describe, pick_device
         dev = pick_device()
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         overrides = {"iterations": args.iterations} if args.iterations else {}
         req = pipeline.Request(dataset=args.dataset, conflict_ratio=args.conflict_ratio, eval_seeds=args.eval_seeds,
                                baseline=args.baseline, distill_overrides=overrides)
-        result, _ = pipeline.audit_stored(req)
+        result, _ = stored.audit_stored(req)
         lap("distill page: audit (distill + evaluate)", t)
         for stage, s in result["timings"].items():
             print(f"    {stage:<38} {s:7.1f} s", flush=True)

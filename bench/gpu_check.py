@@ -134,13 +134,13 @@ def step_kde(args, device: str) -> dict:
 
 
 def step_audit(args, device: str) -> dict:
-    from engine import audit, pipeline
+    from engine import audit, pipeline, stored
     req = pipeline.Request(dataset=_dataset(args), conflict_ratio=0.05, preset="tiny" if args.smoke else "paper",
                            embed_preset="tiny" if args.smoke else "quick", ipc=2 if args.smoke else 10,
                            eval_seeds=1 if args.smoke else args.audit_eval_seeds, data_root=args.data_root,
                            device=device, distill_overrides={"iterations": 2 if args.smoke else args.audit_iters})
     t = time.perf_counter()
-    result, run = pipeline.audit_stored(req, force=True)
+    result, run = stored.audit_stored(req, force=True)
     return {"seconds": time.perf_counter() - t, "run_id": run.id, "table": audit.table(result),
             "timings": result["timings"], "probe_accuracy": result["probe_accuracy"],
             "methods": {m: {k: r.get(k) for k in ("accuracy", "conflicting_accuracy", "worst_group_accuracy",

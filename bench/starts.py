@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     mean, std = distill.channel_stats(train.images)
     starts = distill.initial_sets(train, cfg, mean, std, distill.METHODS, weights)
     ev_cfg = evaluate.get_preset("quick")
-    probe = attribute_probe.train_probe(train, ev_cfg, seed=args.seed)
+    probe = attribute_probe.train_probe(train, "quick", seed=args.seed)
     labels = torch.arange(train.num_classes).repeat_interleave(args.ipc)
     flip = not data.get_spec(args.dataset).digits
     out = {}

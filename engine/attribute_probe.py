@@ -3,7 +3,7 @@ images with group-balanced batches, and the aligned shares it measures (docs/EVA
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import torch
@@ -13,11 +13,58 @@ from . import cache
 from .data import BiasedSplit, check_seed
 from .device import autocast, pick_device
 from .errors import Cancelled, InvalidArgument
-from .evaluate import EvalPreset, Progress, ShouldStop, get_preset, predict
+from .evaluate import EvalPreset, predict
 from .images import to_float
 from .nets import ConvNet, ConvNetConfig, seeded
+from .progress import Event, Progress, ShouldStop
 
 PROBE_VERSION = 1  # bump when the probe's training changes: invalidates cached probes
+
+
+@dataclass(frozen=True)
+class ProbePreset:
+    """How the attribute probe is trained: SGD steps on group-balanced real batches."""
+
+    name: str
+    steps: int
+    batch: int
+    width: int
+    depth: int = 3
+    norm: str = "instancenorm"
+
+
+PRESETS: dict[str, ProbePreset] = {
+    "paper": ProbePreset("paper", steps=1000, batch=256, width=64),
+    "quick": ProbePreset("quick", steps=100, batch=128, width=32),
+}
+PRESETS["tiny"] = replace(PRESETS["quick"], name="tiny", steps=3, batch=16, width=8)
+
+
+def get_preset(preset: str | ProbePreset, **overrides) -> ProbePreset:
+    """A probe preset by name (or as given), with field overrides checked against its fields."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise InvalidArgument(f"unknown probe preset {preset!r}", f"choose one of: {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    bad = sorted(set(overrides) - set(asdict(preset)))
+    if bad:
+        raise InvalidArgument(f"unknown probe setting(s): {', '.join(bad)}",
+                              f"use fields of ProbePreset: {', '.join(asdict(preset))}")
+    out = replace(preset, **overrides)
+    for name in ("steps", "batch", "width", "depth"):
+        v = getattr(out, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InvalidArgument(f"probe setting {name}={v!r} must be a positive integer", "give a whole number >= 1")
+    return out
+
+
+def key_fields(cfg: ProbePreset, eval_cfg: EvalPreset) -> dict:
+    """The probe's settings as a run key holds them: the flat probe_* fields the evaluation preset carried
+    before the probe had a preset of its own (so stored runs keep their ids); depth and norm only where
+    they differ from the evaluation's (they were shared then)."""
+    out = {"probe_steps": cfg.steps, "probe_batch": cfg.batch, "probe_width": cfg.width}
+    out.update({f"probe_{k}": getattr(cfg, k) for k in ("depth", "norm") if getattr(cfg, k) != getattr(eval_cfg, k)})
+    return out
 
 
 @dataclass
@@ -29,22 +76,22 @@ class Probe:
     meta: dict
 
 
-def _probe_path(train: BiasedSplit, cfg: EvalPreset, seed: int):
+def _probe_path(train: BiasedSplit, cfg: ProbePreset, seed: int):
     ratio = train.meta.get("conflict_ratio")
-    key = cache.cache_key(dataset=train.dataset, ratio=ratio, seed=seed, steps=cfg.probe_steps,
-                          batch=cfg.probe_batch, width=cfg.probe_width, depth=cfg.depth, norm=cfg.norm,
+    key = cache.cache_key(dataset=train.dataset, ratio=ratio, seed=seed, steps=cfg.steps,
+                          batch=cfg.batch, width=cfg.width, depth=cfg.depth, norm=cfg.norm,
                           data=cache.tensor_digest(train.images, train.targets, train.attributes)[:16], version=PROBE_VERSION)
     return cache.cache_dir("probes") / f"{cache.safe_name(train.dataset)}-{key}.safetensors"
 
 
-def _probe_config(train: BiasedSplit, cfg: EvalPreset) -> ConvNetConfig:
+def _probe_config(train: BiasedSplit, cfg: ProbePreset) -> ConvNetConfig:
     c, h = train.images.shape[1], train.images.shape[-1]
-    return ConvNetConfig(channels=c, num_classes=train.num_attributes, image_size=h, width=cfg.probe_width,
+    return ConvNetConfig(channels=c, num_classes=train.num_attributes, image_size=h, width=cfg.width,
                          depth=cfg.depth, norm=cfg.norm)
 
 
-def train_probe(train: BiasedSplit, preset: str | EvalPreset = "quick", seed: int = 0, device=None,
-                progress: Progress = None, should_stop: ShouldStop = None, use_cache: bool = True) -> Probe:
+def train_probe(train: BiasedSplit, preset: str | ProbePreset = "quick", seed: int = 0, device=None,
+                progress: Progress | None = None, should_stop: ShouldStop | None = None, use_cache: bool = True) -> Probe:
     """Train (or load from cache) a ConvNet that predicts the bias attribute from a real image.
 
     Batches are drawn group-balanced (each non-empty (class, attribute) cell equally likely) so
@@ -68,12 +115,12 @@ def train_probe(train: BiasedSplit, preset: str | EvalPreset = "quick", seed: in
     gen = torch.Generator().manual_seed(seed + 104729)
     net = seeded(lambda: ConvNet(net_cfg), seed + 104729).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.probe_steps)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     net.train()
-    for step in range(cfg.probe_steps):
+    for step in range(cfg.steps):
         if should_stop is not None and should_stop():
             raise Cancelled("probe training cancelled", "start it again")
-        idx = torch.multinomial(sample_w, cfg.probe_batch, replacement=True, generator=gen)
+        idx = torch.multinomial(sample_w, cfg.batch, replacement=True, generator=gen)
         xb = to_float(train.images[idx]).to(device)
         yb = train.attributes[idx].to(device)
         with autocast(device):
@@ -82,11 +129,11 @@ def train_probe(train: BiasedSplit, preset: str | EvalPreset = "quick", seed: in
         loss.backward()
         opt.step()
         sched.step()
-        if progress is not None and (step + 1) % max(1, cfg.probe_steps // 20) == 0:
-            progress({"stage": "probe", "step": step + 1, "total": cfg.probe_steps, "loss": float(loss.detach())})
+        if progress is not None and (step + 1) % max(1, cfg.steps // 20) == 0:
+            progress(Event("probe", step + 1, cfg.steps, loss=float(loss.detach())))
     net.eval()
     meta = {"dataset": train.dataset, "conflict_ratio": train.meta.get("conflict_ratio"), "seed": seed,
-            "steps": cfg.probe_steps, "seconds": time.time() - t0, "version": PROBE_VERSION}
+            "steps": cfg.steps, "seconds": time.time() - t0, "version": PROBE_VERSION}
     if path is not None:
         cache.save_tensors(path, net.state_dict(), meta)
     return Probe(net, train.num_attributes, meta)

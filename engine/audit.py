@@ -1,8 +1,8 @@
-"""End-to-end audit: data -> KDE weights (when asked) -> distillation -> evaluation -> probe audit.
+"""End-to-end audit: data -> attribute probe -> KDE weights (when asked) -> distillation -> evaluation.
 
-`run_audit(plan, out)` takes a validated `pipeline.Plan` and writes OUT/<method>/synthetic.safetensors +
-grid.png, OUT/checkpoints/<key> (a re-run resumes) and OUT/results.json. Stored runs go through
-`pipeline.audit_stored`, the one stored-run path.
+`run_audit(plan, folder)` takes a validated `pipeline.Plan` and writes FOLDER/<method>/synthetic.safetensors +
+grid.png, FOLDER/checkpoints (a re-run resumes) and FOLDER/results.json (the schema: engine/results.py).
+Stored runs go through `stored.audit_stored`, which gives it the run's folder.
 """
 from __future__ import annotations
 
@@ -14,53 +14,55 @@ from typing import Callable
 
 import torch
 
-from . import attribute_probe, cache, data, distill, evaluate
+from . import attribute_probe, cache, data, evaluate
 from .images import to_float
-from .pipeline import Plan, kde_weights, load_train, make_tracker
+from .pipeline import Plan
+from .progress import Event, Progress, ShouldStop
+from .results import METRICS, SHARE, method_entry, ordered
+from .stages import distill_sets, kde_weights, load_test, load_train, make_tracker, weight_summary
+from .store.records import RESULTS_FILE
 
 log = logging.getLogger("ddaudit")
-
-METHOD_KEYS = ("accuracy", "accuracy_std", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy",
-               "deo_m", "deo_a", "synthetic_aligned_share", "group_accuracy")
-
-
-def row_order(names) -> list[str]:
-    """Table order: the random baseline, the registry's methods, the whole-set baseline, then the rest."""
-    canon = ("random",) + distill.METHODS + ("full",)
-    return [m for m in canon if m in names] + [m for m in names if m not in canon]
 
 
 class _Stages:
     """Progress events at stage boundaries and each stage's wall time."""
 
-    def __init__(self, progress: Callable[[dict], None] | None):
+    def __init__(self, progress: Progress | None):
         self.say = progress or (lambda ev: None)
         self.timings: dict[str, float] = {}
 
     def __call__(self, name: str) -> Callable[[], None]:
         start = time.time()
-        self.say({"stage": name, "step": 0, "total": 1})
+        self.say(Event(name, 0, 1))
         return lambda: self.timings.__setitem__(name, round(time.time() - start, 2))
 
 
-def run_audit(p: Plan, out: str | Path, progress: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, train=None) -> dict:
+def run_audit(p: Plan, out: str | Path, progress: Progress | None = None, should_stop: ShouldStop | None = None,
+              train: data.BiasedSplit | None = None) -> dict:
     """Run the whole audit into folder `out` and return (and write to OUT/results.json) its results;
-    `train`: the training split when the caller has already loaded it (pipeline.load_train)."""
+    `train`: the training split when the caller has already loaded it (stages.load_train)."""
     t0, c, out = time.time(), p.request, Path(out)
     stage = _Stages(progress)
     done = stage("data")
     train = train if train is not None else load_train(p)
-    test = data.load_split(c.dataset, c.conflict_ratio, "test", c.seed, c.data_root)
+    test = load_test(p)
     done()
     out.mkdir(parents=True, exist_ok=True)
     done = stage("probe")  # before distilling: the trajectory's aligned share needs it
-    probe = attribute_probe.train_probe(train, p.eval_cfg, seed=c.seed, device=c.device, progress=progress,
+    probe = attribute_probe.train_probe(train, p.probe_cfg, seed=c.seed, device=p.device, progress=progress,
                                         should_stop=should_stop)
     probe_acc = attribute_probe.probe_accuracy(probe, test)
     done()
     tracker = make_tracker(p, train, probe, test)
-    weight_info, sets = _distill(p, train, out, stage, progress, should_stop, tracker)
+    wr = None
+    if p.uses_weights:
+        done = stage("weights")
+        wr = kde_weights(p, train, progress)
+        done()
+    done = stage("distill")
+    sets = distill_sets(p, train, wr, out, progress, should_stop, tracker)
+    done()
     any_set = next(iter(sets.values()))
     results = _evaluate_all(p, train, test, sets, probe, stage, progress, should_stop)
     result = {
@@ -68,37 +70,15 @@ def run_audit(p: Plan, out: str | Path, progress: Callable[[dict], None] | None 
         "embed_preset": c.embed_preset if p.uses_weights else None,
         "algorithm": c.algorithm, "seed": c.seed, "eval_seeds": p.seeds,
         "real_aligned_share": attribute_probe.real_aligned_share(train), "probe_accuracy": probe_acc,
-        "methods": results, "weights": weight_info, "distill_seconds": any_set.seconds,
+        "methods": results, "weights": weight_summary(wr), "distill_seconds": any_set.seconds,
         "timings": stage.timings, "seconds": round(time.time() - t0, 2),
     }
     if tracker is not None:
         result["track"] = {"every": tracker.every, "eval": tracker.test is not None}
         result["trajectory"] = {m: s.trajectory for m, s in sets.items()}
-    cache.atomic_write_json(out / "results.json", result)
-    stage.say({"stage": "done", "step": 1, "total": 1})
+    cache.atomic_write_json(out / RESULTS_FILE, result)
+    stage.say(Event("done", 1, 1))
     return result
-
-
-def _distill(p: Plan, train, out: Path, stage: _Stages, progress, should_stop,
-             tracker=None) -> tuple[dict | None, dict]:
-    """KDE weights when a method needs them, then every method side by side (resumable in OUT/checkpoints)."""
-    c, weight_info, wr = p.request, None, None
-    if p.uses_weights:
-        done = stage("weights")
-        wr = kde_weights(p, train, progress)
-        weight_info = {"kernel_variance": wr.kernel_variance, "temperature": wr.temperature,
-                       **{k: v for k, v in wr.diagnostics.items() if k != "per_class"}}
-        done()
-    done = stage("distill")
-    # one checkpoint folder per setting: re-running into the same OUT with other settings starts afresh
-    ckpt_key = cache.cache_key(dataset=c.dataset, ratio=c.conflict_ratio, methods=p.methods,
-                               distill=p.distill_cfg.key(), kv=c.kernel_variance, t=c.temperature,
-                               embed=str(p.embed), **({"track": tracker.key()} if tracker else {}))
-    sets = distill.distill(train, p.distill_cfg, p.methods, weights=wr.weights if wr else None, progress=progress,
-                           should_stop=should_stop, checkpoint_dir=out / "checkpoints" / ckpt_key, tracker=tracker)
-    distill.save_synthetic(sets, out)
-    done()
-    return weight_info, sets
 
 
 def _evaluate_all(p: Plan, train, test, sets: dict, probe, stage: _Stages, progress, should_stop) -> dict:
@@ -115,43 +95,29 @@ def _evaluate_all(p: Plan, train, test, sets: dict, probe, stage: _Stages, progr
     results: dict[str, dict] = {}
     for name, (x, y, x_unit) in candidates.items():
         done = stage(f"evaluate {name}")
-        ev = evaluate.evaluate_synthetic(x, y, test, p.eval_cfg, p.seeds, mean=mean, std=std, device=c.device,
+        ev = evaluate.evaluate_synthetic(x, y, test, p.eval_cfg, p.seeds, mean=mean, std=std, device=p.device,
                                          flip=flip, progress=progress, should_stop=should_stop,
                                          stage=f"evaluate {name}")
         share = attribute_probe.synthetic_aligned_share(probe, x_unit, y, train.aligned_attribute)
-        results[name] = _method_entry(ev, share)
-        if name in sets:
-            results[name]["final_loss"] = sets[name].final_loss
+        results[name] = method_entry(ev, share, sets[name].final_loss if name in sets else None)
         done()
     if p.eval_cfg.full_set_epochs > 0:  # paper: the whole biased training set, same evaluation
         done = stage("evaluate full")
         ev = evaluate.evaluate_synthetic(to_float(train.images, mean, std), train.targets, test, p.eval_cfg, p.seeds,
-                                         mean=mean, std=std, device=c.device, flip=flip,
+                                         mean=mean, std=std, device=p.device, flip=flip,
                                          epochs=p.eval_cfg.full_set_epochs, progress=progress,
                                          should_stop=should_stop, stage="evaluate full")
-        results["full"] = _method_entry(ev, attribute_probe.synthetic_aligned_share(
+        results["full"] = method_entry(ev, attribute_probe.synthetic_aligned_share(
             probe, train.images, train.targets, train.aligned_attribute))
         done()
     return results
 
 
-def _method_entry(ev: dict, share: float) -> dict:
-    """The per-method block of results.json: the issue's keys, then every std and the eval time."""
-    entry = {k: ev[k] for k in METHOD_KEYS if k in ev}
-    entry["synthetic_aligned_share"] = share
-    for k in evaluate.SCALAR_METRICS:
-        entry[f"{k}_std"] = ev[f"{k}_std"]
-    entry["eval_seconds"] = round(ev["seconds"], 2)
-    entry["eval_cached"] = bool(ev.get("cached"))  # read back from the evaluation cache (e.g. the random baseline)
-    return entry
-
-
 def table(result: dict) -> str:
     """A plain-text table of the methods (the CLI's non-JSON output)."""
-    cols = ("accuracy", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy", "deo_m", "deo_a",
-            "synthetic_aligned_share")
-    heads = ("acc", "aligned", "conflict", "worst", "DEO_M", "DEO_A", "aligned share")
-    order = row_order(result["methods"])
+    cols = METRICS + (SHARE,)
+    heads = ("acc", "aligned", "conflict", "worst", "DEO_M", "DEO_A", "aligned share")  # short: a terminal's width
+    order = ordered(result["methods"])
 
     def fmt(v) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
@@ -169,7 +135,7 @@ def table(result: dict) -> str:
 
 def markdown_table(result: dict, published: dict[str, str] | None = None) -> str:
     """The methods as a Markdown table (docs/RESULTS.md), with an optional published column."""
-    order = row_order(result["methods"])
+    order = ordered(result["methods"])
 
     def fmt(v, std=None) -> str:
         if v is None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
-# REFERENCE.md parameter ranges (the DSA defaults).
+# docs/REFERENCES.md parameter ranges (the DSA defaults).
 RATIO_SCALE = 1.2       # scale factor per axis in U[1/1.2, 1.2]
 RATIO_ROTATE = 15.0     # degrees, U[-15, 15]
 PROB_FLIP = 0.5

@@ -1,6 +1,6 @@
 """Ten class-correlated corruptions for Corrupted CIFAR-10, written in torch (no extra dependencies).
 
-Choice (REFERENCE.md leaves the type open): five from LfF's Type 0 list and five from Type 1,
+Choice (docs/REFERENCES.md leaves the type open): five from LfF's Type 0 list and five from Type 1,
 picked so that each is visibly distinct at 32x32 and cheap to compute for 60,000 images:
 a mix of noise, blur, resampling, compression and photometric changes. Snow, Frost, Spatter,
 Elastic, Glass and Zoom blur were left out: they need texture assets or scikit-image and at

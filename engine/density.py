@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import InvalidArgument
+from .progress import Progress, report
 
 DEFAULT_CHUNK = 512  # rows per strip
 COL_CHUNK = 16384  # columns per block: a strip block is at most 512 x 16384 floats (32 MiB)
@@ -237,9 +238,17 @@ class WeightResult:
     embeddings: torch.Tensor | None = None  # float32 [N, D], L2-normalised
 
 
+def weigh(log_f: torch.Tensor, labels: torch.Tensor, aligned: torch.Tensor,
+          temperature: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """log-densities -> inverse-density weights (per class, w ∝ f^(-1/T)) and their diagnostics: the one
+    composition behind training_weights, the Embeddings page's sliders and the report's histogram."""
+    w = weights_from_log_density(log_f, labels, temperature)
+    return w, weight_diagnostics(w, labels, aligned)
+
+
 def training_weights(train, *, kernel_variance: float | None = None, temperature: float = 1.0,
                      preset: str = "quick", seed: int = 0, device=None,
-                     progress: Callable[[dict], None] | None = None) -> WeightResult:
+                     progress: Progress | None = None) -> WeightResult:
     """SupCon embeddings of `train` (cached) -> per-class KDE -> inverse-density weights + diagnostics."""
     from . import embed
     from .device import pick_device
@@ -251,11 +260,8 @@ def training_weights(train, *, kernel_variance: float | None = None, temperature
     labels = train.targets
     if s2 is None:
         s2 = suggest_kernel_variance(z, labels)
-    if progress:
-        progress({"stage": "kde", "step": 0, "total": 1})
+    report(progress, "kde", 0, 1)
     log_f = kde_log_density(z.to(dev), labels.to(dev), s2).cpu()
-    w = weights_from_log_density(log_f, labels, t)
-    if progress:
-        progress({"stage": "kde", "step": 1, "total": 1})
-    diag = weight_diagnostics(w, labels, train.aligned)
+    w, diag = weigh(log_f, labels, train.aligned, t)
+    report(progress, "kde", 1, 1)
     return WeightResult(w, log_f.float(), float(s2), t, diag, z)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +20,7 @@ from .device import autocast, pick_device
 from .errors import InvalidArgument
 from .images import to_float
 from .nets import ConvNet, ConvNetConfig, seeded
+from .progress import Progress, report
 
 EMBED_VERSION = 1  # bump when training or embedding changes: invalidates cached models/embeddings
 
@@ -128,7 +128,7 @@ def _paths(train: BiasedSplit, p: EmbedPreset, seed: int):
 
 
 def train_supcon(train: BiasedSplit, p: EmbedPreset, seed: int, device: torch.device,
-                 progress: Callable[[dict], None] | None = None) -> SupConNet:
+                 progress: Progress | None = None) -> SupConNet:
     """Train the SupCon surrogate on (a seeded subsample of) the biased training split."""
     gen = torch.Generator().manual_seed(seed)
     flip = not REGISTRY[train.dataset].digits if train.dataset in REGISTRY else True  # no flip for digits
@@ -153,15 +153,14 @@ def train_supcon(train: BiasedSplit, p: EmbedPreset, seed: int, device: torch.de
         loss.backward()
         opt.step()
         sched.step()
-        if progress:
-            progress({"stage": "supcon", "step": step + 1, "total": p.steps, "loss": float(loss.detach())})
+        report(progress, "supcon", step + 1, p.steps, loss=float(loss.detach()))
     model.eval()
     return model
 
 
 @torch.no_grad()
 def embed_images(model: SupConNet, images: torch.Tensor, device=None, batch_size: int = 1024,
-                 progress: Callable[[dict], None] | None = None) -> torch.Tensor:
+                 progress: Progress | None = None) -> torch.Tensor:
     """L2-normalised float32 embeddings [N, D] on CPU of uint8 images (or floats in [0, 1], e.g. synthetic)."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     model = model.to(dev).eval()
@@ -171,13 +170,12 @@ def embed_images(model: SupConNet, images: torch.Tensor, device=None, batch_size
         x = _prep(images[start:start + batch_size], dev)
         with autocast(dev):
             out.append(model(x).float().cpu())
-        if progress:
-            progress({"stage": "embed", "step": i + 1, "total": total})
+        report(progress, "embed", i + 1, total)
     return F.normalize(torch.cat(out), dim=1) if out else torch.empty(0, model.head[-1].out_features)
 
 
 def get_encoder(train: BiasedSplit, preset: str | EmbedPreset = "quick", seed: int = 0, device=None,
-                progress: Callable[[dict], None] | None = None) -> SupConNet:
+                progress: Progress | None = None) -> SupConNet:
     """The trained SupCon model for this split (loaded from the safetensors cache or trained and saved)."""
     p, seed = get_preset(preset), check_seed(seed)
     dev = device if isinstance(device, torch.device) else pick_device(device)
@@ -197,7 +195,7 @@ def get_encoder(train: BiasedSplit, preset: str | EmbedPreset = "quick", seed: i
 
 
 def get_embeddings(train: BiasedSplit, preset: str = "quick", seed: int = 0, device=None,
-                   progress: Callable[[dict], None] | None = None) -> torch.Tensor:
+                   progress: Progress | None = None) -> torch.Tensor:
     """float32 [N, D] L2-normalised SupCon embeddings of `train` in its order, cached on disk."""
     p, seed = get_preset(preset), check_seed(seed)
     _, emb_path = _paths(train, p, seed)

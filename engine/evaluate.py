@@ -1,6 +1,6 @@
 """Train-on-synthetic evaluation and group fairness metrics (the bias-attribute probe: attribute_probe.py).
 
-Protocol (docs/EVALUATION.md, REFERENCE.md "Evaluation protocol"): a fresh ConvNet is trained
+Protocol (docs/EVALUATION.md, docs/REFERENCES.md "Evaluation protocol"): a fresh ConvNet is trained
 on a (synthetic or baseline) image set with SGD and DSA augmentation, several seeds, then
 tested on the balanced test split. Every metric is in percent. A (class, attribute) cell with
 no test sample is *missing* (None) and excluded from every aggregate, never counted as 0.
@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,15 +23,14 @@ from .device import autocast, pick_device
 from .errors import Cancelled, DDAuditError, InvalidArgument
 from .images import to_float
 from .nets import ConvNet, ConvNetConfig, seeded
+from .progress import Event, Progress, ShouldStop, report
+from .results import METRICS
 
 log = logging.getLogger("ddaudit")
 
 EVAL_VERSION = 1   # bump when training on a set changes
 
-Progress = Callable[[dict], None] | None
-ShouldStop = Callable[[], bool] | None
 
-SCALAR_METRICS = ("accuracy", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy", "deo_m", "deo_a")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -97,12 +96,12 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
 def aggregate(runs: Sequence[dict]) -> dict:
     """Mean and std over evaluation seeds of every scalar metric; cell-wise mean group matrix."""
     out: dict = {}
-    for key in SCALAR_METRICS:
+    for key in METRICS:
         out[key], out[f"{key}_std"] = _mean_std([r[key] for r in runs])
     rows, cols = len(runs[0]["group_accuracy"]), len(runs[0]["group_accuracy"][0])
     out["group_accuracy"] = [[_mean_std([r["group_accuracy"][c][a] for r in runs])[0] for a in range(cols)]
                              for c in range(rows)]
-    out["per_seed"] = [{k: r[k] for k in SCALAR_METRICS} for r in runs]
+    out["per_seed"] = [{k: r[k] for k in METRICS} for r in runs]
     return out
 
 
@@ -125,26 +124,22 @@ class EvalPreset:
     depth: int
     norm: str
     full_set_epochs: int   # epochs for the whole-training-set baseline (0: no such baseline)
-    probe_steps: int       # attribute probe: SGD steps on group-balanced real batches
-    probe_batch: int
-    probe_width: int
 
 
 PRESETS: dict[str, EvalPreset] = {
-    # REFERENCE.md protocol. The whole-set baseline (50-60k images) with 1,000 epochs would cost
+    # docs/REFERENCES.md protocol. The whole-set baseline (50-60k images) with 1,000 epochs would cost
     # ~400x a synthetic evaluation; 30 epochs is where ConvNet-3 has converged on such sets (our choice).
     "paper": EvalPreset("paper", epochs=1000, batch_size=256, lr=0.01, momentum=0.9, weight_decay=5e-4,
                         lr_decay=0.1, dsa=True, seeds=5, width=128, depth=3, norm="instancenorm",
-                        full_set_epochs=30, probe_steps=1000, probe_batch=256, probe_width=64),
+                        full_set_epochs=30),
     # CPU: 300 epochs of an IPC-10 set are 300 SGD steps; width 32 keeps one training to ~20 s
     # on 2 cores (the distillation quick preset's width, so the evaluated net matches phi).
     "quick": EvalPreset("quick", epochs=300, batch_size=256, lr=0.01, momentum=0.9, weight_decay=5e-4,
                         lr_decay=0.1, dsa=True, seeds=3, width=32, depth=3, norm="instancenorm",
-                        full_set_epochs=0, probe_steps=100, probe_batch=128, probe_width=32),
+                        full_set_epochs=0),
 }
 # tiny: seconds, for tests and the dashboard's DDAUDIT_TINY mode (plumbing, not results)
-PRESETS["tiny"] = replace(PRESETS["quick"], name="tiny", epochs=2, seeds=1, probe_steps=3, probe_batch=16, width=8,
-                          probe_width=8, batch_size=64)
+PRESETS["tiny"] = replace(PRESETS["quick"], name="tiny", epochs=2, seeds=1, width=8, batch_size=64)
 
 
 def get_preset(preset: str | EvalPreset, **overrides) -> EvalPreset:
@@ -158,7 +153,7 @@ def get_preset(preset: str | EvalPreset, **overrides) -> EvalPreset:
         raise InvalidArgument(f"unknown evaluation setting(s): {', '.join(bad)}",
                               f"use fields of EvalPreset: {', '.join(asdict(preset))}")
     out = replace(preset, **overrides)
-    for field in ("epochs", "batch_size", "seeds", "width", "depth", "probe_steps", "probe_batch", "probe_width"):
+    for field in ("epochs", "batch_size", "seeds", "width", "depth"):
         v = getattr(out, field)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise InvalidArgument(f"evaluation setting {field}={v!r} must be a positive integer", "give a whole number >= 1")
@@ -193,7 +188,7 @@ def _grad_scaler(device: torch.device):
 
 def train_on(images: torch.Tensor, labels: torch.Tensor, cfg: EvalPreset, seed: int, device=None, *,
              num_classes: int | None = None, flip: bool = True, epochs: int | None = None,
-             progress: Progress = None, should_stop: ShouldStop = None, stage: str = "evaluate") -> ConvNet:
+             progress: Progress | None = None, should_stop: ShouldStop | None = None, stage: str = "evaluate") -> ConvNet:
     """Train a fresh ConvNet-D on (images, labels) with the preset's SGD schedule; returns it in eval mode."""
     device = pick_device(device) if not isinstance(device, torch.device) else device
     x_all, y_all = _to_input(images), labels.long().cpu()
@@ -237,7 +232,7 @@ def train_on(images: torch.Tensor, labels: torch.Tensor, cfg: EvalPreset, seed: 
             scaler.update()
             step += 1
         if progress is not None and (epoch + 1) % max(1, epochs // 20) == 0:
-            progress({"stage": stage, "step": step, "total": total, "loss": float(loss.detach())})
+            progress(Event(stage, step, total, loss=float(loss.detach())))
     return net.eval()
 
 
@@ -273,8 +268,8 @@ def eval_seeds(n: int, base_seed: int = 0) -> list[int]:
 def evaluate_synthetic(images: torch.Tensor, labels: torch.Tensor, test: BiasedSplit,
                        preset: str | EvalPreset = "quick", seeds: int | Sequence[int] | None = None, *,
                        mean: torch.Tensor | None = None, std: torch.Tensor | None = None, device=None,
-                       flip: bool = True, epochs: int | None = None, progress: Progress = None,
-                       should_stop: ShouldStop = None, stage: str = "evaluate", use_cache: bool = True) -> dict:
+                       flip: bool = True, epochs: int | None = None, progress: Progress | None = None,
+                       should_stop: ShouldStop | None = None, stage: str = "evaluate", use_cache: bool = True) -> dict:
     """Train one net per seed on the set, test each; mean/std of every metric and the mean group matrix.
 
     `images` are floats in the space the nets see (a SyntheticSet's standardised images);
@@ -292,14 +287,12 @@ def evaluate_synthetic(images: torch.Tensor, labels: torch.Tensor, test: BiasedS
     path = _eval_path(images, labels, test, cfg, seed_list, mean, std, device, flip, epochs) if use_cache else None
     hit = _read_eval(path)
     if hit is not None:
-        if progress is not None:
-            progress({"stage": stage, "step": 1, "total": 1, "cached": True})
+        report(progress, stage, 1, 1, cached=True)
         return {**hit, "seconds": time.time() - t0, "cached": True}
     for i, seed in enumerate(seed_list):
-        def sub(ev: dict, i=i) -> None:  # one bar over all seeds
+        def sub(ev: Event, i=i) -> None:  # one bar over all seeds
             if progress is not None:
-                progress({**ev, "stage": stage, "seed": seed_list[i], "step": i * ev["total"] + ev["step"],
-                          "total": len(seed_list) * ev["total"]})
+                progress(ev.within(stage, i * ev.total, len(seed_list) * ev.total))
         net = train_on(images, labels, cfg, seed, device, num_classes=test.num_classes, flip=flip, epochs=epochs,
                        progress=sub, should_stop=should_stop, stage=stage)
         runs.append(evaluate_net(net, test, mean, std))
@@ -333,7 +326,7 @@ def _read_eval(path) -> dict | None:
         hit = cache.read_json(path)
     except (OSError, DDAuditError):
         return None
-    return hit if isinstance(hit, dict) and all(k in hit for k in SCALAR_METRICS) else None
+    return hit if isinstance(hit, dict) and all(k in hit for k in METRICS) else None
 
 
 # --------------------------------------------------------------------------- baselines

@@ -11,20 +11,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from . import data, distill, images
+from .results import LABELS, ordered
 
 # Okabe-Ito + Paul Tol "safe": colour-blind-safe categorical colours (12).
 SAFE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
         "#88CCEE", "#882255", "#44AA99", "#999933")
 ALIGNED_COLOURS = {"aligned": "#56B4E9", "conflicting": "#D55E00"}
 CONTINUOUS = "Viridis"
-METHOD_ORDER = distill.METHODS + ("random", "full")  # the registry's methods, then the baselines
 BASELINE_COLOURS = {"random": "#CC79A7", "full": "#009E73"}
 NO_SPREAD = "none (1 training)"  # the ± std cell of a set evaluated once: no spread, not a spread of 0
-METRIC_COLUMNS = {
-    "accuracy": "accuracy", "accuracy_std": "± std", "aligned_accuracy": "aligned",
-    "conflicting_accuracy": "conflicting", "worst_group_accuracy": "worst group", "deo_m": "DEO_M",
-    "deo_a": "DEO_A", "synthetic_aligned_share": "synthetic aligned share",
-}
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 
 
@@ -157,24 +152,18 @@ def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]]) -> go.Figure
     return fig
 
 
-def ordered_methods(methods: Sequence[str]) -> list[str]:
-    """Known methods in a fixed order (the registry's, then random and full), then the rest."""
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + [m for m in methods if m not in METHOD_ORDER]
-
-
 def metrics_frame(results: Mapping) -> pd.DataFrame:
     """Per-method metrics table (percent) from an audit result dict; index = method."""
     methods = results.get("methods", {}) or {}
     rows = []
-    for m in ordered_methods(list(methods)):
+    for m in ordered(list(methods)):
         r = methods[m] or {}
         row = {"method": m}
-        for key, col in METRIC_COLUMNS.items():
+        for key, col in LABELS.items():
             v = r.get(key)
             row[col] = float(v) if isinstance(v, (int, float)) and v is not None else np.nan
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["method", *METRIC_COLUMNS.values()]).set_index("method")
+    df = pd.DataFrame(rows, columns=["method", *LABELS.values()]).set_index("method")
     seeds = results.get("eval_seeds")
     if isinstance(seeds, list) and len(seeds) < 2:
         df["± std"] = np.nan  # one training has no spread: shown as NO_SPREAD, never as "0.0"
@@ -187,7 +176,7 @@ def metrics_frame(results: Mapping) -> pd.DataFrame:
 def accuracy_heatmaps(group_acc: Mapping[str, np.ndarray], class_names: Sequence[str],
                       attribute_names: Sequence[str]) -> go.Figure:
     """Class x attribute accuracy heatmaps side by side, ONE shared colour scale 0..100; NaN = empty cell."""
-    methods = ordered_methods(list(group_acc))
+    methods = ordered(list(group_acc))
     n = max(1, len(methods))
     fig = make_subplots(rows=1, cols=n, subplot_titles=methods or ["(no methods)"], shared_yaxes=True,
                         horizontal_spacing=0.02)
@@ -279,7 +268,7 @@ def heatmaps_png(group_acc: Mapping[str, np.ndarray], class_names: Sequence[str]
     """The accuracy heatmaps as one PNG (PIL, no browser): one shared 0..100 Viridis scale, '-' = empty."""
     from PIL import Image, ImageDraw, ImageFont
     from plotly.colors import sample_colorscale, unlabel_rgb
-    methods = ordered_methods(list(group_acc))
+    methods = ordered(list(group_acc))
     nr, nc = len(class_names), len(attribute_names)
     left, top, gap = 70, 40, 20
     width = left + len(methods) * (nc * cell + gap) + 10

@@ -1,21 +1,22 @@
-"""The one stored-run path: a request is validated once, keyed by everything that determines its
-result (every version and the resolved stage settings), and run in the run store. The CLI, the
-dashboard and sweeps all come through here, so an identical request is one run wherever it starts.
+"""The planner: a Request is validated once (nothing loaded, nothing written), resolved into a Plan
+(every stage's settings and the device) and keyed by everything that determines its result (every
+version and the resolved settings). engine.stored runs a Plan in the run store; the CLI, the
+dashboard and sweeps all plan here, so an identical request is one run wherever it starts.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
-from . import attribute_probe, cache, data, distill, embed, evaluate, trajectory
+import torch
+
+from . import attribute_probe, data, distill, embed, evaluate
 from .density import check_kernel_variance, check_temperature
+from .device import pick_device
 from .errors import InvalidArgument
 
 PRESETS = ("tiny", "quick", "paper")
 MAX_EVAL_SEEDS = 100
-Progress = Callable[[dict], None]
-ShouldStop = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Request:
     # experiments and tests: field overrides of the stage presets
     distill_overrides: dict = field(default_factory=dict)
     eval_overrides: dict = field(default_factory=dict)
+    probe_overrides: dict = field(default_factory=dict)
     embed_overrides: dict = field(default_factory=dict)
 
 
@@ -52,8 +54,10 @@ class Plan:
     methods: tuple[str, ...]
     distill_cfg: distill.DistillConfig
     eval_cfg: evaluate.EvalPreset
+    probe_cfg: attribute_probe.ProbePreset
     embed: embed.EmbedPreset
     seeds: list[int]
+    device: torch.device                # resolved once here; every stage computes on it
 
     @property
     def uses_weights(self) -> bool:
@@ -90,12 +94,11 @@ def plan(req: Request) -> Plan:
     ipc = positive_int(req.ipc, "IPC", "give --ipc as a whole number such as 10")  # upper bound: config_for
     seed = data.check_seed(req.seed)
     kv = None if req.kernel_variance is None else check_kernel_variance(req.kernel_variance)
-    if req.device is not None:
-        from .device import pick_device
-        pick_device(req.device)
+    device = pick_device(req.device)
     distill_cfg = distill.config_for(req.preset, req.algorithm, ipc, seed=seed, device=req.device or "auto",
                                      **req.distill_overrides)
     eval_cfg = evaluate.get_preset(req.preset, **req.eval_overrides)
+    probe_cfg = attribute_probe.get_preset(req.preset, **req.probe_overrides)
     n_seeds = eval_cfg.seeds if req.eval_seeds is None else positive_int(
         req.eval_seeds, "number of evaluation seeds", f"give --eval-seeds between 1 and {MAX_EVAL_SEEDS}",
         MAX_EVAL_SEEDS)
@@ -104,7 +107,7 @@ def plan(req: Request) -> Plan:
         embed_cfg = embed.with_overrides(embed_name, **req.embed_overrides)
     except TypeError as exc:
         raise InvalidArgument(f"bad embedding setting: {exc}", "use fields of engine.embed.EmbedPreset") from None
-    every = trajectory.resolve_every(distill_cfg.iterations, req.track_every)
+    every = distill.resolve_every(distill_cfg.iterations, req.track_every)
     if req.track_eval not in (True, False):
         raise InvalidArgument(f"track_eval {req.track_eval!r} is not true or false", "pass --track-eval or leave it out")
     if req.track_eval and not every:
@@ -114,7 +117,8 @@ def plan(req: Request) -> Plan:
                    kernel_variance=kv, temperature=check_temperature(req.temperature), eval_seeds=n_seeds,
                    embed_preset=embed_name, track_every=every, track_eval=bool(req.track_eval))
     # evaluation seeds are offset from the run seed so different runs are not trained identically
-    return Plan(norm, methods, distill_cfg, eval_cfg, embed_cfg, evaluate.eval_seeds(n_seeds, seed * 1000))
+    return Plan(norm, methods, distill_cfg, eval_cfg, probe_cfg, embed_cfg, evaluate.eval_seeds(n_seeds, seed * 1000),
+                device)
 
 
 def run_key(p: Plan, kind: str) -> dict:
@@ -127,95 +131,11 @@ def run_key(p: Plan, kind: str) -> dict:
         key.update(kernel_variance=r.kernel_variance, temperature=r.temperature, embed=asdict(p.embed))
         key["versions"]["embed"] = embed.EMBED_VERSION
     if kind == "audit" or r.track_every:  # the probe (and --track-eval's training) measure the trajectory
-        key.update(evaluate=asdict(p.eval_cfg), eval_seeds=p.seeds)
+        # one "evaluate" block holds the evaluation and the probe settings, as before ProbePreset had its own
+        # dataclass: stored runs keep their ids
+        key.update(evaluate={**asdict(p.eval_cfg), **attribute_probe.key_fields(p.probe_cfg, p.eval_cfg)}, eval_seeds=p.seeds)
         key["versions"].update(evaluate=evaluate.EVAL_VERSION, probe=attribute_probe.PROBE_VERSION)
     if kind == "audit":
         key.update(baseline=r.baseline)
     key.update(track={"every": r.track_every, "eval": r.track_eval})
     return key
-
-
-def load_train(p: Plan) -> data.BiasedSplit:
-    """The training split, with IPC checked against its smallest class (still before anything is written)."""
-    r = p.request
-    train = data.load_split(r.dataset, r.conflict_ratio, "train", r.seed, r.data_root)
-    distill.check_ipc(train, r.ipc)
-    return train
-
-
-def kde_weights(p: Plan, train: data.BiasedSplit, progress: Progress | None = None):
-    """The KDE WeightResult the plan's methods need, or None."""
-    if not p.uses_weights:
-        return None
-    from .density import training_weights
-    r = p.request
-    return training_weights(train, kernel_variance=r.kernel_variance, temperature=r.temperature,
-                            preset=p.embed, seed=r.seed, device=r.device, progress=progress)
-
-
-def make_tracker(p: Plan, train: data.BiasedSplit, probe: attribute_probe.Probe | None = None,
-                 test: data.BiasedSplit | None = None, progress: Progress | None = None,
-                 should_stop: ShouldStop | None = None) -> trajectory.Tracker | None:
-    """The plan's trajectory tracker (None when tracking is off); trains or loads the attribute probe."""
-    r = p.request
-    if not r.track_every:
-        return None
-    if probe is None:
-        probe = attribute_probe.train_probe(train, p.eval_cfg, seed=r.seed, device=r.device, progress=progress,
-                                     should_stop=should_stop)
-    if r.track_eval and test is None:
-        test = data.load_split(r.dataset, r.conflict_ratio, "test", r.seed, r.data_root)
-    return trajectory.Tracker(r.track_every, probe, train.aligned_attribute, attribute_probe.real_aligned_share(train),
-                              test if r.track_eval else None, p.eval_cfg, p.seeds[0],
-                              flip=not data.get_spec(r.dataset).digits, device=r.device)
-
-
-def _stopper(should_stop: ShouldStop | None, run) -> ShouldStop:
-    """Stop when the caller asks or someone cancels the stored run (python -m engine runs cancel)."""
-    return lambda: bool(should_stop and should_stop()) or run.should_stop()
-
-
-def distill_stored(req: Request | Plan, force: bool = False, progress: Progress | None = None,
-                   should_stop: ShouldStop | None = None, checkpoint_dir=None):
-    """Distillation only, as a run of kind 'distill': (sets, run); an identical finished run is reused."""
-    from .store import RunStore
-    p = req if isinstance(req, Plan) else plan(req)
-    train = load_train(p)
-    with RunStore().run("distill", run_key(p, "distill"), force=force) as run:
-        if run.reused and all((run.dir / m / distill.sets.SET_FILE).is_file() for m in p.methods):
-            return synthetic_sets(run, p.methods), run
-        wr = kde_weights(p, train, progress)
-        stop = _stopper(should_stop, run)
-        tracker = make_tracker(p, train, progress=progress, should_stop=stop)
-        sets = distill.distill(train, p.distill_cfg, p.methods, weights=wr.weights if wr else None,
-                               progress=progress, should_stop=stop, tracker=tracker,
-                               checkpoint_dir=checkpoint_dir or run.checkpoint_dir)
-        distill.save_synthetic(sets, run.dir)
-        metrics = {"methods": {m: {"final_loss": s.final_loss, "seconds": s.seconds} for m, s in sets.items()},
-                   "iterations": p.distill_cfg.iterations}
-        if tracker is not None:
-            metrics.update(real_aligned_share=tracker.real_aligned_share,
-                           trajectory={m: s.trajectory for m, s in sets.items()})
-        run.finish(metrics)
-        return sets, run
-
-
-def audit_stored(req: Request | Plan, force: bool = False, progress: Progress | None = None,
-                 should_stop: ShouldStop | None = None) -> tuple[dict, object]:
-    """The whole audit as a run of kind 'audit': (results, run); an identical finished run is reused."""
-    from . import audit
-    from .store import RunStore
-    p = req if isinstance(req, Plan) else plan(req)
-    train = load_train(p)  # the data and IPC are checked before the store is touched
-    with RunStore().run("audit", run_key(p, "audit"), force=force) as run:
-        if run.reused and (run.dir / "results.json").is_file():
-            return cache.read_json(run.dir / "results.json"), run
-        results = audit.run_audit(p, run.dir, progress=progress, should_stop=_stopper(should_stop, run), train=train)
-        run.finish(results)
-        return results, run
-
-
-def synthetic_sets(run, methods) -> dict[str, distill.SyntheticSet]:
-    """The stored sets of a run's methods (those present)."""
-    return {m: distill.load_synthetic(run.dir / m) for m in methods if (run.dir / m / distill.sets.SET_FILE).is_file()}
-

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import cache, distill, figures, trajectory, trajectory_figures
+from . import cache, distill, figures, trajectory_figures
 from .errors import InvalidArgument
+from .store import Run, RunStore
 
-REPORT_FILE = "report.html"
-# REFERENCE.md, IPC 10, BR 0.9 (Acc / DEO_M / DEO_A): the closest published dataset for each of ours
+# docs/REFERENCES.md, IPC 10, BR 0.9 (Acc / DEO_M / DEO_A): the closest published dataset for each of ours
 _CMNIST_FG = ("C-MNIST (FG), IPC 10", {"vanilla": "25.01 / 100.0 / 99.96", "fairdd": "94.61 / 17.04 / 7.95",
                                        "kde": "90.42 / 34.77 / 18.46 (FairDD's re-implementation)"})
 PUBLISHED = {
@@ -39,9 +39,8 @@ border-left:4px solid #0072B2}.grids{display:flex;flex-wrap:wrap;gap:1.2em}.grid
 code,pre{background:#f5f5f5;padding:.1em .3em}pre{padding:.6em;overflow-x:auto}.note{color:#666}"""
 
 
-def load_runs(run_ids: Sequence[str]) -> list[tuple[dict, dict, Path]]:
-    """(info, results, folder) per run id: finished audit runs only, each refused with a clear error."""
-    from .store import RunStore
+def load_runs(run_ids: Sequence[str]) -> list[tuple[dict, dict, Run]]:
+    """(info, results, run) per run id: finished audit runs only, each refused with a clear error."""
     if not run_ids:
         raise InvalidArgument("no run id given", "pass one or more RUN_IDs (python -m engine runs list --kind audit)")
     store, out = RunStore(), []
@@ -53,8 +52,11 @@ def load_runs(run_ids: Sequence[str]) -> list[tuple[dict, dict, Path]]:
         if info["status"] != "finished":
             raise InvalidArgument(f"run {rid} is {info['status']}, not finished",
                                   "finish it first (start the same audit again), or pick another run")
-        folder = Path(info["dir"])
-        out.append((info, cache.read_json(folder / "results.json"), folder))
+        run = store.open(info["id"])
+        res = run.results()
+        if res is None:
+            raise InvalidArgument(f"run {rid} holds no results.json", "start the same audit again with --force")
+        out.append((info, res, run))
     return out
 
 
@@ -103,7 +105,7 @@ def command(info: dict, res: dict) -> str:
     if cfg.get("temperature") not in (None, 1.0):
         args.append(f"--temperature {cfg['temperature']}")
     track = cfg.get("track") or {}
-    if "every" in track and track["every"] != trajectory.resolve_every(cfg["distill"]["iterations"], None):
+    if "every" in track and track["every"] != distill.resolve_every(cfg["distill"]["iterations"], None):
         args.append(f"--track-every {track['every']}")
     if track.get("eval"):
         args.append("--track-eval")
@@ -183,12 +185,11 @@ def _trajectory_section(res: dict) -> str:
             + plots)
 
 
-def run_section(info: dict, res: dict, folder: Path) -> str:
+def run_section(info: dict, res: dict, run: Run) -> str:
     """Every section of one audit run."""
     cfg = info["config"]
-    found = {p.parent.name: p for p in folder.glob("*/grid.png")}
-    grids = "".join(f"<figure>{_png(found[m], m + ' synthetic set')}<figcaption>{html.escape(m)}</figcaption></figure>"
-                    for m in figures.ordered_methods(list(found)))
+    grids = "".join(f"<figure>{_png(p, m + ' synthetic set')}<figcaption>{html.escape(m)}</figcaption></figure>"
+                    for m, p in run.grids().items())
     df = figures.metrics_frame(res)
     name, published = PUBLISHED.get(res["dataset"], ("", None))
     classes, attrs = figures.class_attribute_names(res)
@@ -210,7 +211,7 @@ Versions: {html.escape(versions)}.</p>
 <h2>Metrics per method (%)</h2>{_table(df, published)}
 <p class="note">Balanced test set. DEO = spread of accuracy across attributes within a class (max: DEO_M,
 mean: DEO_A; lower is fairer). Share = synthetic images the probe reads as their class's aligned attribute.
-{('Published: ' + html.escape(name) + ' at the papers&#39; settings (REFERENCE.md); this run&#39;s preset is ' + html.escape(res['preset']) + '.') if published else 'No published numbers for this dataset.'}</p>
+{('Published: ' + html.escape(name) + ' at the papers&#39; settings (docs/REFERENCES.md); this run&#39;s preset is ' + html.escape(res['preset']) + '.') if published else 'No published numbers for this dataset.'}</p>
 {_plot(figures.metrics_bars(df))}{_plot(figures.aligned_share_bars(df))}
 <h2>Accuracy per class and attribute (one colour scale)</h2>{_plot(figures.accuracy_heatmaps(group, classes, attrs)) if group else ''}
 {_trajectory_section(res)}
@@ -229,10 +230,10 @@ def build(runs: Sequence[tuple[dict, dict, Path]]) -> str:
     if len(runs) > 1:
         frames = {info["id"]: figures.metrics_frame(res) for info, res, _ in runs}
         body.append("<h2>Comparison</h2>" + _plot(figures.runs_comparison(frames)))
-    for info, res, folder in runs:
+    for info, res, run in runs:
         if len(runs) > 1:
             body.append(f"<h1>Run {html.escape(info['id'])}</h1>")
-        body.append(run_section(info, res, folder))
+        body.append(run_section(info, res, run))
     js = plotly.offline.get_plotlyjs()
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style><script>{js}</script></head><body><h1>{html.escape(title)}</h1>"
@@ -255,7 +256,7 @@ def write(run_ids: Sequence[str], out: str | os.PathLike | None = None) -> dict:
             raise InvalidArgument(f"cannot write {path} ({exc.strerror or exc})", "pass an --out you can write") from None
         written["out"] = str(path)
     if len(runs) == 1:
-        folder = runs[0][2]
-        cache.atomic_write_bytes(folder / REPORT_FILE, text)
-        written["run_folder"] = str(folder / REPORT_FILE)
+        target = runs[0][2].report_path
+        cache.atomic_write_bytes(target, text)
+        written["run_folder"] = str(target)
     return {**written, "bytes": len(text)}

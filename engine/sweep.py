@@ -4,7 +4,7 @@ A grid is ratios x kernel variances x IPCs x seeds for one dataset and a list of
 need no KDE weights (vanilla, FairDD, ...) do not depend on the kernel variance, so each (ratio, IPC,
 seed) gets one "shared" cell with them (and the random baseline) and one cell per kernel variance with
 the weighted methods only: vanilla is distilled and evaluated once, not once per variance. Every cell is
-`pipeline.audit_stored`: an identical cell is reused, so a rerun resumes; the split, SupCon embeddings
+`stored.audit_stored`: an identical cell is reused, so a rerun resumes; the split, SupCon embeddings
 and probe are disk-cached by content, so cells sharing them compute them once per machine.
 """
 from __future__ import annotations
@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import cache, data, distill, pipeline
+from .results import METRICS as EVAL_METRICS, SHARE
 from .density import check_kernel_variance
 from .errors import Cancelled, DDAuditError, InvalidArgument
+from .progress import Event, Progress, ShouldStop
+from .stages import load_train
+from .store.records import SWEEP_FILE
 
 SWEEP_VERSION = 1
+SWEEP_CSV = "sweep.csv"
 SUGGESTED = "suggested"
-METRICS = ("accuracy", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy", "deo_m", "deo_a",
-           "synthetic_aligned_share")
+METRICS = EVAL_METRICS + (SHARE,)  # a sweep row's metric columns
 MAX_CELLS = 10_000
 
 
@@ -58,7 +62,7 @@ class Cell:
 
     @property
     def run_id(self) -> str:
-        from .store.run import run_id_for
+        from .store.records import run_id_for
         return run_id_for("audit", pipeline.run_key(self.plan, "audit"))
 
 
@@ -125,7 +129,7 @@ def prepare(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, gp
     data.check_data_root(grid.data_root)
     if address is None:  # the data is here: a missing dataset or too large an IPC fails now, not in a task
         for c in {(c.ratio, c.seed, c.ipc): c for c in all_cells}.values():
-            pipeline.load_train(c.plan)
+            load_train(c.plan)
     return all_cells
 
 
@@ -141,17 +145,11 @@ def _run_cell(request: dict, threads: int, ship_files: bool) -> dict:
     """A Ray task: one stored audit on the worker; its files come back when the driver's store is elsewhere."""
     import torch
     torch.set_num_threads(max(1, threads))
-    from engine import pipeline as pl
+    from engine import pipeline as pl, stored
     from engine.allocator import tune_cpu_allocator
     tune_cpu_allocator()
-    results, run = pl.audit_stored(pl.Request(**request))
-    files = {}
-    if ship_files:
-        for p in sorted(run.dir.rglob("*")):
-            rel = p.relative_to(run.dir)
-            if p.is_file() and rel.parts[0] != "checkpoints" and rel.name not in ("status.json", "log.txt"):
-                files[str(rel)] = p.read_bytes()
-    return {"run_id": run.id, "results": results, "files": files}
+    results, run = stored.audit_stored(pl.Request(**request))
+    return {"run_id": run.id, "results": results, "files": run.export_files() if ship_files else {}}
 
 
 def _import_cell(cell: Cell, shipped: dict) -> None:
@@ -160,12 +158,7 @@ def _import_cell(cell: Cell, shipped: dict) -> None:
     with RunStore().run("audit", pipeline.run_key(cell.plan, "audit")) as run:
         if run.reused:
             return
-        for rel, blob in shipped["files"].items():
-            target = run.dir / rel
-            if rel == "config.json" or ".." in Path(rel).parts:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            cache.atomic_write_bytes(target, blob)
+        run.import_files(shipped["files"])
         run.finish(shipped["results"])
 
 
@@ -198,32 +191,32 @@ def _init_ray(address: str | None, shared_home: bool):
 
 
 def run_sweep(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, gpus_per_cell: float = 0,
-              progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+              progress: Progress | None = None, should_stop: ShouldStop | None = None) -> dict:
     """Run every cell (reusing finished ones) and return the sweep's summary; the sweep is a stored run."""
     from .store import RunStore
     all_cells = prepare(grid, address, cpus_per_cell, gpus_per_cell)
     store = RunStore()
     say = progress or (lambda ev: None)
     t0 = time.time()
-    finished = {r["id"] for r in store.list(kind="audit", status="finished")}  # one index query for every cell
-    results = {c.run_id: cache.read_json(store.root / c.run_id / "results.json") for c in all_cells
-               if c.run_id in finished and (store.root / c.run_id / "results.json").is_file()}
+    finished = {r.id: r for r in store.finished("audit")}  # one index query for every cell
+    results = {c.run_id: res for c in all_cells if c.run_id in finished
+               and (res := finished[c.run_id].results()) is not None}
     todo = [c for c in all_cells if c.run_id not in results]
     ray = _init_ray(address, shared_home=address is None) if todo else None  # a bad --address fails before any run
     try:
         with store.run("sweep", grid_key(grid)) as sweep_run:
-            if sweep_run.reused and (sweep_run.dir / "sweep.json").is_file() and not todo:
-                summary = cache.read_json(sweep_run.dir / "sweep.json")
+            if sweep_run.reused and sweep_run.read_json(SWEEP_FILE) is not None and not todo:
+                summary = sweep_run.read_json(SWEEP_FILE)
                 return {**summary, "reused_cells": summary["cells"], "seconds": 0.0}
-            say({"stage": "sweep", "step": len(results), "total": len(all_cells), "reused": len(results)})
+            say(Event("sweep", len(results), len(all_cells), reused=len(results)))
             if todo:
                 _run_on_ray(ray, todo, results, address, cpus_per_cell, gpus_per_cell, say, should_stop,
                             len(all_cells))
             summary = summarise(grid, all_cells, results)
             summary.update(run_id=sweep_run.id, seconds=round(time.time() - t0, 2),
                            reused_cells=len(all_cells) - len(todo))
-            cache.atomic_write_json(sweep_run.dir / "sweep.json", summary)
-            (sweep_run.dir / "sweep.csv").write_text(to_csv(summary["rows"]), encoding="utf-8")
+            sweep_run.write_json(SWEEP_FILE, summary)
+            sweep_run.path(SWEEP_CSV).write_text(to_csv(summary["rows"]), encoding="utf-8")
             sweep_run.finish({"cells": len(all_cells), "cell_runs": [c.run_id for c in all_cells],
                               "best_kernel_variance": summary["best_kernel_variance"]})
             return summary
@@ -250,7 +243,7 @@ def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, 
                 results[cell.run_id] = shipped["results"]
                 n = len(results) - done0
                 eta = (time.time() - t0) / n * len(pending)
-                say({"stage": "sweep", "step": len(results), "total": total, "eta": eta})
+                say(Event("sweep", len(results), total, eta=eta))
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)

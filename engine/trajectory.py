@@ -7,45 +7,18 @@ and keeps a uint8 snapshot of the images, so a set's path can be drawn on the em
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
-from .data import BiasedSplit
-from .errors import InvalidArgument
 from .attribute_probe import Probe, synthetic_aligned_share
+from .data import BiasedSplit
+from .distill import SyntheticSet
 from .evaluate import EvalPreset, evaluate_synthetic
+from .results import ACCURACIES
 
-if TYPE_CHECKING:
-    from .distill import SyntheticSet
-
-TRACK_POINTS = 10          # default: about this many intervals per run (11 points with the start)
 SHORT_EVAL_FRACTION = 3    # --track-eval trains one net for epochs // 3 of the evaluation preset
-EVAL_KEYS = ("accuracy", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy")
-MAX_TRACK_POINTS = 1000    # a typo such as --track-every 1 on 20,000 iterations must not store 20,000 snapshots
-
-
-def resolve_every(iterations: int, every: int | None) -> int:
-    """The tracking interval: None = about TRACK_POINTS points per run, 0 = no tracking, else `every`."""
-    if every is None:
-        return max(1, math.ceil(iterations / TRACK_POINTS))
-    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-        raise InvalidArgument(f"track interval {every!r} is not a whole number >= 0",
-                              "give --track-every N (iterations between points), or 0 to turn tracking off")
-    if every and math.ceil(iterations / every) + 1 > MAX_TRACK_POINTS:
-        raise InvalidArgument(f"--track-every {every} gives {math.ceil(iterations / every) + 1:,} points for "
-                              f"{iterations:,} iterations (limit {MAX_TRACK_POINTS:,})",
-                              f"use --track-every {math.ceil(iterations / (MAX_TRACK_POINTS - 1))} or more")
-    return every
-
-
-def track_points(iterations: int, every: int) -> list[int]:
-    """The iterations at which a run is measured: 0, every, 2 every, ... and always the last."""
-    if every <= 0:
-        return []
-    return sorted(set(range(0, iterations, every)) | {iterations})
 
 
 def short_eval(cfg: EvalPreset) -> EvalPreset:
@@ -55,7 +28,8 @@ def short_eval(cfg: EvalPreset) -> EvalPreset:
 
 @dataclass
 class Tracker:
-    """Measures one method's current synthetic set at a track point (no autograd, no shared RNG)."""
+    """Measures one method's current synthetic set at a track point (no autograd, no shared RNG): the
+    distill package's Tracker protocol, with the attribute probe and optionally a short evaluation."""
 
     every: int
     probe: Probe
@@ -84,7 +58,7 @@ class Tracker:
             ev = evaluate_synthetic(images, labels.cpu(), self.test, short_eval(self.eval_cfg), [self.eval_seed],
                                     mean=mean, std=std, device=self.device, flip=self.flip,
                                     should_stop=should_stop, stage="track")
-            point.update({k: ev[k] for k in EVAL_KEYS})
+            point.update({k: ev[k] for k in ACCURACIES})
         return point
 
 
@@ -96,7 +70,7 @@ def amplification(trajectory: Sequence[dict], real_share: float) -> dict:
     return {"start": shares[0] - real_share, "peak": max(shares) - real_share, "end": shares[-1] - real_share}
 
 
-def map_positions(encoder, z_map, coords, sets: Mapping[str, "SyntheticSet"], device=None) -> dict[str, dict]:
+def map_positions(encoder, z_map, coords, sets: Mapping[str, SyntheticSet], device=None) -> dict[str, dict]:
     """Each set on an embedding map, embedded by the map's SupCon encoder and placed by projection.place:
     {method: {"final": [N, 2], "distance": [N] (to the nearest real image, embedding space), "labels": [N],
     "path": [P, N, 2] or None (the snapshots' positions), "iterations": [P]}}."""

@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import _LAYOUT, method_colour, ordered_methods
+from .figures import _LAYOUT, method_colour
+from .results import ordered
 from .images import png_bytes
 
 METRICS = {"aligned_share": "synthetic aligned share (%)", "conflicting_accuracy": "conflicting accuracy (%)",
@@ -28,7 +29,7 @@ def trajectory_curves(runs: Mapping[str, Mapping[str, Sequence[dict]]], metric: 
     optional horizontal reference (the real data's aligned share)."""
     fig = go.Figure()
     for r, (run, trajs) in enumerate(runs.items()):
-        for i, method in enumerate(ordered_methods(list(trajs))):
+        for i, method in enumerate(ordered(list(trajs))):
             pts = [p for p in trajs[method] if p.get(metric) is not None]
             if not pts:
                 continue
@@ -61,7 +62,7 @@ def add_synthetic(fig: go.Figure, placed: Mapping[str, dict], class_names: Seque
     out = go.Figure(fig)
     xs = np.concatenate([np.asarray(t.x, float) for t in fig.data if t.x is not None] or [np.zeros(1)])
     size = 0.04 * float(np.ptp(xs) or 1.0)  # a thumbnail's side: 4% of the map's width
-    for i, method in enumerate(ordered_methods(list(placed))):
+    for i, method in enumerate(ordered(list(placed))):
         p, colour = placed[method], method_colour(method, i)
         final, labels = np.asarray(p["final"], float), np.asarray(p["labels"])
         if paths and p.get("path") is not None:

@@ -6,10 +6,10 @@ import streamlit as st
 
 from engine import distill
 from engine import figures, trajectory_figures
-from ui import jobs, runs as pipeline, state
+from ui import distill_jobs, jobs, state
 
 
-def form(train) -> dict | None:
+def form() -> dict | None:
     """The run settings; returns them when Start is pressed."""
     methods_all, algorithms = list(distill.METHODS), list(distill.ALGORITHMS)
     tiny = state.tiny()
@@ -25,10 +25,10 @@ def form(train) -> dict | None:
                               help="quick: CPU minutes; paper: the published settings (GPU hours).")
         c4, c5, c6, c7 = st.columns(4)
         ipc = c4.number_input("Images per class (IPC)", 1, 500, 2 if tiny else 10, key="dst_ipc")
-        default_iters = pipeline.default_iterations(preset, algorithm)
+        default_iters = distill_jobs.default_iterations(preset, algorithm)
         iterations = c5.number_input("Iterations (0 = preset default)", 0, 100000, 0, key="dst_iterations",
                                      help=f"The {preset} preset uses {default_iters} for {algorithm}.")
-        eval_seeds = c6.number_input("Evaluation trainings per set", 1, 10, pipeline.UI_EVAL_SEEDS,
+        eval_seeds = c6.number_input("Evaluation trainings per set", 1, 10, distill_jobs.UI_EVAL_SEEDS,
                                      key="dst_eval_seeds",
                                      help="Fresh ConvNets trained on each set; 2 or more give a ± spread. "
                                           "The dashboard defaults to 1 to keep a CPU run to minutes; "
@@ -36,7 +36,7 @@ def form(train) -> dict | None:
         evaluate = c7.checkbox("Evaluate + audit after distilling", value=True, key="dst_evaluate",
                                help="Train fresh ConvNets on each synthetic set, measure group accuracies and "
                                     "the attribute probe's aligned share (Results page).")
-        baseline = st.checkbox("Also evaluate a random-real baseline", value=pipeline.UI_BASELINE,
+        baseline = st.checkbox("Also evaluate a random-real baseline", value=distill_jobs.UI_BASELINE,
                                key="dst_baseline",
                                help="IPC random real training images per class, evaluated like the synthetic "
                                     "sets (the 'random' row on Results): what distillation must beat. One more "
@@ -52,12 +52,7 @@ def form(train) -> dict | None:
         st.error(f"No method chosen.\n\n**Fix:** pick at least one of {', '.join(methods_all)}.",
                  icon=":material/error:")
         return None
-    per_class = np.bincount(train.targets.numpy(), minlength=train.num_classes)
-    if int(ipc) > int(per_class.min()):
-        st.error(f"IPC {ipc} is larger than the smallest class ({per_class.min()} images).\n\n"
-                 f"**Fix:** choose an IPC of at most {per_class.min()}.", icon=":material/error:")
-        return None
-    return {"methods": pipeline.order(methods), "algorithm": algorithm, "preset": preset, "ipc": int(ipc),
+    return {"methods": distill_jobs.order(methods), "algorithm": algorithm, "preset": preset, "ipc": int(ipc),
             "iterations": int(iterations) or None, "evaluate": bool(evaluate), "eval_seeds": int(eval_seeds),
             "baseline": bool(baseline)}
 
@@ -72,29 +67,17 @@ def current_job() -> jobs.Job | None:
     return job
 
 
-@st.fragment(run_every=jobs.LIVE_REFRESH_S)
-def live(job_id: str) -> None:
-    """Progress bar, ETA, live loss curves and the cancel button of a running job."""
-    job = jobs.running(jobs.registry().by_id(job_id))
-    if job is None:
-        return
-    st.progress(job.fraction() or 0.0, text=pipeline.progress_text(job))
+def live_curves(job: jobs.Job) -> None:
+    """Live loss curves and, when tracked, each set's aligned share while it is distilled."""
     events = job.snapshot()
-    hist = pipeline.loss_history(events)
-    track, real = pipeline.track_points(events)
+    hist = distill_jobs.loss_history(events)
+    track, real = distill_jobs.track_points(events)
     left, right = st.columns(2) if track else (st.container(), None)
     if hist:
-        left.plotly_chart(figures.loss_curves(hist), key=f"live_loss_{job_id}")
+        left.plotly_chart(figures.loss_curves(hist), key=f"live_loss_{job.id}")
     if track:
         right.plotly_chart(trajectory_figures.trajectory_curves({"run": track}, "aligned_share", real),
-                           key=f"live_track_{job_id}")
-    c1, c2 = st.columns([1, 4])
-    if job.cancelling:
-        c2.caption("Cancelling: the engine stops at its next step...")
-    elif c1.button("Cancel run", key=f"cancel_{job_id}"):
-        job.cancel()
-        st.rerun(scope="fragment")
-    c2.caption("The run works in the background: other pages stay usable; come back here to watch it.")
+                           key=f"live_track_{job.id}")
 
 
 def show_result(job: jobs.Job) -> None:
@@ -109,7 +92,7 @@ def show_result(job: jobs.Job) -> None:
     if hist:
         left.plotly_chart(figures.loss_curves(hist), key=f"final_loss_{job.id}")
     if track:
-        real = (res.get("audit") or {}).get("real_aligned_share", pipeline.track_points(job.snapshot())[1])
+        real = (res.get("audit") or {}).get("real_aligned_share", distill_jobs.track_points(job.snapshot())[1])
         right.plotly_chart(trajectory_figures.trajectory_curves({"run": track}, "aligned_share", real),
                            key=f"final_track_{job.id}")
         right.caption("The attribute probe's share of bias-aligned images in each synthetic set while it was "
@@ -129,10 +112,10 @@ def show_result(job: jobs.Job) -> None:
                                key=f"png_{job.id}_{m}")
 
 
-def start(s: state.Settings, choice: dict) -> None:
+def start(s: state.Settings, choice: dict, train) -> None:
     """Start the chosen run, or attach this page to the job already computing the same request."""
     try:
-        job = pipeline.start(s, choice)
+        job = distill_jobs.start(s, choice, train)
     except state.DDAuditError as exc:
         state.show_error(exc, "Could not start: ")
         return
@@ -148,9 +131,9 @@ def draw(s: state.Settings) -> None:
     train, _ = pair
     st.caption(f"{s.dataset} at conflict ratio {s.ratio:.1%}, seed {s.seed}. "
                + ("Tiny mode: the engine's tiny presets. " if state.tiny() else ""))
-    choice = form(train)
+    choice = form()
     if choice is not None:
-        start(s, choice)
+        start(s, choice, train)
     job = current_job()
     if job is None:
         st.caption("No run yet: choose settings and press Start.")
@@ -158,7 +141,8 @@ def draw(s: state.Settings) -> None:
     st.divider()
     st.markdown(f"**{job.label}**")
     if not job.done:
-        live(job.id)
+        jobs.live(job.id, jobs.progress_text, live_curves, cancel="Cancel run",
+                  note="The run works in the background: other pages stay usable; come back here to watch it.")
     elif job.status == "finished":
         show_result(job)
     else:

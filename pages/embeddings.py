@@ -4,11 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
-from engine import density, embed, projection
 from engine import figures, trajectory_figures
-from ui import jobs, runs as pipeline, state
+from ui import jobs, maps, run_store, state
 
 COLOUR_BY = ("class", "attribute", "aligned / conflicting", "KDE density", "KDE weight")
 QUICK_SELECT = ("map selection (lasso / box)", "all conflicting", "50 highest weights", "50 lowest weights")
@@ -16,68 +14,9 @@ TEMPERATURES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 GRID_MAX = 60
 
 
-def map_key(s: state.Settings) -> str:
-    """Job key of the embeddings and their UMAP map for these settings."""
-    return f"map|{s.dataset}|{s.ratio}|{s.seed}|{state.preset()}|{state.map_points()}"
-
-
-def start_map_job(s: state.Settings, train) -> jobs.Job:
-    """Embeddings (cached by the engine) + UMAP + suggested kernel variance, in the background."""
-    preset = state.preset()
-    max_points = state.map_points()
-
-    def target(progress: jobs.Progress, should_stop: jobs.ShouldStop) -> dict:
-        from engine.device import pick_device
-        z = embed.get_embeddings(train, preset=preset, seed=s.seed, device=pick_device(), progress=progress)
-        z = z.detach().float().cpu()
-        progress({"stage": "umap", "step": 0, "total": 1})
-        row_ids, coords = projection.umap_map(z, train.targets, train.aligned, max_points, s.seed)
-        row_ids, coords = np.asarray(row_ids, dtype=np.int64), np.asarray(coords, dtype=float)
-        progress({"stage": "umap", "step": 1, "total": 1})
-        s2 = density.suggest_kernel_variance(z, train.targets)
-        return {"z": z, "row_ids": row_ids, "coords": coords, "suggested": float(s2)}
-
-    return jobs.registry().submit(map_key(s), "map", f"embeddings + UMAP of {s.dataset}", target,
-                                  config={"dataset": s.dataset, "ratio": s.ratio, "seed": s.seed})
-
-
-@st.fragment(run_every=jobs.LIVE_REFRESH_S)
-def job_progress(key: str) -> None:
-    """Progress of the map job; reruns the page when it is done."""
-    job = jobs.running(jobs.registry().get(key))
-    if job is None:
-        return
-    st.progress(job.fraction() or 0.0, text=pipeline.progress_text(job))
-    st.caption("Training the SupCon surrogate and the UMAP map; other pages stay usable meanwhile. "
-               "Both are cached: next time this is instant.")
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def log_density_for(key: str, s2: float, _z, _labels) -> np.ndarray:
-    """Per-class KDE log-densities for one kernel variance (cached; independent of the temperature)."""
-    return density.kde_log_density(_z, _labels, s2).detach().cpu().numpy().astype(float)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def weights_for(key: str, s2: float, temperature: float, _z, _labels, _aligned) -> dict:
-    """KDE log-densities, weights and diagnostics for one kernel variance and temperature (cached).
-
-    The O(n^2) density depends on the kernel variance only: a temperature change reuses it."""
-    log_f = log_density_for(key, s2, _z, _labels)
-    w = density.weights_from_log_density(torch.from_numpy(log_f), _labels, temperature)
-    diag = density.weight_diagnostics(w, _labels, _aligned)
-    return {"log_density": log_f, "weights": w.detach().cpu().numpy().astype(float), "diagnostics": diag}
-
-
-def kernel_variance_options(suggested: float) -> list[float]:
-    """Log-spaced kernel variances around the suggested one (1/100 x .. 10 x)."""
-    return [float(f"{suggested * 10 ** (k / 6):.3g}") for k in range(-12, 7)]
-
-
 def controls(key: str, suggested: float) -> tuple[str, float, float]:
     """Colour-by, kernel variance and temperature widgets."""
-    opts = kernel_variance_options(suggested)
-    mid = opts[12]
+    opts, mid = maps.kernel_variance_options(suggested)
     c1, c2, c3 = st.columns([2, 2, 1.2])
     colour = c1.radio("Colour by", COLOUR_BY, index=4, horizontal=True, key="emb_colour")
     s2 = c2.select_slider("Kernel variance s² (log scale)", options=opts, value=mid, key=f"emb_s2|{key}",
@@ -86,7 +25,7 @@ def controls(key: str, suggested: float) -> tuple[str, float, float]:
                                "its own bump; large: one smooth blob per class.")
     temp = c3.select_slider("Temperature T", options=TEMPERATURES, value=1.0, key="emb_temperature",
                             help="w ∝ f^(-1/T): T = 1 is plain inverse density, large T tends to uniform.")
-    state.set_kde_choice(state.current(), s2, temp)
+    state.set_kde_choice(state.current(), maps.kde_choice(s2, mid), temp)
     return colour, s2, temp
 
 
@@ -134,34 +73,9 @@ def diagnostics_panel(train, wres: dict) -> None:
                 {"conflict_fraction": "{:.1%}", "conflict_weight_mass": "{:.1%}"}))
 
 
-def overlay_sources(s: state.Settings) -> dict[str, str]:
-    """Label -> run id of the finished stored runs distilled from this very split (dataset, ratio, seed)."""
-    from engine.store import RunStore
-    out = {}
-    for r in RunStore().list(status="finished"):
-        cfg = r.get("config") or {}
-        if r["kind"] in ("distill", "audit") and cfg.get("dataset") == s.dataset and cfg.get("seed") == s.seed \
-                and cfg.get("conflict_ratio") == s.ratio:
-            out[f"{r['id']} · {'+'.join(cfg.get('methods') or [])} · {r['created']}"] = r["id"]
-    return out
-
-
-@st.cache_data(show_spinner="Embedding the synthetic sets and placing them on the map...", max_entries=16)
-def placed_sets(key: str, run_id: str, _train, _z_map, _coords, seed: int) -> tuple[dict, dict]:
-    """(trajectory.map_positions of a stored run's sets, their final uint8 images), cached per map and run."""
-    from engine import distill, trajectory
-    from engine.device import pick_device
-    from engine.store import RunStore
-    folder = RunStore().root / run_id
-    sets = {p.parent.name: distill.load_synthetic(p) for p in sorted(folder.glob(f"*/{distill.sets.SET_FILE}"))}
-    encoder = embed.get_encoder(_train, state.preset(), seed, pick_device())
-    placed = trajectory.map_positions(encoder, _z_map, _coords, sets)
-    return placed, {m: s.to_uint8().numpy() for m, s in sets.items()}
-
-
 def overlay_controls(s: state.Settings, key: str) -> tuple[str | None, list[str], bool, bool]:
     """Which stored run's synthetic sets go on the map, which methods, paths, thumbnails."""
-    src = overlay_sources(s)
+    src = maps.overlay_sources(s)
     with st.expander("Synthetic sets on the map", expanded=bool(st.session_state.get("emb_overlay"))):
         if not src:
             st.caption("No finished run of this dataset, ratio and seed yet: distill one on the Distill page and "
@@ -171,7 +85,7 @@ def overlay_controls(s: state.Settings, key: str) -> tuple[str | None, list[str]
         if label == "none":
             return None, [], False, False
         c1, c2, c3 = st.columns([3, 1, 1])
-        methods = figures.ordered_methods(distill_methods(src[label]))
+        methods = run_store.stored_methods(src[label])
         chosen = c1.multiselect("Methods", methods, default=methods, key=f"emb_overlay_methods|{src[label]}")
         paths = c2.checkbox("Paths", value=True, key="emb_overlay_paths",
                             help="Each image's way from its start (open circle) through the track points to its "
@@ -182,13 +96,6 @@ def overlay_controls(s: state.Settings, key: str) -> tuple[str | None, list[str]
                    "weighted mean of the positions of their 10 nearest real images (a real image lands on its own "
                    "point). Select stars with the lasso or box to see the images below.")
         return src[label], chosen, paths, thumbs
-
-
-def distill_methods(run_id: str) -> list[str]:
-    """The methods whose sets a stored run holds."""
-    from engine import distill
-    from engine.store import RunStore
-    return [p.parent.name for p in (RunStore().root / run_id).glob(f"*/{distill.sets.SET_FILE}")]
 
 
 def synthetic_selection(event, placed_images: dict) -> None:
@@ -259,8 +166,8 @@ def draw(s: state.Settings) -> None:
     if pair is None:
         return
     train, _ = pair
-    key = map_key(s)
-    job = start_map_job(s, train)
+    key = maps.map_key(s)
+    job = maps.start_map_job(s, train)
     if job.status in ("failed", "cancelled"):
         problem, fix = jobs.error_text(job)
         st.error(f"Could not build the embedding map: {problem}\n\n**Fix:** {fix}", icon=":material/error:")
@@ -269,7 +176,9 @@ def draw(s: state.Settings) -> None:
             st.rerun()
         return
     if not job.done:
-        job_progress(key)
+        jobs.live(job.id, jobs.progress_text,
+                  note="Training the SupCon surrogate and the UMAP map; other pages stay usable meanwhile. "
+                       "Both are cached: next time this is instant.")
         return
     res = job.result
     z, labels, aligned = res["z"], train.targets, train.aligned
@@ -277,7 +186,7 @@ def draw(s: state.Settings) -> None:
     st.caption(f"{len(z):,} SupCon embeddings (dimension {z.shape[1]}), {on_map}. "
                "Sliders recompute the KDE weights live.")
     colour, s2, temp = controls(key, res["suggested"])
-    wres = weights_for(key, s2, temp, z, labels, aligned)
+    wres = maps.weights_for(key, s2, temp, z, labels, aligned)
     rows = res["row_ids"]
     names_c = np.asarray(train.class_names, dtype=object)[labels.numpy()[rows]]
     names_a = np.asarray(train.attribute_names, dtype=object)[train.attributes.numpy()[rows]]
@@ -288,7 +197,7 @@ def draw(s: state.Settings) -> None:
     run_id, methods, paths, thumbs = overlay_controls(s, key)
     images = {}
     if run_id is not None and methods:
-        placed, images = placed_sets(key, run_id, train, z[rows], res["coords"], s.seed)
+        placed, images = maps.placed_sets(key, run_id, train, z[rows], res["coords"], s.seed)
         placed = {m: placed[m] for m in methods if m in placed}
         fig = trajectory_figures.add_synthetic(fig, placed, list(train.class_names), paths=paths,
                                                thumbnails={m: images[m] for m in placed} if thumbs else None)

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from engine.store import RunStore
 from engine import figures, trajectory, trajectory_figures
-from ui import jobs, state
+from ui import jobs, run_store, state
 
 
 def is_audit(metrics: object) -> bool:
@@ -26,7 +24,7 @@ def sources() -> dict[str, tuple[str, str]]:
         if job.status == "finished" and is_audit(res.get("audit")):
             out[f"this session: {job.label}"] = ("job", job.id)
     known_runs = {jobs.registry().by_id(h).result.get("run_id") for k, h in out.values()}
-    for r in RunStore().list(status="finished"):
+    for r in run_store.finished("audit"):
         met = r.get("metrics") or {}
         if r["id"] in known_runs or not any(k.startswith("methods.") and k.endswith(".accuracy") for k in met):
             continue
@@ -36,15 +34,12 @@ def sources() -> dict[str, tuple[str, str]]:
     return out
 
 
-def load(kind: str, handle: str) -> tuple[dict, Path | None]:
-    """The audit result dict and the run folder (for grids) of a source."""
+def load(kind: str, handle: str) -> tuple[dict, str | None]:
+    """The audit result dict and the stored run's id (for grids and the report) of a source."""
     if kind == "job":
-        job = jobs.registry().by_id(handle)
-        res = job.result or {}
-        run_dir = res.get("run_dir")
-        return res["audit"], Path(run_dir) if run_dir else None
-    info = RunStore().get(handle)
-    return info.get("metrics") or {}, Path(info["dir"])
+        res = jobs.registry().by_id(handle).result or {}
+        return res["audit"], res.get("run_id")
+    return run_store.results(handle), handle
 
 
 def evaluation_note(seeds: object) -> str:
@@ -89,7 +84,7 @@ def trajectory_panel(res: dict, key: str, src: dict[str, tuple[str, str]]) -> No
                    "positive is amplification.")
 
 
-def draw_result(res: dict, run_dir: Path | None, key: str, src: dict | None = None) -> None:
+def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None) -> None:
     """Everything about one audit result."""
     classes, attrs = figures.class_attribute_names(res)
     ratio = res.get("conflict_ratio")
@@ -129,8 +124,7 @@ def draw_result(res: dict, run_dir: Path | None, key: str, src: dict | None = No
     b1.plotly_chart(figures.metrics_bars(df), key=f"res_bars_{key}")
     b2.plotly_chart(figures.aligned_share_bars(df), key=f"res_share_{key}")
     trajectory_panel(res, key, src or {})
-    found = {p.parent.name: p for p in run_dir.glob("*/grid.png")} if run_dir and run_dir.is_dir() else {}
-    grids = {m: found[m] for m in figures.ordered_methods(list(found))}
+    grids = run_store.grids(run_id) if run_id else {}
     if grids:
         st.subheader("Synthetic sets")
         cols = st.columns(len(grids))
@@ -147,22 +141,22 @@ def draw_result(res: dict, run_dir: Path | None, key: str, src: dict | None = No
     for m, p in list(grids.items())[:1]:
         d4.download_button(f"{m} synthetic grid (PNG)", p.read_bytes(), f"{m}_grid.png", "image/png",
                            key=f"dl_grid_{key}")
-    if run_dir is not None and run_dir.is_dir():
-        report_panel(run_dir)
+    if run_id:
+        report_panel(run_id)
 
 
-def report_panel(run_dir: Path) -> None:
+def report_panel(run_id: str) -> None:
     """Build the run's shareable HTML report on demand (also saved into the run's folder), then offer it."""
     from engine import report
-    made = run_dir / report.REPORT_FILE
-    if st.button("Build shareable report (HTML)", key=f"rep_build_{run_dir.name}",
+    made = run_store.open_run(run_id).report_path
+    if st.button("Build shareable report (HTML)", key=f"rep_build_{run_id}",
                  help="One self-contained file that opens offline in any browser: verdict, setting, data, KDE "
                       "diagnostics, grids, metrics with published numbers, heatmaps, probe accuracy."):
         with st.spinner("Building the report..."):
-            report.write([run_dir.name])
+            report.write([run_id])
     if made.is_file():
-        st.download_button("Download report (HTML)", made.read_bytes(), f"{run_dir.name}.html", "text/html",
-                           key=f"rep_dl_{run_dir.name}")
+        st.download_button("Download report (HTML)", made.read_bytes(), f"{run_id}.html", "text/html",
+                           key=f"rep_dl_{run_id}")
         st.caption(f"Saved with the run: `{made}` ({made.stat().st_size / 2 ** 20:.1f} MB).")
 
 
@@ -183,12 +177,12 @@ def draw(s: state.Settings) -> None:
         st.session_state["res_source"] = labels[0]
     label = st.selectbox("Results of", labels, key="res_source")
     kind, handle = src[label]
-    res, run_dir = load(kind, handle)
+    res, run_id = load(kind, handle)
     if not is_audit(res):
         st.error("This run holds no evaluation results.\n\n**Fix:** pick another run, or run it again with "
                  "“Evaluate + audit” ticked.", icon=":material/error:")
         return
-    draw_result(res, run_dir, handle, src)
+    draw_result(res, run_id, handle, src)
 
 
 state.page("Results", draw)

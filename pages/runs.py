@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from engine.store import RunStore
 from engine import figures
-from ui import state
+from ui import run_store, state
 
 
 def run_table(rows: list[dict]) -> pd.DataFrame:
@@ -32,15 +30,9 @@ def run_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def grids(run_dir: Path) -> dict[str, Path]:
-    """Synthetic grid PNGs of a run folder, by method."""
-    found = {p.parent.name: p for p in run_dir.glob("*/grid.png")}
-    return {m: found[m] for m in figures.ordered_methods(list(found))}
-
-
-def compare(store, ids: list[str]) -> None:
+def compare(ids: list[str]) -> None:
     """Side by side: differing settings, metrics, and the synthetic grids."""
-    cmp = store.compare(ids)
+    cmp = run_store.compare(ids)
     if cmp["config_diff"]:
         st.markdown("**Settings that differ**")
         st.dataframe(pd.DataFrame(cmp["config_diff"]).T.astype(str))
@@ -48,7 +40,7 @@ def compare(store, ids: list[str]) -> None:
         st.json(cmp["config_same"], expanded=False)
     frames = {}
     for i in ids:
-        info = store.get(i)
+        info = run_store.info(i)
         if isinstance(info.get("metrics"), dict) and info["metrics"].get("methods"):
             df = figures.metrics_frame(info["metrics"])
             if df.notna().any().any() and "accuracy" in df and df["accuracy"].notna().any():
@@ -63,7 +55,7 @@ def compare(store, ids: list[str]) -> None:
             st.dataframe(pd.DataFrame(metric_rows).T.astype(str))
     st.markdown("**Synthetic sets** (one row per class)")
     for i in ids:
-        found = grids(Path(store.get(i)["dir"]))
+        found = run_store.grids(i)
         if not found:
             continue
         st.caption(i)
@@ -74,9 +66,8 @@ def compare(store, ids: list[str]) -> None:
 def draw(s: state.Settings) -> None:
     """Draw the page."""
     st.title("Runs")
-    store = RunStore()
-    rows = store.list()
-    st.caption(f"{len(rows)} run(s) under {store.root}. Identical requests reuse a finished run.")
+    rows = run_store.rows()
+    st.caption(f"{len(rows)} run(s) under {run_store.root()}. Identical requests reuse a finished run.")
     if not rows:
         st.info("No runs yet: start one on the Distill page.", icon=":material/info:")
         return
@@ -93,14 +84,14 @@ def draw(s: state.Settings) -> None:
         with c2.popover("Remove this run"):
             st.write(f"Delete {picked[0]} and its files?")
             if st.button("Yes, remove", key="runs_rm", type="primary"):
-                store.remove(picked[0])
+                run_store.remove(picked[0])
                 st.rerun()
         with c3:
-            info = store.get(picked[0])
+            info = run_store.info(picked[0])
             st.download_button("Run metrics (JSON)", json.dumps(info.get("metrics", {}), indent=2).encode(),
                                f"{picked[0]}.json", "application/json", key="runs_json")
     if picked:
-        compare(store, picked)
+        compare(picked)
     if len(picked) == 1:
         st.caption("Pick a second run to compare.")
 

@@ -7,9 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine import cache, distill, sweep, sweep_figures
-from engine.store import RunStore
-from ui import jobs, state
+from engine import distill, sweep, sweep_figures
+from ui import jobs, run_store, state
 
 KV_CHOICES = ("0.01", "0.03", "0.1", "0.3", "1", "3", "10", sweep.SUGGESTED)
 
@@ -53,32 +52,11 @@ def start(grid: sweep.Grid) -> jobs.Job:
         grid, progress=progress, should_stop=stop))
 
 
-@st.fragment(run_every=jobs.LIVE_REFRESH_S)
-def live(job_id: str) -> None:
-    """Cells done of total, time left, and the cancel button."""
-    job = jobs.running(jobs.registry().by_id(job_id))
-    if job is None:
-        return
-    info = job.latest
-    eta = f" · about {info['eta']:.0f} s left" if isinstance(info.get("eta"), (int, float)) else ""
-    st.progress(job.fraction() or 0.0, text=f"cells {info.get('step', 0)} / {info.get('total', '?')}{eta} · "
-                                             f"{job.elapsed():.0f} s elapsed")
-    if job.cancelling:
-        st.caption("Cancelling: finished cells are kept; starting the same sweep again resumes.")
-    elif st.button("Cancel sweep", key=f"sw_cancel_{job_id}"):
-        job.cancel()
-        st.rerun(scope="fragment")
-
-
-def finished_sweeps() -> dict[str, dict]:
-    """Finished sweeps of the store (newest first) whose summary is on disk."""
-    store = RunStore()
-    out = {}
-    for row in store.list(kind="sweep", status="finished"):
-        path = store.root / row["id"] / "sweep.json"
-        if path.is_file():
-            out[row["id"]] = cache.read_json(path)
-    return out
+def cells_text(job: jobs.Job) -> str:
+    """Cells done of total, time left, time elapsed."""
+    ev = job.latest
+    eta = f" · about {ev.eta:.0f} s left" if ev.eta is not None else ""
+    return f"cells {ev.step} / {ev.total}{eta} · {job.elapsed():.0f} s elapsed"
 
 
 def plots(summary: dict) -> None:
@@ -116,11 +94,12 @@ def draw(s: state.Settings) -> None:
     job = jobs.registry().by_id(st.session_state.get("sweep_job", ""))
     if job is not None and not job.done:
         st.markdown(f"**{job.label}**")
-        live(job.id)
+        jobs.live(job.id, cells_text, cancel="Cancel sweep",
+                  cancelling="Cancelling: finished cells are kept; starting the same sweep again resumes.")
     elif job is not None and job.status != "finished":
         problem, fix = jobs.error_text(job)
         (st.warning if job.status == "cancelled" else st.error)(f"{problem}\n\n**Next:** {fix}")
-    done = finished_sweeps()
+    done = run_store.sweep_summaries()
     if not done:
         st.info("No finished sweep yet: define a grid above and start it.", icon=":material/info:")
         return

@@ -55,12 +55,13 @@ def tiny_presets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shrink the quick presets of every stage so the real CLI path runs in seconds."""
     from dataclasses import replace
 
-    from engine import distill, embed, evaluate
+    from engine import attribute_probe, distill, embed, evaluate
     monkeypatch.setitem(distill.PRESETS, "quick", {
         "dm": replace(distill.PRESETS["quick"]["dm"], iterations=3, batch_real=8, width=8, checkpoint_every=2),
         "dc": replace(distill.PRESETS["quick"]["dc"], iterations=1, batch_real=4, width=8, outer_loop=1,
                       inner_loop=1)})
-    monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8,
-                                                           probe_steps=2, probe_width=8, probe_batch=16))
+    monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8))
+    monkeypatch.setitem(attribute_probe.PRESETS, "quick", replace(attribute_probe.PRESETS["quick"], steps=2, width=8,
+                                                                  batch=16))
     monkeypatch.setitem(embed.PRESETS, "quick", replace(embed.PRESETS["quick"], steps=2, width=8, max_train=200,
                                                         batch_size=32, hidden_dim=16, dim=8))

@@ -275,7 +275,7 @@ def test_distill_live_progress_and_cancel() -> None:
     ok(at)
     job = jobs.registry().by_id(at.session_state["distill_job"])
     end = time.time() + 120
-    while time.time() < end and not job.done and job.latest.get("stage") != "distill":
+    while time.time() < end and not job.done and job.latest.stage != "distill":
         time.sleep(0.2)
     at.run()
     ok(at)
@@ -341,6 +341,51 @@ def test_a_cli_audit_is_reused_by_the_dashboard(tmp_path) -> None:
     at.run()
     wait_jobs()
     assert _job_run_id(at) == cli_run
+    assert len(RunStore().list(kind="audit")) == before
+
+
+def _dashboard_kde_audit(seed: int) -> str:
+    """Visit Embeddings with the sidebar's seed (sliders untouched), then start a KDE audit on Distill: its run."""
+    at = open_page()
+    at.sidebar.number_input(key="sb_seed").set_value(seed).run()
+    at.switch_page("pages/embeddings.py").run()
+    wait_jobs()
+    at.run()
+    ok(at)
+    assert at.session_state["kde_choice"]["kernel_variance"] is None  # the suggestion, not its rounded value
+    at.switch_page("pages/distill.py").run()
+    assert any("suggested by the engine" in c.value for c in at.caption)
+    at.multiselect(key="dst_methods").set_value(["kde"])
+    at.number_input(key="dst_ipc").set_value(2)
+    at.checkbox(key="dst_evaluate").set_value(True)
+    at.button[0].click()
+    at.run()
+    wait_jobs()
+    return _job_run_id(at)
+
+
+def _cli_kde_audit(seed: int, tmp_path) -> tuple[str, str]:
+    """The CLI's default KDE audit (no --kernel-variance) matching the dashboard's tiny form: (run id, stderr)."""
+    rc, out, err = _cli(["audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods", "kde",
+                         "--ipc", "2", "--seed", str(seed), "--preset", "tiny", "--eval-seeds", "1", "--no-baseline",
+                         "--out", str(tmp_path / f"o{seed}"), "--json"])
+    assert rc == 0, err
+    return err.split("run ", 1)[1].split(" ", 1)[0], err
+
+
+def test_a_dashboard_kde_run_after_embeddings_is_the_clis_default(tmp_path) -> None:
+    """The default kernel variance from the dashboard is the same request as the CLI's default."""
+    dashboard = _dashboard_kde_audit(11)
+    cli_run, err = _cli_kde_audit(11, tmp_path)
+    assert cli_run == dashboard and "reused" in err
+
+
+def test_a_cli_default_kde_run_is_reused_by_the_dashboard_after_embeddings(tmp_path) -> None:
+    from engine.store import RunStore
+    cli_run, err = _cli_kde_audit(12, tmp_path)
+    assert "computed" in err
+    before = len(RunStore().list(kind="audit"))
+    assert _dashboard_kde_audit(12) == cli_run
     assert len(RunStore().list(kind="audit")) == before
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from engine import audit, cli, distill, embed, evaluate, pipeline
+from engine import audit, cli, distill, embed, evaluate, pipeline, results
 from engine.errors import InvalidArgument
 
 ISSUE_KEYS = {"dataset", "conflict_ratio", "ipc", "preset", "real_aligned_share", "methods", "probe_accuracy",
@@ -65,6 +65,17 @@ def test_audit_without_kde_skips_weights(tiny_presets, tmp_path):
     assert again["methods"]["random"]["eval_cached"] and again["methods"]["vanilla"]["eval_cached"]
     assert not again["methods"]["fairdd"]["eval_cached"]
     assert again["methods"]["random"]["group_accuracy"] == res["methods"]["random"]["group_accuracy"]
+
+
+def test_probe_settings_do_not_invalidate_the_evaluation_cache(tiny_presets, tmp_path):
+    """The probe has its own preset: another probe is another run, but the sets' evaluations are reused."""
+    req = pipeline.Request("colored-digits", 0.05, methods="vanilla", ipc=1, eval_seeds=1)
+    other = replace(req, probe_overrides={"steps": 3})
+    assert key(req) != key(other) and key(req)["evaluate"]["probe_steps"] == 2
+    first = audit.run_audit(pipeline.plan(req), tmp_path / "a")
+    second = audit.run_audit(pipeline.plan(other), tmp_path / "b")
+    assert second["methods"]["vanilla"]["eval_cached"] and second["methods"]["random"]["eval_cached"]
+    assert second["methods"]["vanilla"]["accuracy"] == first["methods"]["vanilla"]["accuracy"]
 
 
 def test_audit_without_baseline_evaluates_only_the_sets(tiny_presets, tmp_path, capsys):
@@ -127,7 +138,7 @@ def test_tables_render_every_method_and_missing_values():
     import torch
     t = torch.tensor([0, 1, 1])
     agg = evaluate.aggregate([evaluate.group_metrics(t, t, torch.tensor([0, 0, 1]), t == 0, 2, 2)])
-    entry = audit._method_entry({**agg, "seconds": 1.0}, 42.0)
+    entry = results.method_entry({**agg, "seconds": 1.0}, 42.0)
     entry["conflicting_accuracy"] = None
     res = {"dataset": "d", "conflict_ratio": 0.05, "ipc": 1, "preset": "quick", "seconds": 3.0,
            "real_aligned_share": 95.0, "probe_accuracy": 99.0, "methods": {"vanilla": entry, "random": entry}}
@@ -175,3 +186,22 @@ def test_store_key_follows_the_resolved_presets(tmp_path, monkeypatch):
     assert key(cfg) != before
     monkeypatch.undo()
     assert key(cfg) == before
+
+
+def test_a_stored_audit_resolves_the_device_once(tiny_presets, fresh_home, monkeypatch):
+    """plan() picks the device and hands it down: no stage resolves it again (it did ~8 times per audit)."""
+    from engine import attribute_probe, device, embed, evaluate, stored
+    from engine.distill import loop
+    calls = []
+    real = device.pick_device
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    for module in (device, pipeline, attribute_probe, embed, evaluate, loop):  # each name bound at import
+        monkeypatch.setattr(module, "pick_device", counting)
+    res, _ = stored.audit_stored(pipeline.Request("colored-digits", 0.05, methods="vanilla,kde", ipc=1,
+                                                  eval_seeds=1, seed=4))
+    assert set(res["methods"]) == {"vanilla", "kde", "random"}
+    assert len(calls) == 1, calls

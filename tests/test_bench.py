@@ -48,9 +48,10 @@ def test_starts_script_evaluates_every_method_start(monkeypatch, fresh_home) -> 
     from dataclasses import replace
 
     from bench import starts
-    from engine import embed, evaluate
-    monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8,
-                                                           probe_steps=2, probe_width=8, probe_batch=16))
+    from engine import attribute_probe, embed, evaluate
+    monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8))
+    monkeypatch.setitem(attribute_probe.PRESETS, "quick", replace(attribute_probe.PRESETS["quick"], steps=2, width=8,
+                                                                  batch=16))
     monkeypatch.setitem(embed.PRESETS, "quick", replace(embed.PRESETS["quick"], steps=2, width=8, max_train=200,
                                                         batch_size=32, hidden_dim=16, dim=8))
     out = starts.main(["--dataset", "colored-digits", "--ipc", "2", "--eval-seeds", "1"])

@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from engine import attribute_probe, data, distill, embed, evaluate
+from engine import attribute_probe, data, distill, embed, evaluate, results
 from engine.density import kde_log_density
 from tests.fakes import digits_subset
 
@@ -93,12 +93,13 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(small, tmp_path) -> None:
 
 def test_evaluation_and_probe_on_cuda(small) -> None:
     test = data.load_split("colored-digits", 0.1, "test", seed=0)
-    cfg = evaluate.get_preset("quick", epochs=30, seeds=1, probe_steps=60)
+    cfg = evaluate.get_preset("quick", epochs=30, seeds=1)
+    probe_cfg = attribute_probe.get_preset("quick", steps=60)
     x, y = evaluate.random_subset(small, 4, 0)
     ev = evaluate.evaluate_synthetic(x, y, test, cfg, [0], device="cuda", flip=False)
-    for k in evaluate.SCALAR_METRICS:
+    for k in results.METRICS:
         assert ev[k] is None or 0 <= ev[k] <= 100, (k, ev[k])
-    probe = attribute_probe.train_probe(small, cfg, seed=0, device="cuda")
+    probe = attribute_probe.train_probe(small, probe_cfg, seed=0, device="cuda")
     assert attribute_probe.probe_accuracy(probe, test) > 50  # colour is easy: far above 10% chance
 
 

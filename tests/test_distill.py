@@ -134,8 +134,10 @@ def test_every_method_runs_end_to_end(tiny: BiasedSplit, cfg: D.DistillConfig) -
         assert not torch.allclose(s.images, start)  # gradients reached the images
         assert s.to_uint8().dtype == torch.uint8 and len(s.loss_history) >= 1
     assert not torch.allclose(out["vanilla"].images, out["fairdd"].images)
-    assert [p["step"] for p in seen] == list(range(1, cfg.iterations + 1))
-    assert {"stage", "step", "total", "losses", "elapsed", "eta"} <= set(seen[-1])
+    assert [p.step for p in seen] == list(range(1, cfg.iterations + 1))
+    last = seen[-1]
+    assert last.stage == "distill" and last.step == last.total and set(last.losses) == set(D.METHODS)
+    assert last.elapsed > 0 and last.eta is not None
 
 
 def test_single_group_fairdd_and_uniform_kde_equal_vanilla_end_to_end(tiny: BiasedSplit) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import attribute_probe, cache, data
+from engine import attribute_probe, cache, data, results
 from engine import evaluate as ev
 from engine.errors import InvalidArgument
 
@@ -150,11 +150,11 @@ def test_evaluate_synthetic_with_dsa_on_real_images():
     events = []
     out = ev.evaluate_synthetic(x, y, sub, ev.get_preset("quick", epochs=4, width=8), seeds=2, device="cpu",
                                 flip=False, progress=events.append)
-    for key in ev.SCALAR_METRICS:
+    for key in results.METRICS:
         assert key in out and f"{key}_std" in out
     assert out["seeds"] == [0, 1] and len(out["per_seed"]) == 2
     assert 0.0 <= out["accuracy"] <= 100.0 and len(out["group_accuracy"]) == 10
-    assert events and events[-1]["step"] == events[-1]["total"]
+    assert events and events[-1].step == events[-1].total
     again = ev.evaluate_synthetic(x, y, sub, ev.get_preset("quick", epochs=4, width=8), seeds=[0, 1],
                                   device="cpu", flip=False, use_cache=False)  # trained again, not read back
     assert again["per_seed"] == out["per_seed"] and not again["cached"]  # CPU determinism through DSA too
@@ -175,7 +175,7 @@ def test_evaluation_cache_reads_back_only_the_same_evaluation(fresh_home, monkey
         events = []
         hit = ev.evaluate_synthetic(x.clone(), y.clone(), sub, cfg, seeds=[0, 1], device="cpu", progress=events.append)
     assert hit["cached"] and hit["per_seed"] == first["per_seed"] and hit["group_accuracy"] == first["group_accuracy"]
-    assert events[-1]["step"] == events[-1]["total"]
+    assert events[-1].step == events[-1].total
     # anything that changes the result is a different entry: one pixel, a seed, the preset, the test split
     x2 = x.clone()
     x2[0, 0, 0, 0] += 0.5
@@ -202,7 +202,7 @@ def _subset(split: data.BiasedSplit, n: int) -> data.BiasedSplit:
 
 def test_probe_learns_colour_not_class_on_colored_digits():
     train, test = data.load_pair("colored-digits", 0.05, 0)
-    cfg = ev.get_preset("quick", probe_steps=60, probe_width=16)
+    cfg = attribute_probe.get_preset("quick", steps=60, width=16)
     probe = attribute_probe.train_probe(train, cfg, seed=0, device="cpu", use_cache=False)
     # the test set holds every digit in every colour: reading the digit would score ~10% + aligned
     assert attribute_probe.probe_accuracy(probe, test) > 90.0
@@ -224,7 +224,7 @@ def test_probe_learns_colour_not_class_on_colored_digits():
 
 def test_probe_cache_roundtrip_and_corruption(fresh_home):
     train, test = data.load_pair("colored-digits", 0.05, 0)
-    cfg = ev.get_preset("quick", probe_steps=2, probe_width=8, probe_batch=16)
+    cfg = attribute_probe.get_preset("quick", steps=2, width=8, batch=16)
     a = attribute_probe.train_probe(train, cfg, seed=0, device="cpu")
     files = list(cache.cache_dir("probes").glob("*.safetensors"))
     assert len(files) == 1
@@ -239,6 +239,6 @@ def test_probe_cache_roundtrip_and_corruption(fresh_home):
 
 def test_aligned_share_rejects_mismatch():
     train = data.load_split("colored-digits", 0.05, "train", 0)
-    probe = attribute_probe.Probe(ev.ConvNet(attribute_probe._probe_config(train, ev.get_preset("quick", probe_width=8))), 10, {})
+    probe = attribute_probe.Probe(ev.ConvNet(attribute_probe._probe_config(train, attribute_probe.get_preset("quick", width=8))), 10, {})
     with pytest.raises(InvalidArgument):
         attribute_probe.synthetic_aligned_share(probe, torch.zeros(3, 3, 32, 32), torch.zeros(2, dtype=torch.long), range(10))

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from engine import figures
+from engine import figures, results
 
 
 def test_count_heatmap_marks_aligned_cells_and_keeps_counts() -> None:
@@ -94,7 +94,7 @@ AUDIT = {
 
 def test_metrics_frame_orders_methods_and_keeps_missing_as_nan() -> None:
     df = figures.metrics_frame(AUDIT)
-    assert list(df.index) == ["vanilla", "fairdd", "random"]
+    assert list(df.index) == ["random", "vanilla", "fairdd"]
     assert df.loc["fairdd", "conflicting"] == 79.0
     assert np.isnan(df.loc["random", "synthetic aligned share"]) and np.isnan(df.loc["random", "± std"])
     assert (df["real aligned share"] == 95.0).all()
@@ -107,8 +107,8 @@ def test_group_matrix_and_heatmaps_share_one_scale() -> None:
     fig = figures.accuracy_heatmaps(group, ["0", "1"], ["red", "green"])
     assert len(fig.data) == 3 and all(t.coloraxis == "coloraxis" for t in fig.data)
     assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 100
-    assert [a.text for a in fig.layout.annotations] == ["vanilla", "fairdd", "random"]
-    assert np.asarray(fig.data[1].text)[0, 1] == "–"  # the empty cell is shown as missing, not 0
+    assert [a.text for a in fig.layout.annotations] == ["random", "vanilla", "fairdd"]
+    assert np.asarray(fig.data[2].text)[0, 1] == "–"  # fairdd: the empty cell is shown as missing, not 0
 
 
 def test_heatmaps_png_is_a_png() -> None:
@@ -121,10 +121,10 @@ def test_heatmaps_png_is_a_png() -> None:
 def test_bar_charts() -> None:
     df = figures.metrics_frame(AUDIT)
     bars = figures.metrics_bars(df)
-    assert [t.name for t in bars.data] == ["vanilla", "fairdd", "random"]
+    assert [t.name for t in bars.data] == ["random", "vanilla", "fairdd"]
     assert list(bars.data[0].x) == ["accuracy", "aligned", "conflicting", "worst group"]
     share = figures.aligned_share_bars(df)
-    assert list(share.data[0].y)[:2] == [99.0, 20.0]
+    assert list(share.data[0].y)[1:] == [99.0, 20.0]  # random first, with no share
     assert share.layout.shapes[0].y0 == 95.0
     cmp = figures.runs_comparison({"run-a": df, "run-b": df.iloc[:2]})
     assert {t.name for t in cmp.data} == {"run-a", "run-b"}
@@ -149,7 +149,7 @@ def test_png_bytes_roundtrip() -> None:
 @pytest.mark.parametrize("n", [1, 13])
 def test_ordered_methods(n: int) -> None:
     names = ["zeta", "fairdd", "vanilla"] + [f"m{i}" for i in range(n)]
-    out = figures.ordered_methods(names)
+    out = results.ordered(names)
     assert out[:2] == ["vanilla", "fairdd"] and out[2] == "zeta" and len(out) == len(names)
 
 
@@ -170,8 +170,8 @@ def test_one_training_shows_no_spread_and_balanced_counts_look_balanced() -> Non
 
 def test_method_order_and_colours_come_from_the_registry() -> None:
     from engine import distill
-    assert figures.ordered_methods(["full", "x", "random", *reversed(distill.METHODS)]) == \
-        [*distill.METHODS, "random", "full", "x"]
+    assert results.ordered(["full", "x", "random", *reversed(distill.METHODS)]) == \
+        ["random", *distill.METHODS, "full", "x"]  # the random baseline first: the reference row
     for m in distill.METHODS:
         assert figures.method_colour(m) == distill.REGISTRY[m].colour
 

@@ -58,14 +58,14 @@ def test_damaged_dataset_cache_metadata_is_rebuilt(fresh_home) -> None:
 
 
 def test_force_recomputes_past_a_corrupt_checkpoint(fresh_home, tmp_path) -> None:
-    from engine import pipeline
+    from engine import pipeline, stored
     from engine.errors import Cancelled
     req = pipeline.Request("colored-digits", 0.05, methods=("vanilla",), ipc=1, preset="tiny", track_every=0,
                            distill_overrides={"iterations": 4, "checkpoint_every": 1})  # no probe: stops in the loop
     calls = iter(range(100))
     with pytest.raises(Cancelled):
-        pipeline.distill_stored(req, should_stop=lambda: next(calls) >= 2)
-    ckpt = next((fresh_home / "runs").glob("distill-*/checkpoints/checkpoint.safetensors"))
+        stored.distill_stored(req, should_stop=lambda: next(calls) >= 2)
+    ckpt = next((fresh_home / "runs").glob("distill-*/checkpoints/*/checkpoint.safetensors"))
     ckpt.write_bytes(ckpt.read_bytes()[:200])  # damaged beyond reading
     argv = ["distill", "--dataset", "colored-digits", "--conflict-ratio", "0.05", "--methods", "vanilla", "--ipc",
             "1", "--preset", "tiny", "--iterations", "4", "--track-every", "0", "--out", str(tmp_path / "o")]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import distill as D
-from engine.distill import loop, methods
+from engine.distill import grads, loop, methods
 from engine.data import BiasedSplit, load_split
 from engine.nets import ConvNet, ConvNetConfig
 
@@ -68,8 +68,8 @@ def test_cobra_dc_matches_the_mean_of_group_gradients() -> None:
     xr, groups = torch.randn(6, 3, 32, 32), torch.tensor([0, 0, 0, 0, 1, 1])
     got = D.dc_class_loss(net, xs, 1, xr, "cobra", groups=groups)
     # by hand: per-group CE gradients, their plain mean, DC's distance to the synthetic gradient
-    gw_syn = loop._syn_grad(net, xs, 1, torch.device("cpu"))
-    parts = [loop._real_grad(net, xr[groups == k], 1, None, torch.device("cpu")) for k in (0, 1)]
+    gw_syn = grads.syn_grad(net, xs, 1, torch.device("cpu"))
+    parts = [grads.real_grad(net, xr[groups == k], 1, None, torch.device("cpu")) for k in (0, 1)]
     want = D.match_distance(gw_syn, [(a + b) / 2 for a, b in zip(*parts)])
     assert torch.allclose(got, want, atol=1e-6)
     # one group: exactly vanilla's DC loss

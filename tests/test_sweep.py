@@ -97,7 +97,7 @@ def test_local_sweep_end_to_end_then_a_rerun_reuses_everything(tmp_path, capsys)
 def test_cancel_keeps_finished_cells_and_a_rerun_skips_them() -> None:
     grid = sweep.make_grid("colored-digits", "0.05", "0.1,1", "vanilla,kde", "2", "0", preset="tiny")
     seen: list[dict] = []
-    stop = lambda: any(ev.get("step", 0) >= 1 and "eta" in ev for ev in seen)  # noqa: E731
+    stop = lambda: any(ev.step >= 1 and ev.eta is not None for ev in seen)  # noqa: E731
     with pytest.raises(Cancelled):  # 2 CPUs per cell on this 2-core machine: cells run one at a time
         sweep.run_sweep(grid, cpus_per_cell=os.cpu_count() or 1, progress=seen.append, should_stop=stop)
     store = RunStore()

@@ -15,6 +15,7 @@ from engine import attribute_probe, audit, distill as D, evaluate, pipeline, tra
 from engine.data import load_split
 from engine.errors import Cancelled, InvalidArgument
 from engine.images import to_float, to_uint8
+from engine.results import ACCURACIES
 
 from .test_distill import TINY, TINY_DC, _random_weights, tiny  # noqa: F401  (fixture)
 
@@ -29,16 +30,16 @@ def tracker(tiny) -> trajectory.Tracker:  # noqa: F811
 
 
 def test_track_points_always_hold_start_and_end() -> None:
-    assert trajectory.resolve_every(100, None) == 10
-    assert trajectory.track_points(100, 10) == list(range(0, 101, 10))
-    assert trajectory.track_points(7, 3) == [0, 3, 6, 7]
-    assert trajectory.track_points(5, 0) == []
-    assert trajectory.track_points(1, trajectory.resolve_every(1, None)) == [0, 1]
+    assert D.resolve_every(100, None) == 10
+    assert D.track_points(100, 10) == list(range(0, 101, 10))
+    assert D.track_points(7, 3) == [0, 3, 6, 7]
+    assert D.track_points(5, 0) == []
+    assert D.track_points(1, D.resolve_every(1, None)) == [0, 1]
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(InvalidArgument, match="track interval"):
-            trajectory.resolve_every(100, bad)
+            D.resolve_every(100, bad)
     with pytest.raises(InvalidArgument, match="limit"):
-        trajectory.resolve_every(20_000, 1)
+        D.resolve_every(20_000, 1)
 
 
 @pytest.mark.parametrize("cfg", [replace(TINY, iterations=5, init="real"), replace(TINY_DC, iterations=3)],
@@ -47,7 +48,7 @@ def test_tracking_leaves_the_sets_unchanged(tiny, tracker, cfg) -> None:  # noqa
     w = _random_weights(tiny)
     plain = D.distill(tiny, cfg, D.METHODS, weights=w)
     tracked = D.distill(tiny, cfg, D.METHODS, weights=w, tracker=tracker)
-    points = trajectory.track_points(cfg.iterations, 2)
+    points = D.track_points(cfg.iterations, 2)
     for m in D.METHODS:
         assert torch.equal(plain[m].images, tracked[m].images), m
         traj = tracked[m].trajectory
@@ -103,7 +104,7 @@ def test_track_eval_records_short_evaluation_accuracies(tiny, tracker) -> None: 
     with_eval = replace(tracker, test=test, eval_cfg=evaluate.get_preset("tiny"))
     s = D.distill(tiny, replace(TINY, iterations=2), ["vanilla"], tracker=with_eval)["vanilla"]
     for p in s.trajectory:
-        for k in trajectory.EVAL_KEYS:
+        for k in ACCURACIES:
             assert 0 <= p[k] <= 100
     assert with_eval.key() != tracker.key()
     assert trajectory.short_eval(evaluate.get_preset("quick")).epochs == 100
@@ -142,7 +143,7 @@ def test_audit_results_carry_the_trajectory(tmp_path: Path) -> None:
         assert [x["iteration"] for x in traj] == [0, 2, 4]
         # the end point's share is the audit's own measure of the final set
         assert traj[-1]["aligned_share"] == pytest.approx(res["methods"][m]["synthetic_aligned_share"])
-        assert set(trajectory.EVAL_KEYS) <= set(traj[1])
+        assert set(ACCURACIES) <= set(traj[1])
     assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["trajectory"] == res["trajectory"]
     assert (tmp_path / "vanilla" / D.sets.TRAJECTORY_FILE).is_file()
 

@@ -12,16 +12,19 @@ from typing import Any, Callable
 import streamlit as st
 
 from engine.errors import Cancelled, DDAuditError
+from engine.progress import Event, Progress, ShouldStop
 
 log = logging.getLogger("ddaudit")
-Progress = Callable[[dict], None]
-ShouldStop = Callable[[], bool]
 Target = Callable[[Progress, ShouldStop], Any]
 
 # how often a page's live progress fragment reruns: each rerun takes CPU and GIL time from the
 # engine thread it reports on (2 cores), so not every second
 LIVE_REFRESH_S = 2.0
 MAX_EVENTS = 5000  # progress events kept per job (loss curves); older ones are thinned
+STAGES = {"distill": "distilling", "embed": "embedding the training images",
+          "supcon": "training the SupCon surrogate", "kde": "KDE weights", "weights": "KDE weights",
+          "data": "loading the data", "probe": "training the attribute probe", "umap": "UMAP map",
+          "done": "finishing"}
 
 
 @dataclass
@@ -34,8 +37,8 @@ class Job:
     config: dict = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     status: str = "running"  # running | finished | failed | cancelled
-    events: list[dict] = field(default_factory=list)
-    latest: dict = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    latest: Event = field(default_factory=lambda: Event("starting", 0, 0))
     result: Any = None
     error: BaseException | None = None
     detail: str = ""
@@ -44,10 +47,8 @@ class Job:
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def progress(self, info: dict) -> None:
+    def progress(self, event: Event) -> None:
         """Engine progress callback: keep the event (thread-safe)."""
-        event = dict(info)
-        event.setdefault("time", time.time())
         with self._lock:
             self.latest = event
             self.events.append(event)
@@ -72,19 +73,14 @@ class Job:
         """Cancel asked for but the engine has not stopped yet."""
         return self._stop.is_set() and not self.done
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[Event]:
         """A copy of the progress events (safe to read while the job runs)."""
         with self._lock:
             return list(self.events)
 
     def fraction(self) -> float | None:
         """Progress of the current stage in [0, 1], when the engine reports step/total."""
-        info = self.latest
-        try:
-            step, total = float(info.get("step", 0)), float(info.get("total", 0))
-        except (TypeError, ValueError):
-            return None
-        return min(1.0, max(0.0, step / total)) if total > 0 else None
+        return self.latest.fraction
 
     def elapsed(self) -> float:
         """Seconds since the job started (until it ended)."""
@@ -155,6 +151,51 @@ class JobRegistry:
 def registry() -> JobRegistry:
     """The one job registry of this server (shared by sessions and pages)."""
     return JobRegistry()
+
+
+def stage_label(stage: str) -> str:
+    """A progress stage in words."""
+    if stage.startswith("evaluate "):
+        return f"evaluating {stage[len('evaluate '):]} (fresh ConvNets trained on its set)"
+    return STAGES.get(stage, stage)
+
+
+def progress_text(job: Job) -> str:
+    """One line for a running job: stage, step of total, loss or time left in the stage, time elapsed."""
+    ev = job.latest
+    stage = stage_label(ev.stage)
+    text = f"{stage}: {ev.step} / {ev.total}" if ev.fraction is not None else f"{stage}..."
+    if ev.loss is not None:
+        text += f" · loss {ev.loss:.4g}"
+    if ev.eta is not None:
+        text += f" · about {ev.eta:.0f} s left in this stage"
+    return f"{text} · {job.elapsed():.0f} s elapsed"
+
+
+@st.fragment(run_every=LIVE_REFRESH_S)
+def live(job_id: str, text: Callable[[Job], str], body: Callable[[Job], None] | None = None,
+         cancel: str | None = None, cancelling: str = "Cancelling: the engine stops at its next step...",
+         note: str = "") -> None:
+    """The one live view of a running job, rerun every LIVE_REFRESH_S: a progress bar with `text(job)`,
+    whatever `body(job)` draws (live curves), a cancel button labelled `cancel` and a caption; when the job
+    is done the whole page reruns and draws its result."""
+    job = running(registry().by_id(job_id))
+    if job is None:
+        return
+    st.progress(job.fraction() or 0.0, text=text(job))
+    if body is not None:
+        body(job)
+    if cancel is not None:
+        c1, c2 = st.columns([1, 4])
+        if job.cancelling:
+            c2.caption(cancelling)
+        elif c1.button(cancel, key=f"cancel_{job_id}"):
+            job.cancel()
+            st.rerun(scope="fragment")
+        if note:
+            c2.caption(note)
+    elif note:
+        st.caption(note)
 
 
 def running(job: Job | None) -> Job | None:

@@ -218,10 +218,12 @@ def map_points() -> int:
     return 600 if tiny() else 5000
 
 
-def set_kde_choice(s: Settings, kernel_variance: float, temperature: float) -> None:
-    """Remember the Embeddings page's KDE knobs for these settings (the Distill page's kde method uses them)."""
+def set_kde_choice(s: Settings, kernel_variance: float | None, temperature: float) -> None:
+    """Remember the Embeddings page's KDE knobs for these settings (the Distill page's kde method uses them);
+    kernel_variance None: the engine's suggestion, as the CLI's default request."""
     st.session_state["kde_choice"] = {"settings": (s.dataset, s.ratio, s.seed),
-                                      "kernel_variance": float(kernel_variance), "temperature": float(temperature)}
+                                      "kernel_variance": None if kernel_variance is None else float(kernel_variance),
+                                      "temperature": float(temperature)}
 
 
 def kde_choice(s: Settings) -> tuple[float | None, float]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 
 from ..cli import emit
@@ -23,19 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import audit, pipeline
+    from .. import audit, pipeline, stored
 
     p = pipeline.plan(pipeline.Request(**request_args(args), temperature=parse_float(args.temperature, "temperature"),
                                        eval_seeds=args.eval_seeds, baseline=not args.no_baseline))
     out = check_out(args.out)
     update, close = progress_printer()
     try:
-        result, run = pipeline.audit_stored(p, force=args.force, progress=update)
+        result, run = stored.audit_stored(p, force=args.force, progress=update)
     finally:
         close()
     # the run lives in the store; OUT gets a copy of its results, sets and grids
-    shutil.copytree(run.dir, out, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("checkpoints", "status.json", "log.txt", ".*"))
+    run.copy_to(out)
     print(f"run {run.id} ({'reused' if run.reused else 'computed'}; python -m engine runs show {run.id})",
           file=sys.stderr)
     if args.json:

@@ -8,6 +8,7 @@ from typing import Callable
 
 from ..data import DEFAULT_DATASET
 from ..errors import InvalidArgument
+from ..progress import Event, Progress
 
 
 def add_dataset_args(p: argparse.ArgumentParser, ratio_default: float | None = None) -> None:
@@ -91,8 +92,8 @@ def request_args(args: argparse.Namespace) -> dict:
                 track_every=parse_int(args.track_every, "track-every"), track_eval=bool(args.track_eval))
 
 
-def progress_printer() -> tuple[Callable[[dict], None], Callable[[], None]]:
-    """(update, close): one tqdm bar per engine stage on stderr, fed by the engine's progress dicts
+def progress_printer() -> tuple[Progress, Callable[[], None]]:
+    """(update, close): one tqdm bar per engine stage on stderr, fed by the engine's progress Events
     (losses shown while distilling); stdout stays clean for --json."""
     from tqdm import tqdm
     state: dict = {"stage": None, "bar": None}
@@ -102,17 +103,15 @@ def progress_printer() -> tuple[Callable[[dict], None], Callable[[], None]]:
             state["bar"].close()
             state["bar"] = None
 
-    def update(info: dict) -> None:
-        stage = str(info.get("stage", "?"))
-        if stage != state["stage"]:
+    def update(ev: Event) -> None:
+        if ev.stage != state["stage"]:
             close()
-            state["stage"] = stage
-            state["bar"] = tqdm(total=info.get("total"), desc=stage, file=sys.stderr, leave=False,
-                                dynamic_ncols=True)
+            state["stage"] = ev.stage
+            state["bar"] = tqdm(total=ev.total, desc=ev.stage, file=sys.stderr, leave=False, dynamic_ncols=True)
         bar = state["bar"]
-        bar.total = info.get("total", bar.total)
-        bar.n = int(info.get("step", 0))
-        losses = info.get("losses") or ({"loss": info["loss"]} if isinstance(info.get("loss"), (int, float)) else {})
+        bar.total = ev.total
+        bar.n = ev.step
+        losses = ev.losses or ({"loss": ev.loss} if ev.loss is not None else {})
         if losses:
             bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if v is not None}, refresh=False)
         bar.refresh()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from ..cli import emit
 from .common import add_dataset_args, add_distill_args, add_json, check_out, progress_printer, request_args
@@ -15,8 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataset_args(p)
     add_distill_args(p)
     p.add_argument("--temperature", default="1.0", help="KDE weight temperature (default 1)")
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="checkpoint folder (default: the run's folder in the run store); resumes")
     p.add_argument("--out", required=True, help="output folder: OUT/<method>/synthetic.safetensors + grid.png")
     add_json(p)
     p.set_defaults(func=run_distill)
@@ -24,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_distill(args: argparse.Namespace) -> int:
     from .. import distill as D
-    from .. import pipeline
+    from .. import pipeline, stored
     from .common import parse_float
 
     t0 = time.perf_counter()
@@ -32,8 +29,7 @@ def run_distill(args: argparse.Namespace) -> int:
     out = check_out(args.out)
     update, close = progress_printer()
     try:
-        sets, run = pipeline.distill_stored(p, force=args.force, progress=update,
-                                            checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None)
+        sets, run = stored.distill_stored(p, force=args.force, progress=update)
     finally:
         close()
     D.save_synthetic(sets, out)

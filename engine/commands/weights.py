@@ -11,6 +11,7 @@ from .. import cache, data, density, embed
 from ..cli import emit
 from ..device import pick_device
 from ..errors import InvalidArgument
+from ..progress import report
 from .common import add_dataset_args, add_json, progress_printer
 
 JSON_KEYS = ("kernel_variance", "temperature", "conflict_fraction", "conflict_weight_mass",
@@ -76,9 +77,9 @@ def run_weights(args: argparse.Namespace) -> int:
         res = density.training_weights(train, kernel_variance=s2, temperature=t, preset=args.preset, seed=seed,
                                        device=device, progress=update)
         if csv_path is not None:
-            update({"stage": "umap", "step": 0, "total": 1})
+            report(update, "umap", 0, 1)
             _write_csv(csv_path, train, res, points, seed)
-            update({"stage": "umap", "step": 1, "total": 1})
+            report(update, "umap", 1, 1)
     finally:
         close()
     d = res.diagnostics

@@ -1,5 +1,5 @@
 """Image-folder sources with bias labels from the files: the DisEnt/DFA release (cmnist, cifar10c, bffhq),
-UTKFace and CelebA. Layouts and label rules: REFERENCE.md "Published benchmark files", docs/DATASETS.md.
+UTKFace and CelebA. Layouts and label rules: docs/REFERENCES.md "Published benchmark files", docs/DATASETS.md.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ..corruptions import CORRUPTIONS, corrupt
 
-# FairDD's colour map (REFERENCE.md), attribute i -> RGB.
+# FairDD's colour map (docs/REFERENCES.md), attribute i -> RGB.
 PALETTE = (
     (255, 0, 0), (255, 128, 0), (255, 255, 0), (255, 255, 128), (0, 255, 0),
     (0, 255, 255), (0, 0, 255), (128, 0, 255), (255, 0, 255), (255, 255, 255),

@@ -38,7 +38,7 @@ class DistillConfig:
     group_min: int = 2            # FairDD: top each present group up to this many real images
     fairdd_reduction: str = "mean"  # mean over groups (our choice) | sum (FairDD's code)
     lr_net: float = 0.01          # DC: network SGD between matching steps
-    outer_loop: int = 0           # DC: 0 = by IPC (REFERENCE.md table)
+    outer_loop: int = 0           # DC: 0 = by IPC (docs/REFERENCES.md table)
     inner_loop: int = 0
     batch_train: int = 256        # DC: batch when training the network on the synthetic set
     # KDE: "importance" draws kde_batch real images per class with probability w_i and matches their

@@ -8,7 +8,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +20,16 @@ from ..device import autocast, pick_device
 from ..errors import Cancelled, InvalidArgument
 from ..images import to_float, to_uint8, to_unit
 from ..nets import ConvNet, ConvNetConfig, init_network, memory_format
+from ..progress import Event, Progress, ShouldStop
 from .checkpoint import Checkpoint, State
+from .grads import real_grad, syn_grad
 from .config import DISTILL_VERSION, DistillConfig, check_config
 from .methods import METHODS, REGISTRY, Batch, Context, check_methods
-from ..trajectory import track_points
 from .sampler import STREAM_BALANCED, STREAM_GROUPS, STREAM_INNER, STREAM_KDE, STREAM_MAIN, Sampler, rng
 from .sets import SyntheticSet
 from .starts import initial_sets
+from .tracking import Tracker, track_points
 
-if TYPE_CHECKING:
-    from ..trajectory import Tracker
-
-Progress = Callable[[dict], None]
 
 
 @dataclass
@@ -164,26 +162,6 @@ def _warm_dm_loss(run: _Run, syn: torch.Tensor, m: str, b: Batch, params: DSAPar
     return REGISTRY[m].dm_loss(real, b, feats.view(run.ctx.num_classes, -1, own.feature_dim).mean(1), run.ctx)
 
 
-def _real_grad(net: ConvNet, x: torch.Tensor, c: int, w: torch.Tensor | None, device) -> list[torch.Tensor]:
-    """Gradient of the (weighted) cross-entropy of real images of class c w.r.t. the weights."""
-    with autocast(device):
-        logits = net(x).float()
-    target = torch.full((len(x),), c, device=x.device, dtype=torch.long)
-    if w is None:
-        loss = F.cross_entropy(logits, target)
-    else:
-        loss = (F.cross_entropy(logits, target, reduction="none") * w).sum()
-    return [g.detach() for g in torch.autograd.grad(loss, list(net.parameters()))]
-
-
-def _syn_grad(net: ConvNet, xs: torch.Tensor, c: int, device) -> tuple[torch.Tensor, ...]:
-    """Gradient of the synthetic images' cross-entropy w.r.t. the weights, differentiable in the images."""
-    with autocast(device):
-        logits = net(xs).float()
-    loss = F.cross_entropy(logits, torch.full((len(xs),), c, device=xs.device, dtype=torch.long))
-    return torch.autograd.grad(loss, list(net.parameters()), create_graph=True)
-
-
 def _dc_match(run: _Run, net: ConvNet, method: str, syn: torch.Tensor, b: Batch,
               params: DSAParams | None) -> torch.Tensor:
     """Sum over classes of one method's gradient-matching loss against the shared real batch."""
@@ -192,8 +170,8 @@ def _dc_match(run: _Run, net: ConvNet, method: str, syn: torch.Tensor, b: Batch,
         xs = syn[c * ipc:(c + 1) * ipc]
         if params is not None:
             xs = run.dsa.apply(xs, params.take(torch.full((ipc,), c, device=run.device)))
-        gw_syn = _syn_grad(net, xs.contiguous(memory_format=run.fmt), c, run.device)
-        grad_of = lambda rows, w, c=c: _real_grad(net, b.x[rows], c, w, run.device)  # noqa: E731
+        gw_syn = syn_grad(net, xs.contiguous(memory_format=run.fmt), c, run.device)
+        grad_of = lambda rows, w, c=c: real_grad(net, b.x[rows], c, w, run.device)  # noqa: E731
         loss = loss + REGISTRY[method].dc_loss(gw_syn, grad_of, b, c, run.ctx)
     return loss
 
@@ -296,9 +274,8 @@ def _fingerprint(train: BiasedSplit, weights: torch.Tensor | None, methods: tupl
 
 
 def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], weights: torch.Tensor | None,
-           mean: torch.Tensor, std: torch.Tensor) -> tuple[_Run, State]:
+           mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> tuple[_Run, State]:
     """The run's device data, network and sampler, and its state at iteration 0."""
-    device = pick_device(cfg.device)
     spec = DATASETS.get(train.dataset)
     dsa = DSA(cfg.dsa, flip=not (spec and spec.digits)) if cfg.dsa != "none" else None
     nc, (c, h, _) = train.num_classes, train.images.shape[1:]
@@ -332,8 +309,8 @@ def _log_losses(state: State, methods: Sequence[str], losses: torch.Tensor, log_
         state.acc_n = 0
 
 
-def _track(run: _Run, state: State, tracker: "Tracker", mean: torch.Tensor, std: torch.Tensor,
-           should_stop: Callable[[], bool] | None) -> dict[str, dict]:
+def _track(run: _Run, state: State, tracker: Tracker, mean: torch.Tensor, std: torch.Tensor,
+           should_stop: ShouldStop | None) -> dict[str, dict]:
     """Measure every method's set at state.done (a track point); the points are kept only once all are measured."""
     losses = (state.track_acc / state.track_n).tolist() if state.track_n else [None] * len(run.methods)
     labels = run.syn_labels.cpu()
@@ -350,9 +327,11 @@ def _track(run: _Run, state: State, tracker: "Tracker", mean: torch.Tensor, std:
 
 
 def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weights: torch.Tensor | None = None,
-            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-            checkpoint_dir: str | Path | None = None, tracker: "Tracker | None" = None) -> dict[str, SyntheticSet]:
+            progress: Progress | None = None, should_stop: ShouldStop | None = None,
+            checkpoint_dir: str | Path | None = None, tracker: Tracker | None = None,
+            device: torch.device | None = None) -> dict[str, SyntheticSet]:
     """Distill `train` with every method side by side; resumes from checkpoint_dir if it holds a checkpoint.
+    `device`: where to compute, already resolved (default: pick_device(cfg.device)).
 
     With a tracker (engine.trajectory) every method is measured at the track points; the sets are the
     same with or without it (it draws on no RNG stream of the loop)."""
@@ -360,7 +339,7 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
     check_inputs(train, cfg, methods, weights)
     t_start = time.perf_counter()
     mean, std = channel_stats(train.images)
-    run, state = _build(train, cfg, methods, weights, mean, std)
+    run, state = _build(train, cfg, methods, weights, mean, std, device or pick_device(cfg.device))
     points = set(track_points(cfg.iterations, tracker.every)) if tracker is not None else set()
     if points:
         state.trajectory, state.snapshots = {m: [] for m in methods}, {m: [] for m in methods}
@@ -379,8 +358,8 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
             ckpt.save(state, cfg, methods, elapsed())
             raise
         if progress is not None:
-            progress({"stage": "distill", "step": state.done, "total": cfg.iterations, "algorithm": cfg.algorithm,
-                      "track": new, "real_aligned_share": tracker.real_aligned_share})
+            progress(Event("distill", state.done, cfg.iterations, track=new,
+                           real_aligned_share=tracker.real_aligned_share))
 
     log_every, it0, t_loop = max(1, cfg.iterations // 200), state.done, time.perf_counter()
     step = _dm_step if cfg.algorithm == "dm" else _dc_step
@@ -403,9 +382,9 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
             ckpt.save(state, cfg, methods, elapsed())
         if progress is not None:
             rate = (time.perf_counter() - t_loop) / (state.done - it0)
-            progress({"stage": "distill", "step": state.done, "total": cfg.iterations, "algorithm": cfg.algorithm,
-                      "losses": {m: state.history[m][-1][1] if state.history[m] else None for m in methods},
-                      "elapsed": elapsed(), "eta": rate * (cfg.iterations - state.done)})
+            progress(Event("distill", state.done, cfg.iterations, elapsed=elapsed(),
+                           losses={m: state.history[m][-1][1] if state.history[m] else None for m in methods},
+                           eta=rate * (cfg.iterations - state.done)))
     track()
     seconds = elapsed()
     ckpt.save(state, cfg, methods, seconds)

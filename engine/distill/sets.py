@@ -11,6 +11,7 @@ from ..errors import CorruptArtifact, InvalidArgument
 from ..images import png_bytes, tile, to_uint8, to_unit
 
 SET_FILE = "synthetic.safetensors"
+GRID_FILE = "grid.png"
 TRAJECTORY_FILE = "trajectory.safetensors"  # the snapshots; the points are in SET_FILE's metadata
 
 
@@ -51,7 +52,7 @@ def save_synthetic(sets: dict[str, SyntheticSet], out_dir: str | Path) -> dict[s
         if s.snapshots is not None:
             cache.save_tensors(folder / TRAJECTORY_FILE, {"snapshots": s.snapshots.contiguous()},
                                {"iterations": [p["iteration"] for p in s.trajectory]})
-        cache.atomic_write_bytes(folder / "grid.png", grid_png(s))
+        cache.atomic_write_bytes(folder / GRID_FILE, grid_png(s))
         out[name] = folder / SET_FILE
     return out
 

@@ -13,35 +13,40 @@ from typing import Iterator
 
 from .. import cache
 from ..errors import Cancelled, CorruptArtifact, DataUnavailable, DDAuditError, InvalidArgument
-from .index import _Index
-from .run import (_COLUMNS, CANCEL_FLAG, Run, _check_status, _now, _pid_alive, _plain, _proc_start, headline,
-                  run_id_for)
+from .index import SELECT, RunIndex
+from .records import (CANCEL_FLAG, CHECKPOINTS, CONFIG_FILE, METRICS_FILE, REPORT_FILE, STATUS_FILE, check_status, headline, now, pid_alive,
+                      plain, proc_start, run_id_for)
+from .run import Run
 
 log = logging.getLogger("ddaudit")
 
 
-class RunStore(_Index):
+class RunStore:
     """Runs under `root` (default cache.home()/'runs'), indexed in root/index.sqlite (WAL)."""
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else cache.home() / "runs"
-        self.index_path = self.root / "index.sqlite"
-        self._ready = False
+        self.index = RunIndex(self.root)
+
+    @property
+    def index_path(self) -> Path:
+        """The SQLite index file."""
+        return self.index.path
 
     def problems(self, run_id: str) -> list[str]:
         """Integrity check of a run folder: every JSON and safetensors file must load completely."""
         run_dir = self.root / cache.safe_name(run_id)
         found = []
-        if not (run_dir / "status.json").exists():
-            found.append(f"{run_dir / 'status.json'} is missing")
+        if not (run_dir / STATUS_FILE).exists():
+            found.append(f"{run_dir / STATUS_FILE} is missing")
         for path in sorted(run_dir.rglob("*")):
             if not path.is_file() or path.name.startswith("."):
                 continue
             try:
                 if path.suffix == ".json":
                     cache.read_json(path)
-                    if path.name == "status.json":
-                        self._read_status(run_dir)
+                    if path.name == STATUS_FILE:
+                        self.index.read_status(run_dir)
                 elif path.suffix == ".safetensors":
                     cache.load_tensors(path)
             except CorruptArtifact as exc:
@@ -51,17 +56,16 @@ class RunStore(_Index):
     def start(self, kind: str, config: dict, force: bool = False) -> tuple[Run, bool]:
         """Claim the run for this request: (Run, reused). Reuses an intact finished run unless force."""
         kind = cache.safe_name(kind)
-        cfg = _plain(config)
+        cfg = plain(config)
         run_id = run_id_for(kind, cfg)
         run_dir = self.root / run_id
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "pid_start": _proc_start(os.getpid())}
-        if not self._ready:
-            self._init()
-        self._sync_from_folder(run_id)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "pid_start": proc_start(os.getpid())}
+        self.index.ensure_ready()
+        self.index.sync_from_folder(run_id)
         # checked before taking the write lock: loading every tensor file can take a moment
         intact = run_dir.is_dir() and not self.problems(run_id)
 
-        action, old, row = self._db(lambda con: self._claim(con, run_id, kind, cfg, force, intact, me))
+        action, old, row = self.index.db(lambda con: self._claim(con, run_id, kind, cfg, force, intact, me))
         if action == "busy":
             raise DDAuditError(f"run {run_id} is already running (process {old['pid']} on {old['host']})",
                                "wait for it to finish, or cancel it: python -m engine runs cancel " + run_id)
@@ -73,12 +77,12 @@ class RunStore(_Index):
             if old is not None and old["status"] == "finished" and not force:
                 log.warning("run %s: stored files are corrupt (%s); recomputing", run_id,
                             "; ".join(self.problems(run_id))[:500])
-            self._trash(run_dir)  # forced, corrupt or stale: start clean, old checkpoints included
+            self.index.trash(run_dir)  # forced, corrupt or stale: start clean, old checkpoints included
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CANCEL_FLAG).unlink(missing_ok=True)
-        cache.atomic_write_json(run_dir / "config.json", cfg)
-        self._write_status(row)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        cache.atomic_write_json(run_dir / CONFIG_FILE, cfg)
+        self.index.write_status(row)
+        (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
         run = Run(self, run_id, kind, cfg)
         run.attempt = row["attempts"]
         points = run.checkpoints()
@@ -96,9 +100,9 @@ class RunStore(_Index):
         # BEGIN IMMEDIATE: two processes asking for the same run cannot both claim it
         con.execute("BEGIN IMMEDIATE")
         try:
-            r = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
-            old = self._row(r) if r else None
-            if old and old["status"] == "running" and _pid_alive(old["pid"], old["host"], old["pid_start"]):
+            r = con.execute(f"{SELECT} WHERE id = ?", (run_id,)).fetchone()
+            old = self.index.row(r) if r else None
+            if old and old["status"] == "running" and pid_alive(old["pid"], old["host"], old["pid_start"]):
                 con.execute("ROLLBACK")
                 return "busy", old, None
             if old and old["status"] == "finished" and not force and intact:
@@ -106,11 +110,11 @@ class RunStore(_Index):
                 return "reuse", old, None
             # a finished or forced run is recomputed from scratch; a failed/cancelled/interrupted one resumes
             action = "fresh" if old is None or old["status"] == "finished" or force else "resume"
-            now = _now()
-            row = {"id": run_id, "kind": kind, "status": "running", "created": now if action == "fresh"
-                   else old["created"], "updated": now, "config": cfg, "metrics": {}, "error": None,
+            stamp = now()
+            row = {"id": run_id, "kind": kind, "status": "running", "created": stamp if action == "fresh"
+                   else old["created"], "updated": stamp, "config": cfg, "metrics": {}, "error": None,
                    "attempts": 1 if old is None else int(old.get("attempts") or 1) + 1, **me}
-            self._upsert(con, row)
+            self.index.upsert(con, row)
             con.execute("COMMIT")
             return action, old, row
         except BaseException:
@@ -150,36 +154,36 @@ class RunStore(_Index):
             if run.status == "running":  # the body may have called finish/fail itself
                 run.finish(None)
 
-    def _set_status(self, run: Run, status: str, metrics: dict | None = None, error: str | None = None) -> None:
+    def set_status(self, run: Run, status: str, metrics: dict | None = None, error: str | None = None) -> None:
         """Write status.json (the truth) first, then the index row."""
-        status = _check_status(status)
-        old = self._get_row(run.id) or {}
-        row = {**old, "id": run.id, "kind": run.kind, "config": run.config, "status": status, "updated": _now(),
+        status = check_status(status)
+        old = self.index.get_row(run.id) or {}
+        row = {**old, "id": run.id, "kind": run.kind, "config": run.config, "status": status, "updated": now(),
                "error": error, "metrics": metrics if metrics is not None else old.get("metrics", {})}
         row.setdefault("created", row["updated"])
-        self._write_status(row)
-        self._db(lambda con: self._upsert(con, row))
+        self.index.write_status(row)
+        self.index.db(lambda con: self.index.upsert(con, row))
 
     def reconcile(self) -> list[str]:
         """Mark 'running' runs whose process is gone as failed (interrupted); returns their ids."""
-        if not self._exists():
+        if not self.index.exists():
             return []
         fixed = []
-        rows = self._db(lambda con: [self._row(r) for r in con.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs")])
+        rows = self.index.db(lambda con: [self.index.row(r) for r in con.execute(SELECT)])
         for row in rows:
-            alive = row["status"] == "running" and _pid_alive(row["pid"], row["host"], row["pid_start"])
+            alive = row["status"] == "running" and pid_alive(row["pid"], row["host"], row["pid_start"])
             if not (self.root / row["id"]).is_dir():
                 if not alive:  # a remove() that crashed after moving the folder away, or a dead claim
-                    self._db(lambda con: con.execute("DELETE FROM runs WHERE id = ?", (row["id"],)))
+                    self.index.db(lambda con: con.execute("DELETE FROM runs WHERE id = ?", (row["id"],)))
                 continue
             if row["status"] != "running" or alive:
                 continue
-            self._sync_from_folder(row["id"])
-            row = self._get_row(row["id"])
+            self.index.sync_from_folder(row["id"])
+            row = self.index.get_row(row["id"])
             if row is None or row["status"] != "running":
                 continue
             run = Run(self, row["id"], row["kind"], row["config"])
-            self._set_status(run, "failed", error=f"interrupted: process {row['pid']} on {row['host']} died")
+            self.set_status(run, "failed", error=f"interrupted: process {row['pid']} on {row['host']} died")
             run.log(f"interrupted: process {row['pid']} died; start the run again to resume")
             fixed.append(row["id"])
         for trash in self.root.glob(".trash-*"):  # a remove that crashed half-way
@@ -191,12 +195,12 @@ class RunStore(_Index):
         if kind is not None:
             cache.safe_name(kind)
         if status is not None:
-            _check_status(status)
-        if not self._exists():
+            check_status(status)
+        if not self.index.exists():
             return []
         self.reconcile()
-        rows = self._db(lambda con: [self._row(r) for r in con.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY created DESC, id")])
+        rows = self.index.db(lambda con: [self.index.row(r) for r in con.execute(
+            f"{SELECT} ORDER BY created DESC, id")])
         return [self._public(r) for r in rows if (kind is None or r["kind"] == kind)
                 and (status is None or r["status"] == status)]
 
@@ -208,7 +212,7 @@ class RunStore(_Index):
         """One run in full: the index entry plus dir, metrics (from metrics.json), files and problems."""
         run_id = cache.safe_name(run_id)
         self.reconcile()
-        row = self._get_row(run_id)
+        row = self.index.get_row(run_id)
         if row is None:
             raise InvalidArgument(f"no run named {run_id!r}", "list the runs with `python -m engine runs list`")
         run_dir = self.root / run_id
@@ -216,48 +220,60 @@ class RunStore(_Index):
         out = {**self._public(row), "dir": str(run_dir), "attempts": row["attempts"], "problems": found,
                "files": sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
                if run_dir.exists() else []}
-        if (run_dir / "report.html").is_file():  # made by `python -m engine report RUN_ID`
-            out["report"] = str(run_dir / "report.html")
-        metrics_path = run_dir / "metrics.json"
+        if (run_dir / REPORT_FILE).is_file():  # made by `python -m engine report RUN_ID`
+            out["report"] = str(run_dir / REPORT_FILE)
+        metrics_path = run_dir / METRICS_FILE
         if metrics_path.exists():
             with contextlib.suppress(CorruptArtifact):
                 out["metrics"] = cache.read_json(metrics_path)
         return out
 
+    def rebuild_index(self) -> int:
+        """Rebuild index.sqlite from the run folders (the source of truth); returns the number of runs."""
+        return self.index.rebuild()
+
+    def finished(self, kind: str | tuple[str, ...], **where) -> list[Run]:
+        """Finished runs of a kind (or kinds), newest first, whose config has every `where` value
+        (e.g. finished("audit", dataset="colored-digits", seed=0)); read them through Run."""
+        kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+        return [Run(self, r["id"], r["kind"], r["config"], created=r["created"])
+                for r in self.list(status="finished") if r["kind"] in kinds
+                and all((r.get("config") or {}).get(k) == v for k, v in where.items())]
+
     def open(self, run_id: str) -> Run:
         """A Run handle for an existing run (to read its files)."""
-        row = self._get_row(cache.safe_name(run_id))
+        row = self.index.get_row(cache.safe_name(run_id))
         if row is None:
             raise InvalidArgument(f"no run named {run_id!r}", "list the runs with `python -m engine runs list`")
         return Run(self, row["id"], row["kind"], row["config"])
 
     def request_cancel(self, run_id: str) -> None:
         """Ask a running run (maybe in another process) to stop at its next step."""
-        row = self._get_row(cache.safe_name(run_id))
+        row = self.index.get_row(cache.safe_name(run_id))
         if row is None:
             raise InvalidArgument(f"no run named {run_id!r}", "list the runs with `python -m engine runs list`")
         if row["status"] == "running":
-            cache.atomic_write_bytes(self.root / run_id / CANCEL_FLAG, _now().encode())
+            cache.atomic_write_bytes(self.root / run_id / CANCEL_FLAG, now().encode())
 
     def remove(self, run_id: str) -> None:
         """Delete a run's folder and index entry; a live running run is refused."""
         run_id = cache.safe_name(run_id)
-        row = self._get_row(run_id)
-        if row is None and not (self._exists() and (self.root / run_id).is_dir()):
+        row = self.index.get_row(run_id)
+        if row is None and not (self.index.exists() and (self.root / run_id).is_dir()):
             raise InvalidArgument(f"no run named {run_id!r}", "list the runs with `python -m engine runs list`")
-        if row and row["status"] == "running" and _pid_alive(row["pid"], row["host"], row["pid_start"]):
+        if row and row["status"] == "running" and pid_alive(row["pid"], row["host"], row["pid_start"]):
             raise DDAuditError(f"run {run_id} is still running (process {row['pid']})",
                                f"cancel it first: python -m engine runs cancel {run_id}")
         self._discard(run_id)  # folder first: a crash leaves an index row reconcile can drop
 
     def _discard(self, run_id: str) -> None:
-        self._trash(self.root / run_id)
-        self._db(lambda con: con.execute("DELETE FROM runs WHERE id = ?", (run_id,)))
+        self.index.trash(self.root / run_id)
+        self.index.db(lambda con: con.execute("DELETE FROM runs WHERE id = ?", (run_id,)))
 
     def clean(self, status: str = "failed") -> list[str]:
         """Remove every run with this status (never a live running one); returns the removed ids."""
         removed = []
-        for row in self.list(status=_check_status(status)):
+        for row in self.list(status=check_status(status)):
             with contextlib.suppress(DDAuditError):
                 self.remove(row["id"])
                 removed.append(row["id"])

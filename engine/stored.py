@@ -1,0 +1,65 @@
+"""The one stored-run path: a Plan run in the run store, so an identical request is one run wherever it
+starts (CLI, dashboard, sweep cell). A finished identical run is reused; a failed or interrupted one
+resumes from its checkpoints; the run's folder holds what the stages wrote (engine/store)."""
+from __future__ import annotations
+
+from . import distill
+from .audit import run_audit
+from .data import BiasedSplit
+from .pipeline import Plan, Request, plan, run_key
+from .progress import Progress, ShouldStop
+from .stages import distill_sets, kde_weights, load_train, make_tracker
+from .store import Run, RunStore
+
+
+def _plan(req: Request | Plan) -> Plan:
+    return req if isinstance(req, Plan) else plan(req)
+
+
+def _stopper(should_stop: ShouldStop | None, run: Run) -> ShouldStop:
+    """Stop when the caller asks or someone cancels the stored run (python -m engine runs cancel)."""
+    return lambda: bool(should_stop and should_stop()) or run.should_stop()
+
+
+def _train(p: Plan, train: BiasedSplit | None) -> BiasedSplit:
+    """The plan's training split (loaded unless the caller holds it), IPC checked, before the store is touched."""
+    if train is None:
+        return load_train(p)
+    distill.check_ipc(train, p.request.ipc)
+    return train
+
+
+def distill_stored(req: Request | Plan, force: bool = False, progress: Progress | None = None,
+                   should_stop: ShouldStop | None = None,
+                   train: BiasedSplit | None = None) -> tuple[dict[str, distill.SyntheticSet], Run]:
+    """Distillation only, as a run of kind 'distill': (sets, run); an identical finished run is reused.
+    `train`: the plan's training split when the caller already holds it (the dashboard's cached split)."""
+    p = _plan(req)
+    train = _train(p, train)
+    with RunStore().run("distill", run_key(p, "distill"), force=force) as run:
+        if run.reused and set(run.methods()) >= set(p.methods):
+            return run.sets(p.methods), run
+        stop = _stopper(should_stop, run)
+        wr = kde_weights(p, train, progress)
+        tracker = make_tracker(p, train, progress=progress, should_stop=stop)
+        sets = distill_sets(p, train, wr, run.dir, progress, stop, tracker)
+        metrics = {"methods": {m: {"final_loss": s.final_loss, "seconds": s.seconds} for m, s in sets.items()},
+                   "iterations": p.distill_cfg.iterations}
+        if tracker is not None:
+            metrics.update(real_aligned_share=tracker.real_aligned_share,
+                           trajectory={m: s.trajectory for m, s in sets.items()})
+        run.finish(metrics)
+        return sets, run
+
+
+def audit_stored(req: Request | Plan, force: bool = False, progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None, train: BiasedSplit | None = None) -> tuple[dict, Run]:
+    """The whole audit as a run of kind 'audit': (results, run); an identical finished run is reused."""
+    p = _plan(req)
+    train = _train(p, train)
+    with RunStore().run("audit", run_key(p, "audit"), force=force) as run:
+        if run.reused and run.results() is not None:
+            return run.results(), run
+        results = run_audit(p, run.dir, progress=progress, should_stop=_stopper(should_stop, run), train=train)
+        run.finish(results)
+        return results, run
