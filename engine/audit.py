@@ -16,16 +16,17 @@ import torch
 
 from . import attribute_probe, cache, data, evaluate
 from .images import to_float
-from .pipeline import Plan
+from .distill import save_synthetic
+from .pipeline import Plan, SetPlan
 from .progress import Event, Progress, ShouldStop
 from .results import METRICS, SHARE, method_entry, ordered
-from .stages import distill_sets, kde_weights, load_test, load_train, make_tracker, weight_summary
+from .stages import distill_sets, load_test, load_train, make_tracker, plan_weights, weight_summary
 from .store.records import RESULTS_FILE
 
 log = logging.getLogger("ddaudit")
 
 
-class _Stages:
+class Stages:
     """Progress events at stage boundaries and each stage's wall time."""
 
     def __init__(self, progress: Progress | None):
@@ -43,7 +44,7 @@ def run_audit(p: Plan, out: str | Path, progress: Progress | None = None, should
     """Run the whole audit into folder `out` and return (and write to OUT/results.json) its results;
     `train`: the training split when the caller has already loaded it (stages.load_train)."""
     t0, c, out = time.time(), p.request, Path(out)
-    stage = _Stages(progress)
+    stage = Stages(progress)
     done = stage("data")
     train = train if train is not None else load_train(p)
     test = load_test(p)
@@ -58,7 +59,7 @@ def run_audit(p: Plan, out: str | Path, progress: Progress | None = None, should
     wr = None
     if p.uses_weights:
         done = stage("weights")
-        wr = kde_weights(p, train, progress)
+        wr = plan_weights(p, train, progress)
         done()
     done = stage("distill")
     sets = distill_sets(p, train, wr, out, progress, should_stop, tracker)
@@ -81,26 +82,72 @@ def run_audit(p: Plan, out: str | Path, progress: Progress | None = None, should
     return result
 
 
-def _evaluate_all(p: Plan, train, test, sets: dict, probe, stage: _Stages, progress, should_stop) -> dict:
-    """Every set (and the baselines) trained on and tested in the distillation's standardisation."""
-    c = p.request
+def evaluate_sets(sets: dict, train: data.BiasedSplit, test: data.BiasedSplit, probe: attribute_probe.Probe,
+                  eval_cfg: evaluate.EvalPreset, seeds: list[int], device, baseline_ipc: int | None, seed: int,
+                  stage: Stages, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> dict:
+    """Each SyntheticSet (and, with baseline_ipc, `random`: that many random real images per class) trained
+    on and tested in the sets' standardisation, with the probe's aligned share: results.json's methods."""
     any_set = next(iter(sets.values()))
     mean, std = any_set.mean, any_set.std
-    flip = not data.get_spec(c.dataset).digits
+    flip = not data.get_spec(train.dataset).digits
     candidates: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {
         m: (s.images, s.labels, s.unit()) for m, s in sets.items()}
-    if c.baseline:
-        rx, ry = evaluate.random_subset(train, c.ipc, c.seed, mean, std)
-        candidates["random"] = (rx, ry, evaluate.random_subset(train, c.ipc, c.seed)[0])
+    if baseline_ipc:
+        rx, ry = evaluate.random_subset(train, baseline_ipc, seed, mean, std)
+        candidates["random"] = (rx, ry, evaluate.random_subset(train, baseline_ipc, seed)[0])
     results: dict[str, dict] = {}
     for name, (x, y, x_unit) in candidates.items():
         done = stage(f"evaluate {name}")
-        ev = evaluate.evaluate_synthetic(x, y, test, p.eval_cfg, p.seeds, mean=mean, std=std, device=p.device,
+        ev = evaluate.evaluate_synthetic(x, y, test, eval_cfg, seeds, mean=mean, std=std, device=device,
                                          flip=flip, progress=progress, should_stop=should_stop,
                                          stage=f"evaluate {name}")
         share = attribute_probe.synthetic_aligned_share(probe, x_unit, y, train.aligned_attribute)
-        results[name] = method_entry(ev, share, sets[name].final_loss if name in sets else None)
+        loss = sets[name].final_loss if name in sets else None  # none for baselines and imported sets
+        results[name] = method_entry(ev, share, loss if loss is not None and math.isfinite(loss) else None)
         done()
+    return results
+
+
+def run_set_audit(p: SetPlan, imported: list, train: data.BiasedSplit, test: data.BiasedSplit, out: str | Path,
+                  progress: Progress | None = None, should_stop: ShouldStop | None = None) -> dict:
+    """The audit of sets made elsewhere (set_files.ImportedSet): the native audit's probe, evaluation and
+    random baseline (as many images per class as the largest class of the sets), written like an audit."""
+    t0, c, out = time.time(), p.request, Path(out)
+    stage = Stages(progress)
+    out.mkdir(parents=True, exist_ok=True)
+    done = stage("probe")
+    probe = attribute_probe.train_probe(train, p.probe_cfg, seed=c.seed, device=p.device, progress=progress,
+                                        should_stop=should_stop)
+    probe_acc = attribute_probe.probe_accuracy(probe, test)
+    done()
+    sets = {i.name: i.set for i in imported}
+    save_synthetic(sets, out)
+    ipc = max(int(torch.bincount(s.labels).max()) for s in sets.values())
+    results = evaluate_sets(sets, train, test, probe, p.eval_cfg, p.seeds, p.device, ipc if c.baseline else None,
+                            c.seed, stage, progress, should_stop)
+    result = {
+        "dataset": c.dataset, "conflict_ratio": c.conflict_ratio, "ipc": ipc, "preset": c.preset,
+        "algorithm": "imported", "seed": c.seed, "eval_seeds": p.seeds,
+        "real_aligned_share": attribute_probe.real_aligned_share(train), "probe_accuracy": probe_acc,
+        "methods": results, "weights": None, "imported": {i.name: i.source for i in imported},
+        "warnings": [w for i in imported for w in i.warnings],
+        "evaluation": {"epochs": p.eval_cfg.epochs, "dsa": p.eval_cfg.dsa, "depth": p.eval_cfg.depth,
+                       "width": p.eval_cfg.width, "norm": p.eval_cfg.norm, "trainings": len(p.seeds)},
+        "timings": stage.timings, "seconds": round(time.time() - t0, 2),
+    }
+    cache.atomic_write_json(out / RESULTS_FILE, result)
+    stage.say(Event("done", 1, 1))
+    return result
+
+
+def _evaluate_all(p: Plan, train, test, sets: dict, probe, stage: Stages, progress, should_stop) -> dict:
+    """Every set (and the baselines) trained on and tested in the distillation's standardisation."""
+    c = p.request
+    results = evaluate_sets(sets, train, test, probe, p.eval_cfg, p.seeds, p.device, c.ipc if c.baseline else None,
+                            c.seed, stage, progress, should_stop)
+    any_set = next(iter(sets.values()))
+    mean, std = any_set.mean, any_set.std
+    flip = not data.get_spec(c.dataset).digits
     if p.eval_cfg.full_set_epochs > 0:  # paper: the whole biased training set, same evaluation
         done = stage("evaluate full")
         ev = evaluate.evaluate_synthetic(to_float(train.images, mean, std), train.targets, test, p.eval_cfg, p.seeds,

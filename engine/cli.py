@@ -19,9 +19,11 @@ COMMAND_MODULES = (
     "engine.commands.weights",
     "engine.commands.runs",
     "engine.commands.audit",
+    "engine.commands.audit_set",
     "engine.commands.distill",
     "engine.commands.report",
     "engine.commands.sweep",
+    "engine.commands.export",
 )
 
 

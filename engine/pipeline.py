@@ -98,7 +98,9 @@ def plan(req: Request) -> Plan:
     distill_cfg = distill.config_for(req.preset, req.algorithm, ipc, seed=seed, device=req.device or "auto",
                                      **req.distill_overrides)
     eval_cfg = evaluate.get_preset(req.preset, **req.eval_overrides)
-    probe_cfg = attribute_probe.get_preset(req.preset, **req.probe_overrides)
+    # the probe has the evaluation net's depth and norm unless told otherwise (as when it shared the preset)
+    probe_cfg = attribute_probe.get_preset(req.preset, **{"depth": eval_cfg.depth, "norm": eval_cfg.norm,
+                                                          **req.probe_overrides})
     n_seeds = eval_cfg.seeds if req.eval_seeds is None else positive_int(
         req.eval_seeds, "number of evaluation seeds", f"give --eval-seeds between 1 and {MAX_EVAL_SEEDS}",
         MAX_EVAL_SEEDS)
@@ -139,3 +141,71 @@ def run_key(p: Plan, kind: str) -> dict:
         key.update(baseline=r.baseline)
     key.update(track={"every": r.track_every, "eval": r.track_eval})
     return key
+
+
+# --------------------------------------------------------------------------- sets made elsewhere (audit-set)
+
+@dataclass(frozen=True)
+class SetRequest:
+    """Audit synthetic sets made elsewhere on one split: which split, which files, how to evaluate them."""
+
+    dataset: str
+    conflict_ratio: float
+    sets: tuple[str, ...]               # PATH[=NAME] each (engine.set_files reads them)
+    seed: int = 0
+    normalization: str | None = None    # split (default) | unit | mean=...,std=...
+    experiment: int | None = None       # DatasetCondensation result files: which experiment (default the last)
+    soft_labels: str | None = None      # None: refused; "argmax"
+    preset: str = "quick"
+    eval_seeds: int | None = None
+    baseline: bool = True
+    data_root: str | None = None
+    device: str | None = None
+    eval_overrides: dict = field(default_factory=dict)
+    probe_overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetPlan:
+    """A validated SetRequest: the evaluation and probe settings, the evaluation seeds, the device."""
+
+    request: SetRequest
+    eval_cfg: evaluate.EvalPreset
+    probe_cfg: attribute_probe.ProbePreset
+    seeds: list[int]
+    device: torch.device
+
+
+def plan_sets(req: SetRequest) -> SetPlan:
+    """Validate a SetRequest (no file read, nothing written); the evaluation is the native audit's for the
+    same preset and seed (same trainings, same seeds), so imported and native sets compare one to one."""
+    dataset = data.get_spec(req.dataset).name
+    _choose(req.preset, PRESETS, "preset")
+    seed = data.check_seed(req.seed)
+    if not req.sets:
+        raise InvalidArgument("no set to audit", "pass --set PATH[=NAME] (one or more)")
+    if req.soft_labels not in (None, "argmax"):
+        raise InvalidArgument(f"unknown --soft-labels {req.soft_labels!r}", "use --soft-labels argmax or leave it out")
+    if req.experiment is not None and (isinstance(req.experiment, bool) or not isinstance(req.experiment, int)):
+        raise InvalidArgument(f"experiment {req.experiment!r} is not a whole number", "give --experiment 0, 1, ...")
+    eval_cfg = evaluate.get_preset(req.preset, **req.eval_overrides)
+    probe_cfg = attribute_probe.get_preset(req.preset, **{"depth": eval_cfg.depth, "norm": eval_cfg.norm,
+                                                          **req.probe_overrides})
+    n_seeds = eval_cfg.seeds if req.eval_seeds is None else positive_int(
+        req.eval_seeds, "number of evaluation seeds", f"give --eval-seeds between 1 and {MAX_EVAL_SEEDS}",
+        MAX_EVAL_SEEDS)
+    device = pick_device(req.device)
+    norm = replace(req, dataset=dataset, conflict_ratio=data.check_ratio(req.conflict_ratio), seed=seed,
+                   sets=tuple(req.sets), eval_seeds=n_seeds, baseline=bool(req.baseline))
+    return SetPlan(norm, eval_cfg, probe_cfg, evaluate.eval_seeds(n_seeds, seed * 1000), device)
+
+
+def set_run_key(p: SetPlan, digests: dict[str, str]) -> dict:
+    """Everything that determines an imported sets' audit: the split, each set's content, the evaluation."""
+    r = p.request
+    return {"dataset": r.dataset, "conflict_ratio": r.conflict_ratio, "seed": r.seed, "methods": list(digests),
+            "sets": digests, "data_root": os.path.abspath(r.data_root) if r.data_root else None,
+            "evaluate": {**asdict(p.eval_cfg), **attribute_probe.key_fields(p.probe_cfg, p.eval_cfg)},
+            "eval_seeds": p.seeds, "baseline": r.baseline,
+            "versions": {"data": data.BUILD_VERSION, "evaluate": evaluate.EVAL_VERSION,
+                         "probe": attribute_probe.PROBE_VERSION}}

@@ -46,9 +46,10 @@ def load_runs(run_ids: Sequence[str]) -> list[tuple[dict, dict, Run]]:
     store, out = RunStore(), []
     for rid in run_ids:
         info = store.get(cache.safe_name(rid))
-        if info["kind"] != "audit":
+        if info["kind"] not in ("audit", "import"):
             raise InvalidArgument(f"run {rid} is a {info['kind']} run, not an audit",
-                                  "a report needs evaluated results: pass an audit run (runs list --kind audit)")
+                                  "a report needs evaluated results: pass an audit or audit-set run "
+                                  "(runs list --kind audit, --kind import)")
         if info["status"] != "finished":
             raise InvalidArgument(f"run {rid} is {info['status']}, not finished",
                                   "finish it first (start the same audit again), or pick another run")
@@ -88,9 +89,18 @@ def verdict(res: dict) -> str:
 
 
 def command(info: dict, res: dict) -> str:
-    """The `python -m engine audit` command that reproduces the run (same key, so it is reused)."""
+    """The `python -m engine audit` (or `audit-set`) command that reproduces the run (same key: reused)."""
     cfg = info["config"]
     preset = res["preset"]
+    if info.get("kind") == "import":
+        args = ["python -m engine audit-set", f"--dataset {res['dataset']}", f"--conflict-ratio {res['conflict_ratio']}",
+                f"--seed {res['seed']}", f"--preset {preset}", f"--eval-seeds {len(res['eval_seeds'])}"]
+        args += [f"--set {src['path']}={name}" for name, src in (res.get("imported") or {}).items()]
+        if any((src.get("normalization") or "split") != "split" for src in (res.get("imported") or {}).values()):
+            args.append(f"--normalization {next(iter(res['imported'].values()))['normalization']}")
+        if not cfg.get("baseline", True):
+            args.append("--no-baseline")
+        return " \\\n    ".join(args) + " --out OUT"
     args = ["python -m engine audit", f"--dataset {res['dataset']}", f"--conflict-ratio {res['conflict_ratio']}",
             f"--methods {','.join(cfg['methods'])}", f"--algorithm {res['algorithm']}", f"--ipc {res['ipc']}",
             f"--preset {preset}", f"--seed {res['seed']}", f"--eval-seeds {len(res['eval_seeds'])}"]
@@ -221,7 +231,7 @@ predicts the bias attribute with {res['probe_accuracy']:.1f}% accuracy (chance: 
 """
 
 
-def build(runs: Sequence[tuple[dict, dict, Path]]) -> str:
+def build(runs: Sequence[tuple[dict, dict, Run]]) -> str:
     """The whole report of loaded runs (`load_runs`) as one HTML string: several runs get a comparison
     first, then each run."""
     import plotly.offline

@@ -28,7 +28,7 @@ def load_test(p: Plan) -> data.BiasedSplit:
     return data.load_split(r.dataset, r.conflict_ratio, "test", r.seed, r.data_root)
 
 
-def kde_weights(p: Plan, train: data.BiasedSplit, progress: Progress | None = None) -> WeightResult | None:
+def plan_weights(p: Plan, train: data.BiasedSplit, progress: Progress | None = None) -> WeightResult | None:
     """The KDE WeightResult the plan's methods need, or None."""
     if not p.uses_weights:
         return None

@@ -4,11 +4,12 @@ resumes from its checkpoints; the run's folder holds what the stages wrote (engi
 from __future__ import annotations
 
 from . import distill
-from .audit import run_audit
+from .audit import run_audit, run_set_audit
+from . import data
 from .data import BiasedSplit
-from .pipeline import Plan, Request, plan, run_key
+from .pipeline import Plan, Request, SetRequest, plan, plan_sets, run_key, set_run_key
 from .progress import Progress, ShouldStop
-from .stages import distill_sets, kde_weights, load_train, make_tracker
+from .stages import distill_sets, load_train, make_tracker, plan_weights
 from .store import Run, RunStore
 
 
@@ -40,7 +41,7 @@ def distill_stored(req: Request | Plan, force: bool = False, progress: Progress 
         if run.reused and set(run.methods()) >= set(p.methods):
             return run.sets(p.methods), run
         stop = _stopper(should_stop, run)
-        wr = kde_weights(p, train, progress)
+        wr = plan_weights(p, train, progress)
         tracker = make_tracker(p, train, progress=progress, should_stop=stop)
         sets = distill_sets(p, train, wr, run.dir, progress, stop, tracker)
         metrics = {"methods": {m: {"final_loss": s.final_loss, "seconds": s.seconds} for m, s in sets.items()},
@@ -63,3 +64,41 @@ def audit_stored(req: Request | Plan, force: bool = False, progress: Progress | 
         results = run_audit(p, run.dir, progress=progress, should_stop=_stopper(should_stop, run), train=train)
         run.finish(results)
         return results, run
+
+
+def audit_sets_stored(req: SetRequest, force: bool = False, progress: Progress | None = None,
+                      should_stop: ShouldStop | None = None) -> tuple[dict, Run]:
+    """Sets made elsewhere, audited with the native protocol as a run of kind 'import': (results, run). The
+    run is keyed by the sets' content, the split and the evaluation: an identical request is reused.
+    Every file is read and checked before the store is touched."""
+    from .set_files import digest, read_set
+    p = plan_sets(req)
+    r = p.request
+    train = load_train_split(r.dataset, r.conflict_ratio, r.seed, r.data_root)
+    imported = [read_set(spec, train, r.normalization, r.experiment, r.soft_labels) for spec in r.sets]
+    _check_names([i.name for i in imported])
+    test = data.load_split(r.dataset, r.conflict_ratio, "test", r.seed, r.data_root)
+    with RunStore().run("import", set_run_key(p, {i.name: digest(i.set) for i in imported}), force=force) as run:
+        if run.reused and run.results() is not None:
+            return run.results(), run
+        results = run_set_audit(p, imported, train, test, run.dir, progress, _stopper(should_stop, run))
+        run.finish(results)
+        return results, run
+
+
+def load_train_split(dataset: str, ratio: float, seed: int, data_root: str | None) -> BiasedSplit:
+    """A split's training half (for the sets' checks and the probe)."""
+    return data.load_split(dataset, ratio, "train", seed, data_root)
+
+
+def _check_names(names: list[str]) -> None:
+    """Imported sets are named apart from each other and from the native methods and baselines."""
+    from .errors import InvalidArgument
+    from .results import ORDER
+    taken = [n for n in names if n in ORDER]
+    if taken:
+        raise InvalidArgument(f"set name {taken[0]!r} is a native method or baseline of ddaudit",
+                              f"name it apart, e.g. --set PATH=mtt-{taken[0]}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidArgument(f"two sets are named {twice[0]!r}", "give each its own name: --set PATH=NAME")

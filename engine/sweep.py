@@ -24,10 +24,9 @@ from .density import check_kernel_variance
 from .errors import Cancelled, DDAuditError, InvalidArgument
 from .progress import Event, Progress, ShouldStop
 from .stages import load_train
-from .store.records import SWEEP_FILE
+from .store.records import SWEEP_CSV, SWEEP_FILE
 
 SWEEP_VERSION = 1
-SWEEP_CSV = "sweep.csv"
 SUGGESTED = "suggested"
 METRICS = EVAL_METRICS + (SHARE,)  # a sweep row's metric columns
 MAX_CELLS = 10_000
@@ -47,7 +46,7 @@ class Grid:
     algorithm: str = "dm"
     eval_seeds: int | None = None
     data_root: str | None = None
-    overrides: dict = field(default_factory=dict)  # {"distill"|"eval"|"embed": {field: value}}: tests, experiments
+    overrides: dict = field(default_factory=dict)  # {"distill"|"eval"|"probe"|"embed": {field: value}}: experiments
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,8 @@ def cells(grid: Grid) -> list[Cell]:
                                            kernel_variance=None if kv in (None, SUGGESTED) else kv, seed=seed,
                                            eval_seeds=grid.eval_seeds, baseline=baseline, data_root=grid.data_root,
                                            distill_overrides=dict(o.get("distill", {})),
-                                           eval_overrides=dict(o.get("eval", {})), embed_overrides=dict(o.get("embed", {})))
+                                           eval_overrides=dict(o.get("eval", {})), probe_overrides=dict(o.get("probe", {})),
+                                           embed_overrides=dict(o.get("embed", {})))
                     out.append(Cell(pipeline.plan(req), ratio, kv, ipc, seed))
     return out
 

@@ -15,7 +15,8 @@ GRID_MAX = 60
 
 
 def controls(key: str, suggested: float) -> tuple[str, float, float]:
-    """Colour-by, kernel variance and temperature widgets."""
+    """Colour-by, kernel variance and temperature widgets: (colour, kernel variance, temperature), the
+    variance unrounded when the slider sits on the suggestion (what a run then uses)."""
     opts, mid = maps.kernel_variance_options(suggested)
     c1, c2, c3 = st.columns([2, 2, 1.2])
     colour = c1.radio("Colour by", COLOUR_BY, index=4, horizontal=True, key="emb_colour")
@@ -25,8 +26,9 @@ def controls(key: str, suggested: float) -> tuple[str, float, float]:
                                "its own bump; large: one smooth blob per class.")
     temp = c3.select_slider("Temperature T", options=TEMPERATURES, value=1.0, key="emb_temperature",
                             help="w ∝ f^(-1/T): T = 1 is plain inverse density, large T tends to uniform.")
-    state.set_kde_choice(state.current(), maps.kde_choice(s2, mid), temp)
-    return colour, s2, temp
+    chosen = maps.kde_choice(s2, mid)
+    state.set_kde_choice(state.current(), chosen, temp)
+    return colour, suggested if chosen is None else chosen, temp
 
 
 def colour_values(colour: str, train, rows: np.ndarray, wres: dict) -> dict:

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from engine import figures, trajectory, trajectory_figures
-from ui import jobs, run_store, state
+from ui import import_jobs, jobs, run_store, state
 
 
 def is_audit(metrics: object) -> bool:
@@ -19,12 +19,12 @@ def is_audit(metrics: object) -> bool:
 def sources() -> dict[str, tuple[str, str]]:
     """Label -> (kind, handle) for every audit result available: this server's jobs and the run store."""
     out: dict[str, tuple[str, str]] = {}
-    for job in jobs.registry().jobs("distill"):
+    for job in jobs.registry().jobs("distill") + jobs.registry().jobs("import"):
         res = job.result or {}
         if job.status == "finished" and is_audit(res.get("audit")):
             out[f"this session: {job.label}"] = ("job", job.id)
     known_runs = {jobs.registry().by_id(h).result.get("run_id") for k, h in out.values()}
-    for r in run_store.finished("audit"):
+    for r in run_store.finished(("audit", "import")):
         met = r.get("metrics") or {}
         if r["id"] in known_runs or not any(k.startswith("methods.") and k.endswith(".accuracy") for k in met):
             continue
@@ -148,7 +148,9 @@ def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None
 def report_panel(run_id: str) -> None:
     """Build the run's shareable HTML report on demand (also saved into the run's folder), then offer it."""
     from engine import report
-    made = run_store.open_run(run_id).report_path
+    made = run_store.report_path(run_id)
+    if made is None:  # removed since this session computed it
+        return
     if st.button("Build shareable report (HTML)", key=f"rep_build_{run_id}",
                  help="One self-contained file that opens offline in any browser: verdict, setting, data, KDE "
                       "diagnostics, grids, metrics with published numbers, heatmaps, probe accuracy."):
@@ -160,9 +162,61 @@ def report_panel(run_id: str) -> None:
         st.caption(f"Saved with the run: `{made}` ({made.stat().st_size / 2 ** 20:.1f} MB).")
 
 
+def import_panel(s: state.Settings) -> None:
+    """Upload a set made by other code (DatasetCondensation, MTT, FairDD, ...) and audit it on this split."""
+    with st.expander("Import a set made elsewhere", expanded=bool(st.session_state.get("imp_job"))):
+        st.caption(f"A synthetic set distilled from {s.dataset} at {s.ratio:.1%} conflicting, seed {s.seed} (the split "
+                   "`python -m engine export-split` hands to other code), audited with this page's protocol beside the "
+                   "native methods. Formats: a DatasetCondensation/FairDD/COBRA result .pt ({'data': [[images, "
+                   "labels]]}), MTT's images_best.pt with labels_best.pt, a .pt/.safetensors with images and labels, "
+                   "or ddaudit's synthetic.safetensors. Pickled objects are refused, never run. docs/IMPORT.md.")
+        files = st.file_uploader("Set file(s)", type=list(import_jobs.SUFFIXES), accept_multiple_files=True,
+                                 key="imp_files")
+        c1, c2, c3 = st.columns([2, 2, 1])
+        name = c1.text_input("Name", value="imported", key="imp_name", help="How the set is called in the tables.")
+        norm = c2.selectbox("Images are", ("split", "unit"), key="imp_norm",
+                            format_func={"split": "standardised with the split's mean/std (meta.json)",
+                                         "unit": "pixels in [0, 1]"}.get,
+                            help="Image files and uint8 tensors are pixels whatever is chosen; `audit-set "
+                                 "--normalization mean=...,std=...` takes other statistics.")
+        seeds = c3.number_input("Trainings", 1, 10, import_jobs.UI_EVAL_SEEDS, key="imp_seeds")
+        job = jobs.registry().by_id(st.session_state.get("imp_job", ""))
+        if job is not None and not job.done:
+            jobs.live(job.id, jobs.progress_text, cancel="Cancel import")
+            return
+        if job is not None and job.status == "finished" and st.session_state.get("imp_shown") != job.id:
+            st.session_state["imp_shown"] = st.session_state["results_run"] = job.id  # show it below
+        if job is not None and job.status in ("failed", "cancelled"):
+            problem, fix = jobs.error_text(job)
+            st.error(f"{problem}\n\n**Fix:** {fix}", icon=":material/error:")
+        if not files:
+            return
+        try:
+            path = import_jobs.save([import_jobs.Upload(f.name, f.getvalue()) for f in files])
+            pair = state.require_dataset(s)
+            if pair is None:
+                return
+            found = import_jobs.preview(path, pair[0], norm, name)
+        except state.DDAuditError as exc:
+            state.show_error(exc, "Cannot import this set: ")
+            return
+        src = found.source
+        st.caption(f"Read as **{src['format']}**: {src['images']} images of shape "
+                   f"{tuple(found.set.images.shape[1:])}, {len(set(found.set.labels.tolist()))} classes, "
+                   f"images {norm}." + "".join(f" Warning: {w}." for w in found.warnings))
+        if st.button("Audit this set", type="primary", key="imp_start"):
+            try:
+                st.session_state["imp_job"] = import_jobs.start(s, path, name, norm, int(seeds)).id
+            except state.DDAuditError as exc:
+                state.show_error(exc, "Cannot import this set: ")
+                return
+            st.rerun()
+
+
 def draw(s: state.Settings) -> None:
     """Draw the page."""
     st.title("Results")
+    import_panel(s)
     src = sources()
     if not src:
         st.info("No evaluated run yet: start one on the Distill page with “Evaluate + audit” ticked.", icon=":material/info:")

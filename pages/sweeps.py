@@ -2,13 +2,11 @@
 kernel variance beside the weight-only view, and amplification against the conflict ratio."""
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import streamlit as st
 
 from engine import distill, sweep, sweep_figures
-from ui import jobs, run_store, state
+from ui import jobs, run_store, state, sweep_jobs
 
 KV_CHOICES = ("0.01", "0.03", "0.1", "0.3", "1", "3", "10", sweep.SUGGESTED)
 
@@ -34,29 +32,12 @@ def form(s: state.Settings) -> sweep.Grid | None:
     if not go:
         return None
     try:
-        grid = sweep.make_grid(s.dataset, list(ratios), list(kvs), list(methods), [int(ipc)],
-                               list(range(int(seeds))), preset=preset)
-        n = len(sweep.prepare(grid))
+        grid, n = sweep_jobs.grid(s, ratios, kvs, methods, ipc, seeds, preset)
     except state.DDAuditError as exc:
         state.show_error(exc, "Cannot start this sweep: ")
         return None
     st.caption(f"{n} cells (vanilla and the other weight-free methods once per ratio and seed).")
     return grid
-
-
-def start(grid: sweep.Grid) -> jobs.Job:
-    key = json.dumps(sweep.grid_key(grid), sort_keys=True, default=str)
-    label = (f"sweep {grid.dataset}: ratios {', '.join(f'{r:.1%}' for r in grid.ratios)} · s² "
-             f"{', '.join(map(str, grid.kernel_variances))} · {'+'.join(grid.methods)} · {len(grid.seeds)} seed(s)")
-    return jobs.registry().submit(key, "sweep", label, lambda progress, stop: sweep.run_sweep(
-        grid, progress=progress, should_stop=stop))
-
-
-def cells_text(job: jobs.Job) -> str:
-    """Cells done of total, time left, time elapsed."""
-    ev = job.latest
-    eta = f" · about {ev.eta:.0f} s left" if ev.eta is not None else ""
-    return f"cells {ev.step} / {ev.total}{eta} · {job.elapsed():.0f} s elapsed"
 
 
 def plots(summary: dict) -> None:
@@ -90,11 +71,11 @@ def draw(s: state.Settings) -> None:
                "local Ray; `python -m engine sweep --address ...` sends the same grid to a cluster.")
     grid = form(s)
     if grid is not None:
-        st.session_state["sweep_job"] = start(grid).id
+        st.session_state["sweep_job"] = sweep_jobs.start(grid).id
     job = jobs.registry().by_id(st.session_state.get("sweep_job", ""))
     if job is not None and not job.done:
         st.markdown(f"**{job.label}**")
-        jobs.live(job.id, cells_text, cancel="Cancel sweep",
+        jobs.live(job.id, sweep_jobs.cells_text, cancel="Cancel sweep",
                   cancelling="Cancelling: finished cells are kept; starting the same sweep again resumes.")
     elif job is not None and job.status != "finished":
         problem, fix = jobs.error_text(job)

@@ -205,3 +205,14 @@ def test_a_stored_audit_resolves_the_device_once(tiny_presets, fresh_home, monke
                                                   eval_seeds=1, seed=4))
     assert set(res["methods"]) == {"vanilla", "kde", "random"}
     assert len(calls) == 1, calls
+
+
+def test_the_probe_follows_the_evaluation_nets_depth_and_norm_unless_told():
+    """As when the probe shared EvalPreset: an evaluation depth override deepens the probe too, and the
+    run key names it as before (no separate probe depth), so stored runs keep their ids."""
+    deep = pipeline.plan(pipeline.Request("colored-digits", 0.05, eval_overrides={"depth": 4}))
+    assert deep.probe_cfg.depth == 4 and deep.probe_cfg.norm == deep.eval_cfg.norm
+    assert "probe_depth" not in pipeline.run_key(deep, "audit")["evaluate"]
+    own = pipeline.plan(pipeline.Request("colored-digits", 0.05, eval_overrides={"depth": 4},
+                                         probe_overrides={"depth": 2}))
+    assert own.probe_cfg.depth == 2 and pipeline.run_key(own, "audit")["evaluate"]["probe_depth"] == 2

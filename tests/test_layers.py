@@ -26,9 +26,9 @@ LAYERS = (
     ("trajectories", ("engine.trajectory",)),
     ("planner", ("engine.pipeline",)),
     ("run store", ("engine.store",)),
-    ("stages and the audit", ("engine.stages", "engine.audit")),
+    ("stages and the audit", ("engine.stages", "engine.set_files", "engine.audit")),
     ("stored runs", ("engine.stored",)),
-    ("sweeps and reports", ("engine.sweep", "engine.report")),
+    ("sweeps, reports and exports", ("engine.sweep", "engine.report", "engine.export")),
     ("command line", ("engine.commands", "engine.cli", "engine.__main__", "engine")),
 )
 

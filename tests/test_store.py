@@ -448,3 +448,60 @@ def test_remove_that_crashed_half_way_is_finished_by_reconcile(store: RunStore) 
     os.replace(store.root / a, trash)  # remove() renames first, then deletes; crash in between
     assert store.reconcile() == [] and not trash.exists()
     assert [r["id"] for r in store.list()] == [b]
+
+
+# --------------------------------------------------------------------------- reading a run (the pages' way)
+
+def _fake_set(method: str):
+    from engine.distill import SyntheticSet
+    g = torch.Generator().manual_seed(len(method))
+    return SyntheticSet(method, torch.randn(4, 3, 8, 8, generator=g), torch.tensor([0, 0, 1, 1]), torch.full((3,), 0.5),
+                        torch.full((3,), 0.25), 0.1, 1.0)
+
+
+def test_a_run_is_read_through_its_handle_never_by_path(store: RunStore, tmp_path: Path) -> None:
+    """results / methods / sets / grids / report_path, finished(kind, **where), a plain copy, and the
+    files a sweep ships between stores: everything the pages, the sweep and the report read."""
+    from engine.distill import save_synthetic
+    with store.run("audit", CFG) as run:
+        save_synthetic({m: _fake_set(m) for m in ("fairdd", "random", "vanilla")}, run.dir)
+        run.write_json("results.json", {"methods": {"vanilla": {"accuracy": 50.0}}})
+        (run.checkpoint_dir / "k").mkdir(parents=True)
+        (run.checkpoint_dir / "k" / "checkpoint.safetensors").write_bytes(b"x")
+        run.finish({"methods": {"vanilla": {"accuracy": 50.0}}})
+    (found,) = store.finished("audit", dataset="colored-digits", conflict_ratio=0.05)
+    assert store.finished("audit", dataset="bg-fmnist") == [] and store.finished("distill") == []
+    assert found.id == run.id and found.results() == {"methods": {"vanilla": {"accuracy": 50.0}}}
+    assert found.methods() == ["random", "vanilla", "fairdd"]  # results.ORDER, not the folder's order
+    assert list(found.grids()) == ["random", "vanilla", "fairdd"] and all(p.is_file() for p in found.grids().values())
+    assert list(found.sets(["fairdd", "vanilla", "kde"])) == ["fairdd", "vanilla"]  # the order asked for
+    assert torch.equal(found.sets()["vanilla"].images, _fake_set("vanilla").images)
+    assert found.report_path.name == "report.html" and not found.report_path.exists()
+    shipped = found.export_files()
+    assert "results.json" in shipped and "vanilla/synthetic.safetensors" in shipped
+    assert not any(k.startswith("checkpoints") or k in ("status.json", "log.txt") for k in shipped)
+    found.copy_to(tmp_path / "out")
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()) == \
+        sorted(shipped)
+    other = RunStore(tmp_path / "elsewhere")
+    with other.run("audit", CFG) as copy:
+        copy.import_files({**shipped, "../escape.json": b"{}", "config.json": b"{}"})
+        copy.finish(found.metrics)
+    assert copy.results() == found.results() and list(copy.sets()) == ["random", "vanilla", "fairdd"]
+    assert not (tmp_path / "escape.json").exists() and copy.config == found.config
+
+
+def test_the_store_stamp_moves_on_writes_not_on_reads(store: RunStore) -> None:
+    """The dashboard caches listings by RunStore.stamp(): a read must not invalidate it, a write must."""
+    with store.run("audit", CFG):
+        pass
+    before = store.stamp()
+    store.list()
+    store.get(store.list()[0]["id"])
+    assert store.stamp() == before
+    with store.run("distill", {**CFG, "ipc": 1}) as run:
+        pass
+    after = store.stamp()
+    assert after != before
+    store.remove(run.id)
+    assert store.stamp() != after

@@ -18,6 +18,8 @@ from ui import jobs, state
 
 UI_EVAL_SEEDS = 1  # evaluation trainings per set in the dashboard: colored-digits end to end in ~2 min on 2 cores
 UI_BASELINE = False  # the random-real baseline costs one more evaluation (~15 s on 2 cores); opt in on the form
+
+
 def order(methods: Sequence[str]) -> list[str]:
     """Methods in the canonical (registry) order."""
     return ordered(methods)

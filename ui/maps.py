@@ -69,13 +69,15 @@ def kde_choice(s2: float, shown_suggestion: float) -> float | None:
 def overlay_sources(s: state.Settings) -> dict[str, str]:
     """Label -> run id of the finished stored runs distilled from this very split (dataset, ratio, seed)."""
     return {f"{r['id']} · {'+'.join(r['config'].get('methods') or [])} · {r['created']}": r["id"]
-            for r in run_store.finished(("distill", "audit"), dataset=s.dataset, seed=s.seed, conflict_ratio=s.ratio)}
+            for r in run_store.finished(("distill", "audit", "import"), dataset=s.dataset, seed=s.seed,
+                                        conflict_ratio=s.ratio)}
 
 
 @st.cache_data(show_spinner="Embedding the synthetic sets and placing them on the map...", max_entries=16)
 def placed_sets(key: str, run_id: str, _train, _z_map, _coords, seed: int) -> tuple[dict, dict]:
     """(trajectory.map_positions of a stored run's sets, their final uint8 images), cached per map and run."""
-    sets = run_store.open_run(run_id).sets()
+    run = run_store.open_run(run_id)
+    sets = run.sets() if run else {}
     encoder = embed.get_encoder(_train, state.preset(), seed, pick_device())
     placed = trajectory.map_positions(encoder, _z_map, _coords, sets)
     return placed, {m: s.to_uint8().numpy() for m, s in sets.items()}

@@ -8,7 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from engine import cache
-from engine.store import Run, RunStore
+from engine.errors import InvalidArgument
+from engine.store import Run, RunStore, matches
 
 LIST_TTL_S = 30  # a listing is also refreshed this often: reconcile() marks runs whose process died
 
@@ -17,40 +18,29 @@ def _store() -> RunStore:
     return RunStore()
 
 
-def _version() -> tuple:
-    """Changes whenever the store does: the index's files (SQLite WAL) and the folder's entries."""
-    store = _store()
-    stamps = []
-    for p in (store.index_path, Path(f"{store.index_path}-wal"), store.root):
-        try:
-            st_ = p.stat()
-            stamps.append((st_.st_mtime_ns, st_.st_size))
-        except OSError:
-            stamps.append(None)
-    return str(store.root), tuple(stamps)
-
-
 @st.cache_data(show_spinner=False, max_entries=8, ttl=LIST_TTL_S)
-def _rows(version: tuple, kind: str | None, status: str | None) -> list[dict]:
+def _rows(stamp: tuple, kind: str | None, status: str | None) -> list[dict]:
     return _store().list(kind=kind, status=status)
 
 
 def rows(kind: str | None = None, status: str | None = None) -> list[dict]:
-    """store.list(kind, status), newest first; cached until the store changes (every rerun reads it)."""
-    return _rows(_version(), kind, status)
+    """store.list(kind, status), newest first; cached until the store is written (RunStore.stamp) or
+    LIST_TTL_S pass (a reconcile notices runs whose process died), so a rerun does not query it."""
+    return _rows(_store().stamp(), kind, status)
 
 
 def finished(kind: str | tuple[str, ...], **where) -> list[dict]:
-    """Finished runs of a kind (or kinds) whose config has every `where` value: their index rows."""
-    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
-    return [r for r in rows(status="finished") if r["kind"] in kinds
-            and all((r.get("config") or {}).get(k) == v for k, v in where.items())]
+    """RunStore.finished on the cached listing: the index rows of the finished runs that match."""
+    return [r for r in rows(status="finished") if matches(r, kind, **where)]
 
 
-def open_run(run_id: str) -> Run:
-    """A run's handle, to read its files."""
+def open_run(run_id: str) -> Run | None:
+    """A run's handle, to read its files; None when the run is gone (removed since it was listed)."""
     store = _store()
-    return store.open(cache.safe_name(run_id))
+    try:
+        return store.open(cache.safe_name(run_id))
+    except InvalidArgument:
+        return None
 
 
 def info(run_id: str) -> dict:
@@ -59,18 +49,27 @@ def info(run_id: str) -> dict:
 
 
 def results(run_id: str) -> dict:
-    """An audit's results (its results.json), {} when the run holds none."""
-    return open_run(run_id).results() or {}
+    """An audit's results (its results.json), {} when the run holds none or is gone."""
+    run = open_run(run_id)
+    return (run.results() if run else None) or {}
 
 
 def grids(run_id: str) -> dict[str, Path]:
-    """Each method's grid PNG of a run, in the canonical order."""
-    return open_run(run_id).grids()
+    """Each method's grid PNG of a run, in the canonical order ({} when the run is gone)."""
+    run = open_run(run_id)
+    return run.grids() if run else {}
 
 
 def stored_methods(run_id: str) -> list[str]:
-    """The methods whose synthetic sets a run holds, in the canonical order."""
-    return open_run(run_id).methods()
+    """The methods whose synthetic sets a run holds, in the canonical order ([] when the run is gone)."""
+    run = open_run(run_id)
+    return run.methods() if run else []
+
+
+def report_path(run_id: str) -> Path | None:
+    """Where a run's shareable report is (or would be) saved; None when the run is gone."""
+    run = open_run(run_id)
+    return run.report_path if run else None
 
 
 def sweep_summaries() -> dict[str, dict]:
@@ -78,7 +77,8 @@ def sweep_summaries() -> dict[str, dict]:
     from engine.store.records import SWEEP_FILE
     out = {}
     for r in finished("sweep"):
-        summary = open_run(r["id"]).read_json(SWEEP_FILE)
+        run = open_run(r["id"])
+        summary = run.read_json(SWEEP_FILE) if run else None
         if summary is not None:
             out[r["id"]] = summary
     return out

@@ -120,7 +120,8 @@ def progress_printer() -> tuple[Progress, Callable[[], None]]:
 
 def _holds_run(folder: Path) -> bool:
     """A run store's root (index.sqlite) or one run's folder (config.json beside status.json)."""
-    return (folder / "index.sqlite").exists() or ((folder / "config.json").is_file() and (folder / "status.json").is_file())
+    from ..store.records import CONFIG_FILE, INDEX_FILE, STATUS_FILE
+    return (folder / INDEX_FILE).exists() or ((folder / CONFIG_FILE).is_file() and (folder / STATUS_FILE).is_file())
 
 
 def _outside_store(path: Path) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from .records import BUSY_TIMEOUT_S, CANCEL_FLAG, STATUSES, STORE_VERSION, headline, run_id_for
 from .run import Run
-from .store import RunStore
+from .store import RunStore, matches
 
-__all__ = ["BUSY_TIMEOUT_S", "CANCEL_FLAG", "STATUSES", "STORE_VERSION", "Run", "RunStore", "headline", "run_id_for"]
+__all__ = ["BUSY_TIMEOUT_S", "CANCEL_FLAG", "STATUSES", "STORE_VERSION", "Run", "RunStore", "headline", "matches",
+           "run_id_for"]

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator
 
 from .. import cache
 from ..errors import CorruptArtifact, DDAuditError, InvalidArgument
-from .records import BUSY_TIMEOUT_S, CONFIG_FILE, METRICS_FILE, STATUS_FILE, STATUSES, headline, now
+from .records import (BUSY_TIMEOUT_S, CONFIG_FILE, INDEX_FILE, METRICS_FILE, STATUS_FILE, STATUSES, headline,
+                      now)
 
 log = logging.getLogger("ddaudit")
 
@@ -38,7 +39,7 @@ class RunIndex:
 
     def __init__(self, root: Path):
         self.root = root
-        self.path = root / "index.sqlite"
+        self.path = root / INDEX_FILE
         self._ready = False
 
     @contextlib.contextmanager

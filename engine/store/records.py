@@ -28,6 +28,8 @@ LOG_FILE = "log.txt"
 CHECKPOINTS = "checkpoints"      # resumable state; kept when a run fails or is interrupted
 REPORT_FILE = "report.html"      # `python -m engine report RUN_ID`
 SWEEP_FILE = "sweep.json"        # a sweep's summary
+SWEEP_CSV = "sweep.csv"          # its rows
+INDEX_FILE = "index.sqlite"      # in the store's root: the SQLite (WAL) index of the run folders
 
 
 # --------------------------------------------------------------------------- helpers

@@ -3,6 +3,7 @@ pages, the sweep and the report read through it (results, sets, grids, report), 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,34 +64,42 @@ class Run:
         return self.read_json(RESULTS_FILE)
 
     def methods(self) -> list[str]:
-        """The methods whose synthetic sets the run holds, in the canonical order."""
-        return ordered([p.parent.name for p in self.dir.glob(f"*/{set_files.SET_FILE}")])
+        """The methods whose synthetic sets the run holds, in the canonical order (other names, such as
+        imported sets, in the order the run's config lists them)."""
+        found = {p.parent.name for p in self.dir.glob(f"*/{set_files.SET_FILE}")}
+        listed = [m for m in self.config.get("methods") or [] if m in found]
+        return ordered(listed + sorted(found - set(listed)))
 
     def sets(self, methods: list[str] | tuple[str, ...] | None = None) -> dict[str, "SyntheticSet"]:
-        """The stored synthetic sets (of `methods`, those present), in the canonical order."""
+        """The stored synthetic sets: of `methods` in their order (those present), else all, canonically."""
         held = self.methods()
-        return {m: set_files.load_synthetic(self.dir / m) for m in held if methods is None or m in methods}
+        names = held if methods is None else [m for m in methods if m in held]
+        return {m: set_files.load_synthetic(self.dir / m) for m in names}
 
     def grids(self) -> dict[str, Path]:
         """Each method's grid PNG, in the canonical order."""
         found = {p.parent.name: p for p in self.dir.glob(f"*/{set_files.GRID_FILE}")}
-        return {m: found[m] for m in ordered(list(found))}
+        return {m: found[m] for m in self.methods() + sorted(set(found) - set(self.methods()))}
 
     @property
     def report_path(self) -> Path:
         """Where the run's shareable report lives (`python -m engine report RUN_ID` writes it)."""
         return self.dir / REPORT_FILE
 
-    def export_files(self) -> dict[str, bytes]:
-        """Every file that makes up the finished run, by relative path, to store it elsewhere (a sweep cell
-        computed on another machine): not its checkpoints, status or log, which belong to this store."""
+    def result_files(self) -> dict[str, Path]:
+        """Every file that makes up the finished run, by relative path: not its checkpoints, status or log,
+        which belong to this store, nor the temp files of atomic writes."""
         out = {}
         for p in sorted(self.dir.rglob("*")):
             rel = p.relative_to(self.dir)
             if p.is_file() and rel.parts[0] != CHECKPOINTS and rel.name not in (STATUS_FILE, LOG_FILE, CANCEL_FLAG) \
-                    and not any(part.startswith(".") for part in rel.parts):  # temp files of atomic writes
-                out[rel.as_posix()] = p.read_bytes()
+                    and not any(part.startswith(".") for part in rel.parts):
+                out[rel.as_posix()] = p
         return out
+
+    def export_files(self) -> dict[str, bytes]:
+        """result_files' contents, to store the run elsewhere (a sweep cell computed on another machine)."""
+        return {rel: p.read_bytes() for rel, p in self.result_files().items()}
 
     def import_files(self, files: dict[str, bytes]) -> None:
         """Write another store's export_files into this run's folder (its own config.json is kept)."""
@@ -101,11 +110,11 @@ class Run:
             cache.atomic_write_bytes(self.path(*parts), blob)
 
     def copy_to(self, folder: str | Path) -> None:
-        """A plain copy of the run's results, sets and grids (export_files) in `folder` (`--out`)."""
-        for rel, blob in self.export_files().items():
+        """A plain copy of the run's results, sets and grids (result_files) in `folder` (`--out`)."""
+        for rel, path in self.result_files().items():
             target = Path(folder, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
-            cache.atomic_write_bytes(target, blob)
+            shutil.copy2(path, target)
 
     def checkpoints(self) -> list[Path]:
         """Checkpoint files, oldest first."""

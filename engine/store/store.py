@@ -21,6 +21,12 @@ from .run import Run
 log = logging.getLogger("ddaudit")
 
 
+def matches(row: dict, kind: str | tuple[str, ...], **where) -> bool:
+    """Whether a listed run (a `list()` row) is of the kind (or kinds) with every `where` config value."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    return row["kind"] in kinds and all((row.get("config") or {}).get(k) == v for k, v in where.items())
+
+
 class RunStore:
     """Runs under `root` (default cache.home()/'runs'), indexed in root/index.sqlite (WAL)."""
 
@@ -228,6 +234,18 @@ class RunStore:
                 out["metrics"] = cache.read_json(metrics_path)
         return out
 
+    def stamp(self) -> tuple:
+        """Changes whenever a run is claimed, finished, failed or removed (the index and its WAL are
+        written); reading the store leaves it alone. For caches of listings (the dashboard's)."""
+        out = []
+        for path in (self.index.path, Path(f"{self.index.path}-wal")):
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return str(self.root), tuple(out)
+
     def rebuild_index(self) -> int:
         """Rebuild index.sqlite from the run folders (the source of truth); returns the number of runs."""
         return self.index.rebuild()
@@ -235,10 +253,8 @@ class RunStore:
     def finished(self, kind: str | tuple[str, ...], **where) -> list[Run]:
         """Finished runs of a kind (or kinds), newest first, whose config has every `where` value
         (e.g. finished("audit", dataset="colored-digits", seed=0)); read them through Run."""
-        kinds = (kind,) if isinstance(kind, str) else tuple(kind)
         return [Run(self, r["id"], r["kind"], r["config"], created=r["created"])
-                for r in self.list(status="finished") if r["kind"] in kinds
-                and all((r.get("config") or {}).get(k) == v for k, v in where.items())]
+                for r in self.list(status="finished") if matches(r, kind, **where)]
 
     def open(self, run_id: str) -> Run:
         """A Run handle for an existing run (to read its files)."""

@@ -1,0 +1,32 @@
+"""The Sweeps page's jobs: the form's choice as a checked grid, and the grid run on a local Ray in a
+background job keyed by the grid (a second Start of the same grid attaches to it)."""
+from __future__ import annotations
+
+import json
+
+from engine import sweep
+from ui import jobs, state
+
+
+def grid(s: state.Settings, ratios: list, kernel_variances: list, methods: list, ipc: int, seeds: int,
+         preset: str) -> tuple[sweep.Grid, int]:
+    """The checked grid for the form's choice and its number of cells (the data and IPCs checked too)."""
+    g = sweep.make_grid(s.dataset, list(ratios), list(kernel_variances), list(methods), [int(ipc)],
+                        list(range(int(seeds))), preset=preset)
+    return g, len(sweep.prepare(g))
+
+
+def start(g: sweep.Grid) -> jobs.Job:
+    """Run the grid in the background, or attach to the job already running it."""
+    key = json.dumps(sweep.grid_key(g), sort_keys=True, default=str)
+    label = (f"sweep {g.dataset}: ratios {', '.join(f'{r:.1%}' for r in g.ratios)} · s² "
+             f"{', '.join(map(str, g.kernel_variances))} · {'+'.join(g.methods)} · {len(g.seeds)} seed(s)")
+    return jobs.registry().submit(key, "sweep", label, lambda progress, stop: sweep.run_sweep(
+        g, progress=progress, should_stop=stop))
+
+
+def cells_text(job: jobs.Job) -> str:
+    """Cells done of total, time left, time elapsed."""
+    ev = job.latest
+    eta = f" · about {ev.eta:.0f} s left" if ev.eta is not None else ""
+    return f"cells {ev.step} / {ev.total}{eta} · {job.elapsed():.0f} s elapsed"
