@@ -6,7 +6,9 @@ beyond its evaluation trainings (target <= 5%), on colored-digits at the quick p
 Runs in a fresh DDAUDIT_HOME. The set is a random-real IPC-10 set saved as DatasetCondensation does
 (torch.save({'data': [[images, labels]]})). The audit is timed twice: with a cold attribute probe (the
 split's first audit) and with the probe cached (any later audit of the split, native or imported), each
-time with the evaluation cache emptied so that every training really runs.
+time with the evaluation cache emptied so that every training really runs. The cold probe is a training
+of its own (on the real split, shared by every audit of the split, native or imported): the overhead is
+reported beyond the evaluation trainings and beyond all trainings.
 """
 from __future__ import annotations
 
@@ -53,10 +55,15 @@ def main(argv: list[str] | None = None) -> dict:
             res, _ = stored.audit_sets_stored(req, force=True)
             total = time.perf_counter() - t
             evals = sum(m["eval_seconds"] for m in res["methods"].values())
+            probe = res["timings"].get("probe", 0.0)  # the attribute probe: a training on the real split
             extra = total - evals
+            beyond = total - evals - probe
             print(f"audit-set, {label}: {total:.1f} s, of which {evals:.1f} s its {args.trainings} evaluation "
-                  f"trainings: +{extra:.1f} s ({extra / evals:.1%}; target <= 5% with the probe cached)")
-            out[label] = {"seconds": total, "eval_seconds": evals, "overhead": extra / evals}
+                  f"trainings and {probe:.1f} s the attribute probe: +{extra:.1f} s beyond the evaluation trainings "
+                  f"({extra / evals:.1%}), +{beyond:.1f} s beyond all trainings ({beyond / (evals + probe):.1%}; "
+                  "target <= 5%)")
+            out[label] = {"seconds": total, "eval_seconds": evals, "probe_seconds": probe,
+                          "overhead": extra / evals, "overhead_beyond_trainings": beyond / (evals + probe)}
         return out
     finally:
         shutil.rmtree(home, ignore_errors=True)

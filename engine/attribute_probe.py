@@ -3,13 +3,13 @@ images with group-balanced batches, and the aligned shares it measures (docs/EVA
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from . import cache
+from . import cache, presets
 from .data import BiasedSplit, check_seed
 from .device import autocast, pick_device
 from .errors import Cancelled, InvalidArgument
@@ -42,20 +42,7 @@ PRESETS["tiny"] = replace(PRESETS["quick"], name="tiny", steps=3, batch=16, widt
 
 def get_preset(preset: str | ProbePreset, **overrides) -> ProbePreset:
     """A probe preset by name (or as given), with field overrides checked against its fields."""
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise InvalidArgument(f"unknown probe preset {preset!r}", f"choose one of: {', '.join(PRESETS)}")
-        preset = PRESETS[preset]
-    bad = sorted(set(overrides) - set(asdict(preset)))
-    if bad:
-        raise InvalidArgument(f"unknown probe setting(s): {', '.join(bad)}",
-                              f"use fields of ProbePreset: {', '.join(asdict(preset))}")
-    out = replace(preset, **overrides)
-    for name in ("steps", "batch", "width", "depth"):
-        v = getattr(out, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise InvalidArgument(f"probe setting {name}={v!r} must be a positive integer", "give a whole number >= 1")
-    return out
+    return presets.choose(PRESETS, preset, "probe", ("steps", "batch", "width", "depth"), **overrides)
 
 
 def key_fields(cfg: ProbePreset, eval_cfg: EvalPreset) -> dict:

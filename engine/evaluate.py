@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cache
+from . import cache, presets
 from .data import BiasedSplit, check_seed
 from .device import autocast, pick_device
 from .errors import Cancelled, DDAuditError, InvalidArgument
@@ -144,19 +144,7 @@ PRESETS["tiny"] = replace(PRESETS["quick"], name="tiny", epochs=2, seeds=1, widt
 
 def get_preset(preset: str | EvalPreset, **overrides) -> EvalPreset:
     """A preset by name (or as given), with field overrides checked against its fields."""
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise InvalidArgument(f"unknown evaluation preset {preset!r}", f"choose one of: {', '.join(PRESETS)}")
-        preset = PRESETS[preset]
-    bad = sorted(set(overrides) - set(asdict(preset)))
-    if bad:
-        raise InvalidArgument(f"unknown evaluation setting(s): {', '.join(bad)}",
-                              f"use fields of EvalPreset: {', '.join(asdict(preset))}")
-    out = replace(preset, **overrides)
-    for field in ("epochs", "batch_size", "seeds", "width", "depth"):
-        v = getattr(out, field)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise InvalidArgument(f"evaluation setting {field}={v!r} must be a positive integer", "give a whole number >= 1")
+    out = presets.choose(PRESETS, preset, "evaluation", ("epochs", "batch_size", "seeds", "width", "depth"), **overrides)
     if not isinstance(out.full_set_epochs, int) or out.full_set_epochs < 0:
         raise InvalidArgument(f"full_set_epochs={out.full_set_epochs!r} must be >= 0", "give 0 to skip the baseline")
     for field in ("lr", "momentum", "weight_decay", "lr_decay"):

@@ -285,3 +285,35 @@ def test_two_sessions_pressing_start_share_one_run(browser, server: str) -> None
     finally:
         for pg in pages:
             pg.context.close()
+
+
+@pytest.mark.timeout(1800)
+def test_results_page_imports_a_set_made_elsewhere(page, server: str, tmp_path: Path) -> None:
+    """Upload a DatasetCondensation-style result file on the Results page: the format is detected and
+    shown, the audit runs in the background and its result is drawn as this session's import."""
+    import torch
+
+    from engine import data
+    from ui.state import DEFAULT_RATIO
+    train = data.load_split(data.DEFAULT_DATASET, DEFAULT_RATIO, "train", 0)
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(train.num_classes).repeat_interleave(2)
+    images = torch.randn(len(labels), *train.images.shape[1:], generator=gen)
+    file = tmp_path / "res_DC_colored.pt"
+    torch.save({"data": [[images, labels]], "accs_all_exps": {}}, file)  # DatasetCondensation main.py's save call
+    goto(page, server, "", "Dataset")
+    nav(page, "Results")
+    page.get_by_text("Import a set made elsewhere").first.click()
+    page.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(str(file))
+    page.get_by_text("Read as").first.wait_for(timeout=120_000)
+    assert "datasetcondensation" in page.get_by_text("Read as").first.inner_text().lower()
+    idle(page)
+    page.get_by_role("button", name="Audit this set").click()
+    # the finished import is drawn below the form, picked as "this session: import imported · ..."
+    page.get_by_text("Metrics per method").first.wait_for(timeout=LONG)
+    idle(page)
+    picked = page.locator("[data-testid='stSelectbox']").filter(has_text="Results of")
+    assert picked.get_by_role("combobox").input_value().startswith("this session: import imported")
+    assert "IMPORTED" in page.get_by_text("conflict ratio 5.0%").first.inner_text()
+    no_errors(page)
+    shot(page, "09-results-import")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top; a module belongs to the first layer that names it or a package above it.
 LAYERS = (
     ("foundations", ("engine.errors", "engine.cache", "engine.device", "engine.allocator", "engine.images",
-                     "engine.nets", "engine.progress", "engine.corruptions", "engine.augment")),
+                     "engine.nets", "engine.progress", "engine.corruptions", "engine.augment", "engine.presets")),
     ("data", ("engine.data",)),
     ("representation", ("engine.embed", "engine.density", "engine.projection")),
     ("distill", ("engine.distill",)),

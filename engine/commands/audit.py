@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..cli import emit
-from .common import add_dataset_args, add_distill_args, add_json, check_out, parse_float, progress_printer, request_args
+from .common import (add_dataset_args, add_distill_args, add_json, check_out, finish_audit, parse_float,
+                     progress_printer, request_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import audit, pipeline, stored
+    from .. import pipeline, stored
 
     p = pipeline.plan(pipeline.Request(**request_args(args), temperature=parse_float(args.temperature, "temperature"),
                                        eval_seeds=args.eval_seeds, baseline=not args.no_baseline))
@@ -32,13 +31,4 @@ def run(args: argparse.Namespace) -> int:
         result, run = stored.audit_stored(p, force=args.force, progress=update)
     finally:
         close()
-    # the run lives in the store; OUT gets a copy of its results, sets and grids
-    run.copy_to(out)
-    print(f"run {run.id} ({'reused' if run.reused else 'computed'}; python -m engine runs show {run.id})",
-          file=sys.stderr)
-    if args.json:
-        emit(result, True)
-    else:
-        print(audit.table(result))
-        print(f"written: {out}/results.json", file=sys.stderr)
-    return 0
+    return finish_audit(result, run, out, args.json)

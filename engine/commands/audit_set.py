@@ -3,10 +3,8 @@ with the native audit's protocol, on a split `export-split` handed to that code 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..cli import emit
-from .common import add_dataset_args, add_json, check_out, parse_int, progress_printer
+from .common import add_dataset_args, add_json, check_out, finish_audit, parse_int, progress_printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import audit, pipeline, stored
+    from .. import pipeline, stored
     overrides: dict = {}
     if args.eval_dsa is not None:
         overrides["dsa"] = args.eval_dsa == "on"
@@ -57,14 +55,4 @@ def run(args: argparse.Namespace) -> int:
         result, run_ = stored.audit_sets_stored(req, force=args.force, progress=update)
     finally:
         close()
-    run_.copy_to(out)
-    print(f"run {run_.id} ({'reused' if run_.reused else 'computed'}; python -m engine runs show {run_.id})",
-          file=sys.stderr)
-    for warning in result.get("warnings", []):
-        print(f"warning: {warning}", file=sys.stderr)
-    if args.json:
-        emit(result, True)
-    else:
-        print(audit.table(result))
-        print(f"written: {out}/results.json", file=sys.stderr)
-    return 0
+    return finish_audit(result, run_, out, args.json)
