@@ -18,7 +18,7 @@ def load_train(p: Plan) -> data.BiasedSplit:
     """The training split, with IPC checked against its smallest class (still before anything is written)."""
     r = p.request
     train = data.load_split(r.dataset, r.conflict_ratio, "train", r.seed, r.data_root)
-    distill.check_ipc(train, r.ipc)
+    distill.check_ipc(train, r.ipc, p.distill_cfg)
     return train
 
 

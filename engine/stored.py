@@ -26,7 +26,7 @@ def _train(p: Plan, train: BiasedSplit | None) -> BiasedSplit:
     """The plan's training split (loaded unless the caller holds it), IPC checked, before the store is touched."""
     if train is None:
         return load_train(p)
-    distill.check_ipc(train, p.request.ipc)
+    distill.check_ipc(train, p.request.ipc, p.distill_cfg)
     return train
 
 

@@ -20,7 +20,9 @@ def form() -> dict | None:
                                  help="; ".join(distill.REGISTRY[m].label for m in methods_all) + ".")
         algorithm = c2.selectbox("Algorithm", algorithms, key="dst_algorithm",
                                  format_func=str.upper,
-                                 help="DM: distribution matching (with DSA); DC: gradient matching.")
+                                 help="DM: distribution matching (with DSA); DC: gradient matching; IDC: gradient "
+                                      "matching of multi-formation sets (each stored image holds 2 x 2 "
+                                      "images, 4 x 4 for 64-pixel faces), network trained on real data.")
         preset = c3.selectbox("Preset", ("quick", "paper"), key="dst_preset",
                               help="quick: CPU minutes; paper: the published settings (GPU hours).")
         c4, c5, c6, c7 = st.columns(4)

@@ -54,16 +54,20 @@ def test_every_method_and_algorithm_distills(method: str, algorithm: str, small_
     w = torch.rand(len(small_train), generator=torch.Generator().manual_seed(0)) + 0.1 if spec.needs_weights else None
     start = distill.initial_sets(small_train, cfg, *distill.channel_stats(small_train.images), (method,), w)[method]
     s = distill.distill(small_train, cfg, (method,), weights=w)[method]
-    assert s.images.shape == (6, 3, 32, 32) and s.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    per = 2 * cfg.formation(32) ** 2  # training images per class: IDC decodes factor^2 from each stored one
+    assert s.images.shape == (3 * per, 3, 32, 32) and s.labels.tolist() == [c for c in range(3) for _ in range(per)]
     assert all(torch.isfinite(torch.tensor(v)) for _, v in s.loss_history) and s.loss_history
     assert torch.isfinite(s.images).all()
-    assert not torch.equal(s.images, start), "the matching gradient never reached the images"
+    stored = s.formation if algorithm == "idc" else s.images
+    assert stored.shape == start.shape == (6, 3, 32, 32)
+    assert not torch.equal(stored, start), "the matching gradient never reached the images"
 
 
 def test_every_registry_entry_is_complete() -> None:
     for name, m in distill.REGISTRY.items():
         assert m.name == name and m.label.startswith(name) and m.colour.startswith("#")
         assert m.start in ("real", "weighted", "balanced") and callable(m.dm_loss) and callable(m.dc_loss)
+        assert callable(m.idc_loss) and m.grad_loss("idc") is m.idc_loss and m.grad_loss("dc") is m.dc_loss
         assert not (m.weighted_draws and not m.needs_weights), "importance draws need weights"
     for name, spec in data.REGISTRY.items():
         assert spec.name == name and spec.source.how_to

@@ -13,6 +13,7 @@ import torch
 
 from engine import attribute_probe, audit, distill as D, evaluate, pipeline, trajectory
 from engine.data import load_split
+from engine.distill import idc
 from engine.errors import Cancelled, InvalidArgument
 from engine.images import to_float, to_uint8
 from engine.results import ACCURACIES
@@ -42,8 +43,9 @@ def test_track_points_always_hold_start_and_end() -> None:
         D.resolve_every(20_000, 1)
 
 
-@pytest.mark.parametrize("cfg", [replace(TINY, iterations=5, init="real"), replace(TINY_DC, iterations=3)],
-                         ids=["dm", "dc"])
+@pytest.mark.parametrize("cfg", [replace(TINY, iterations=5, init="real"), replace(TINY_DC, iterations=3),
+                                 replace(TINY_DC, algorithm="idc", iterations=3, idc_net_data=8)],
+                         ids=["dm", "dc", "idc"])
 def test_tracking_leaves_the_sets_unchanged(tiny, tracker, cfg) -> None:  # noqa: F811
     w = _random_weights(tiny)
     plain = D.distill(tiny, cfg, D.METHODS, weights=w)
@@ -61,7 +63,8 @@ def test_tracking_leaves_the_sets_unchanged(tiny, tracker, cfg) -> None:  # noqa
         assert plain[m].trajectory == [] and plain[m].snapshots is None
     # the start snapshot is the start the loop was given (init="real": one shared real start)
     starts = D.initial_sets(tiny, cfg, tracked["vanilla"].mean, tracked["vanilla"].std, D.METHODS, w)
-    assert torch.equal(tracked["vanilla"].snapshots[0], to_uint8(D.to_unit(starts["vanilla"], tracked["vanilla"].mean,
+    start = idc.decode(starts["vanilla"], cfg.formation(32))  # IDC: the stored start's tiles, as training images
+    assert torch.equal(tracked["vanilla"].snapshots[0], to_uint8(D.to_unit(start, tracked["vanilla"].mean,
                                                                            tracked["vanilla"].std)))
 
 

@@ -78,7 +78,7 @@ def start(s: state.Settings, choice: dict, train: BiasedSplit) -> jobs.Job:
     """Validate (once), then start the run in the background, or attach to the job already computing it;
     `train`: the page's cached training split of these settings (loaded once, not again by the job)."""
     plan = pipeline.plan(request(s, choice))
-    distill.check_ipc(train, plan.request.ipc)  # IPC against the data: refused now, not in the thread
+    distill.check_ipc(train, plan.request.ipc, plan.distill_cfg)  # IPC against the data: refused now, not in the thread
     kind = "audit" if choice.get("evaluate") else "distill"
     cfg = plan.distill_cfg
     label = (f"{'+'.join(plan.methods)} · {cfg.algorithm.upper()} · IPC {cfg.ipc} · {cfg.iterations} it · "

@@ -24,7 +24,9 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     """The distillation options `distill` and `audit` share (validated by the engine, not argparse)."""
     from ..distill import METHODS
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
-    p.add_argument("--algorithm", default="dm", help="dm (distribution matching) or dc (gradient matching)")
+    p.add_argument("--algorithm", default="dm",
+                   help="dm (distribution matching), dc (gradient matching) or idc (gradient matching of "
+                        "multi-formation sets, IDC)")
     p.add_argument("--ipc", default="10", help="synthetic images per class (default 10)")
     p.add_argument("--preset", default="quick",
                    help="quick (CPU, minutes), paper (published settings) or tiny (seconds; plumbing checks)")
@@ -39,6 +41,9 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
                    help="cobra (DM): epochs its network is trained on its set each iteration; default by IPC as in "
                         "COBRA's code (10; 50 at IPC 50; 100 at IPC 100), 0 = no warm start (about halves a five-way DM "
                         "iteration on CPU)")
+    p.add_argument("--factor", default=None,
+                   help="idc: multi-formation factor, each stored image holds factor x factor images (default "
+                        "by image size as COBRA's scripts: 2; 4 for 64-pixel faces)")
     p.add_argument("--track-every", default=None,
                    help="measure each method's set every N iterations (aligned share, loss; the start and the end "
                         "always): the trajectory in results.json (default: about 10 points per run; 0 = off)")
@@ -85,6 +90,10 @@ def request_args(args: argparse.Namespace) -> dict:
         overrides["init"] = args.init
     if args.cobra_warmup is not None:
         overrides["cobra_warmup"] = parse_int(args.cobra_warmup, "cobra-warmup")
+    if args.factor is not None:
+        if args.algorithm != "idc":
+            raise InvalidArgument("--factor is IDC's multi-formation factor", "add --algorithm idc, or drop --factor")
+        overrides["factor"] = parse_int(args.factor, "factor")
     return dict(dataset=args.dataset, conflict_ratio=args.conflict_ratio, methods=args.methods,
                 algorithm=args.algorithm, ipc=args.ipc, preset=args.preset, embed_preset=args.embed_preset,
                 kernel_variance=parse_float(args.kernel_variance, "kernel-variance"), seed=args.seed,

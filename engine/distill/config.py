@@ -8,7 +8,7 @@ from ..augment import DSA
 from ..errors import InvalidArgument
 
 DISTILL_VERSION = 3  # bump when a change alters the synthetic sets a config produces
-ALGORITHMS = ("dm", "dc")
+ALGORITHMS = ("dm", "dc", "idc")
 INITS = ("method", "real", "balanced", "noise")
 KDE_SAMPLINGS = ("importance", "weighted")
 MAX_ITERATIONS = 1_000_000   # bounds every count (docs/DISTILL.md): a typo must not run forever
@@ -50,6 +50,10 @@ class DistillConfig:
     # COBRA (DM): epochs its own copy of the iteration's random net is trained on its current set before
     # matching; -1 = by IPC as in COBRA's code (50 at IPC 50, 100 at IPC 100, else 10), 0 = no warm start
     cobra_warmup: int = -1
+    # IDC (Kim et al. 2022): each stored image holds factor x factor tiles, each upsampled to a training
+    # image; 0 = by image size as COBRA's scripts (4 for 64 px and up, else 2; 3 for faces at IPC >= 100).
+    factor: int = 0
+    idc_net_data: int = 500       # IDC: real images the network trains on after each matching step (its n_data)
 
     def loops(self) -> tuple[int, int]:
         """DC (outer, inner) loops: explicit, else DC's table by IPC."""
@@ -67,12 +71,29 @@ class DistillConfig:
             return self.cobra_warmup
         return {50: 50, 100: 100}.get(self.ipc, 10)
 
+    def formation(self, image_size: int) -> int:
+        """IDC's multi-formation factor for images of this size (1 for DM and DC: a stored image is one image)."""
+        if self.algorithm != "idc":
+            return 1
+        if self.factor:
+            return self.factor
+        if image_size >= 64:
+            return 3 if self.ipc >= 100 else 4
+        return 2
+
     def key(self) -> dict:
-        """The fields that determine the result (not the device or the checkpoint cadence)."""
+        """The fields that determine the result (not the device or the checkpoint cadence); IDC's own
+        fields only under IDC, so DM and DC keys (and run ids) are the ones from before IDC existed."""
         d = asdict(self)
         d.pop("device")
         d.pop("checkpoint_every")
+        if self.algorithm != "idc":
+            for name in _IDC_ONLY:
+                d.pop(name)
         return d
+
+
+_IDC_ONLY = ("factor", "idc_net_data")
 
 
 # quick: narrow net, small real batch, 10x image lr, 100 iterations. With each method starting from its
@@ -86,14 +107,19 @@ _PAPER_DM = DistillConfig(algorithm="dm", iterations=20000, batch_real=256, lr_i
                           checkpoint_every=500)
 _PAPER_DC = DistillConfig(algorithm="dc", iterations=1000, batch_real=256, lr_img=0.1, width=128,
                           checkpoint_every=50)
+# IDC as COBRA's scripts run it (1,000 iterations, lr_img 0.1, batch_real 256, DC's matching steps by IPC),
+# with IDC's network trained on real data between matching steps; quick: DC's quick sizes.
+_QUICK_IDC = replace(_QUICK_DC, algorithm="idc", idc_net_data=128)
+_PAPER_IDC = replace(_PAPER_DC, algorithm="idc")
 # tiny: seconds, for tests and the dashboard's DDAUDIT_TINY mode (shapes and plumbing, not results)
 _TINY_DM = replace(_QUICK_DM, iterations=4, batch_real=8, width=16, checkpoint_every=2, kde_batch=8)
 _TINY_DC = replace(_QUICK_DC, iterations=4, batch_real=8, width=16, checkpoint_every=2, outer_loop=1,
                    inner_loop=1, kde_batch=8)
+_TINY_IDC = replace(_TINY_DC, algorithm="idc", idc_net_data=16)
 PRESETS: dict[str, dict[str, DistillConfig]] = {
-    "tiny": {"dm": _TINY_DM, "dc": _TINY_DC},
-    "quick": {"dm": _QUICK_DM, "dc": _QUICK_DC},
-    "paper": {"dm": _PAPER_DM, "dc": _PAPER_DC},
+    "tiny": {"dm": _TINY_DM, "dc": _TINY_DC, "idc": _TINY_IDC},
+    "quick": {"dm": _QUICK_DM, "dc": _QUICK_DC, "idc": _QUICK_IDC},
+    "paper": {"dm": _PAPER_DM, "dc": _PAPER_DC, "idc": _PAPER_IDC},
 }
 
 
@@ -116,10 +142,11 @@ def config_for(preset: str, algorithm: str, ipc: int, **overrides) -> DistillCon
 
 
 _POSITIVE = ("ipc", "iterations", "batch_real", "width", "depth", "checkpoint_every", "batch_train", "kde_batch")
-_NON_NEGATIVE = ("outer_loop", "inner_loop", "group_min")
+_NON_NEGATIVE = ("outer_loop", "inner_loop", "group_min", "factor", "idc_net_data")
 _UPPER = {"ipc": MAX_IPC, "iterations": MAX_ITERATIONS, "batch_real": 100_000, "width": 4096,
           "checkpoint_every": MAX_ITERATIONS, "batch_train": 100_000, "kde_batch": 100_000,
-          "outer_loop": 10_000, "inner_loop": 10_000, "group_min": 10_000}
+          "outer_loop": 10_000, "inner_loop": 10_000, "group_min": 10_000, "factor": 8,
+          "idc_net_data": 100_000}
 
 
 def _check_count(cfg: DistillConfig, name: str, low: int) -> None:

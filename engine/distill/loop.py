@@ -21,6 +21,7 @@ from ..errors import Cancelled, InvalidArgument
 from ..images import to_float, to_uint8, to_unit
 from ..nets import ConvNet, ConvNetConfig, init_network, memory_format
 from ..progress import Event, Progress, ShouldStop
+from . import idc
 from .checkpoint import Checkpoint, State
 from .grads import real_grad, syn_grad
 from .config import DISTILL_VERSION, DistillConfig, check_config
@@ -51,6 +52,14 @@ class _Run:
     importance: bool             # kde's rows drawn with probability w_i
     syn_labels: torch.Tensor
     fmt: torch.memory_format = field(default=torch.contiguous_format)
+    targets: torch.Tensor | None = None  # the real labels on the device (IDC trains its network on them)
+    factor: int = 1                      # IDC's multi-formation factor (1: a stored image is one image)
+    low: torch.Tensor | None = None      # 1 x C x 1 x 1: pixel 0 and 1, standardised (IDC's clamp)
+    high: torch.Tensor | None = None
+
+    def decoded(self, syn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A method's stored set as training images and labels (IDC decodes its tiles; DM/DC as stored)."""
+        return idc.decode(syn, self.factor), idc.decode_labels(self.syn_labels, self.factor)
 
     def real_batch(self, gens: "_Gens", params: DSAParams | None) -> Batch:
         """Draw the shared rows, standardise and augment them (one DSA parameter set per class)."""
@@ -163,16 +172,17 @@ def _warm_dm_loss(run: _Run, syn: torch.Tensor, m: str, b: Batch, params: DSAPar
 
 
 def _dc_match(run: _Run, net: ConvNet, method: str, syn: torch.Tensor, b: Batch,
-              params: DSAParams | None) -> torch.Tensor:
-    """Sum over classes of one method's gradient-matching loss against the shared real batch."""
-    ipc, loss = run.cfg.ipc, torch.zeros((), device=run.device)
+              params: DSAParams | None, per_class: int | None = None) -> torch.Tensor:
+    """Sum over classes of one method's gradient-matching loss against the shared real batch (`syn`:
+    class-major, `per_class` images each, default the IPC)."""
+    ipc, loss = per_class or run.cfg.ipc, torch.zeros((), device=run.device)
     for c in range(run.ctx.num_classes):
         xs = syn[c * ipc:(c + 1) * ipc]
         if params is not None:
             xs = run.dsa.apply(xs, params.take(torch.full((ipc,), c, device=run.device)))
         gw_syn = syn_grad(net, xs.contiguous(memory_format=run.fmt), c, run.device)
         grad_of = lambda rows, w, c=c: real_grad(net, b.x[rows], c, w, run.device)  # noqa: E731
-        loss = loss + REGISTRY[method].dc_loss(gw_syn, grad_of, b, c, run.ctx)
+        loss = loss + REGISTRY[method].grad_loss(run.cfg.algorithm)(gw_syn, grad_of, b, c, run.ctx)
     return loss
 
 
@@ -237,12 +247,22 @@ def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor
     return mean.float(), var.sqrt().float().clamp_min(1e-3)
 
 
-def check_ipc(train: BiasedSplit, ipc: int) -> None:
-    """IPC must not exceed the smallest class of the training split (InvalidArgument with the range)."""
+def check_ipc(train: BiasedSplit, ipc: int, cfg: DistillConfig | None = None) -> None:
+    """IPC must not exceed the smallest class of the training split; under IDC (cfg) IPC x factor^2 real
+    images start the set and the factor must divide the image size (InvalidArgument with the range)."""
     smallest = int(torch.bincount(train.targets, minlength=train.num_classes).min())
     if ipc > smallest:
         raise InvalidArgument(f"IPC {ipc} exceeds the smallest class of {train.dataset} ({smallest} images)",
                               f"use --ipc between 1 and {smallest}")
+    size = train.images.shape[-1]
+    factor = cfg.formation(size) if cfg is not None else 1
+    if factor > 1 and size % factor:
+        raise InvalidArgument(f"IDC's factor {factor} does not divide the {size}-pixel images",
+                              "give --factor that divides the image size (2 or 4 for 32 or 64 pixels)")
+    if ipc * factor ** 2 > smallest:
+        raise InvalidArgument(f"IDC starts IPC {ipc} x factor^2 {factor ** 2} = {ipc * factor ** 2} images per "
+                              f"class from real ones; the smallest class of {train.dataset} has {smallest}",
+                              f"use --ipc up to {smallest // factor ** 2} or a smaller --factor")
 
 
 def check_inputs(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...],
@@ -251,7 +271,7 @@ def check_inputs(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...
     check_config(cfg)
     if len(train) == 0:
         raise InvalidArgument("the training split is empty", "load a dataset with images")
-    check_ipc(train, cfg.ipc)
+    check_ipc(train, cfg.ipc, cfg)
     if not any(REGISTRY[m].needs_weights for m in methods):
         return
     if weights is None:
@@ -281,6 +301,7 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
     nc, (c, h, _) = train.num_classes, train.images.shape[1:]
     net_cfg = ConvNetConfig(channels=c, num_classes=nc, image_size=h, width=cfg.width, depth=cfg.depth, norm=cfg.norm)
     fmt = memory_format(device)
+    factor = cfg.formation(h)
     importance = any(REGISTRY[m].weighted_draws for m in methods) and cfg.kde_sampling == "importance"
     sampler = Sampler(train, cfg.batch_real, cfg.group_min, any(REGISTRY[m].group_topup for m in methods),
                       kde_weights=weights if importance else None, kde_batch=cfg.kde_batch,
@@ -289,7 +310,9 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
                ConvNet(net_cfg).to(device).to(memory_format=fmt), dsa, sampler, train.images.to(device),
                mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1), train.attributes.to(device),
                weights.float().to(device) if weights is not None else None, importance,
-               torch.arange(nc).repeat_interleave(cfg.ipc).to(device), fmt)
+               torch.arange(nc).repeat_interleave(cfg.ipc).to(device), fmt, train.targets.to(device), factor,
+               (0 - mean.to(device).view(1, -1, 1, 1)) / std.to(device).view(1, -1, 1, 1),
+               (1 - mean.to(device).view(1, -1, 1, 1)) / std.to(device).view(1, -1, 1, 1))
     starts = initial_sets(train, cfg, mean, std, methods, weights)
     syn = {m: starts[m].clone().to(device).requires_grad_(True) for m in methods}
     opts = {m: torch.optim.SGD([syn[m]], lr=cfg.lr_img, momentum=cfg.momentum) for m in methods}
@@ -313,8 +336,8 @@ def _track(run: _Run, state: State, tracker: Tracker, mean: torch.Tensor, std: t
            should_stop: ShouldStop | None) -> dict[str, dict]:
     """Measure every method's set at state.done (a track point); the points are kept only once all are measured."""
     losses = (state.track_acc / state.track_n).tolist() if state.track_n else [None] * len(run.methods)
-    labels = run.syn_labels.cpu()
-    images = {m: state.syn[m].detach().float().cpu() for m in run.methods}
+    labels = run.decoded(state.syn[run.methods[0]])[1].cpu()
+    images = {m: run.decoded(state.syn[m].detach())[0].float().cpu() for m in run.methods}
     units = {m: to_unit(x, mean, std) for m, x in images.items()}
     new = {m: {"iteration": state.done, **tracker.measure(images[m], units[m], labels, mean, std, should_stop),
                "loss": loss} for m, loss in zip(run.methods, losses)}
@@ -362,7 +385,7 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
                            real_aligned_share=tracker.real_aligned_share))
 
     log_every, it0, t_loop = max(1, cfg.iterations // 200), state.done, time.perf_counter()
-    step = _dm_step if cfg.algorithm == "dm" else _dc_step
+    step = {"dm": _dm_step, "dc": _dc_step, "idc": lambda *a: idc.step(*a, match=_dc_match)}[cfg.algorithm]
     for it in range(it0, cfg.iterations):
         if should_stop is not None and should_stop():
             ckpt.save(state, cfg, methods, elapsed())
@@ -388,17 +411,25 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
     track()
     seconds = elapsed()
     ckpt.save(state, cfg, methods, seconds)
-    return _results(train, cfg, methods, state, mean, std, seconds)
+    return _results(run, train, state, mean, std, seconds)
 
 
-def _results(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], state: State,
-             mean: torch.Tensor, std: torch.Tensor, seconds: float) -> dict[str, SyntheticSet]:
+def _results(run: _Run, train: BiasedSplit, state: State, mean: torch.Tensor, std: torch.Tensor,
+             seconds: float) -> dict[str, SyntheticSet]:
+    """Each method's set as training images (IDC: decoded, its stored tiles kept beside as `formation`)."""
+    cfg, methods = run.cfg, run.methods
     meta = {"algorithm": cfg.algorithm, "ipc": cfg.ipc, "iterations": cfg.iterations, "dataset": train.dataset,
             "conflict_ratio": train.meta.get("conflict_ratio"), "class_names": list(train.class_names),
             "config": cfg.key(), "methods_side_by_side": list(methods), "version": DISTILL_VERSION}
-    labels = torch.arange(train.num_classes).repeat_interleave(cfg.ipc)
-    return {m: SyntheticSet(m, state.syn[m].detach().float().cpu().contiguous(), labels.clone(), mean, std,
-                            state.history[m][-1][1] if state.history[m] else float("nan"), seconds,
-                            state.history[m], dict(meta), list(state.trajectory.get(m, [])),
-                            torch.stack(state.snapshots[m]) if state.snapshots.get(m) else None)
-            for m in methods}
+    if run.factor > 1:
+        meta["factor"] = run.factor
+    out = {}
+    for m in methods:
+        stored = state.syn[m].detach().float()
+        images, labels = run.decoded(stored)
+        out[m] = SyntheticSet(m, images.cpu().contiguous(), labels.cpu(), mean, std,
+                              state.history[m][-1][1] if state.history[m] else float("nan"), seconds,
+                              state.history[m], dict(meta), list(state.trajectory.get(m, [])),
+                              torch.stack(state.snapshots[m]) if state.snapshots.get(m) else None,
+                              stored.cpu().contiguous() if run.factor > 1 else None)
+    return out

@@ -2,7 +2,7 @@
 
 A method is its matching target. Every method sees the same shared real batch (`Batch`) and the same
 random network; what differs is which real rows it uses and how it turns their features (DM) or
-gradients (DC) into a target for its synthetic set. Adding a method is one `Method(...)` entry
+gradients (DC, IDC) into a target for its synthetic set. Adding a method is one `Method(...)` entry
 below plus its tests (docs/DESIGN.md); append new ones (the index names a method's RNG stream).
 """
 from __future__ import annotations
@@ -200,13 +200,16 @@ def _rows(*masks: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, kw_only=True)
 class Method:
-    """One distillation method: what it needs, where it starts, its DM and DC targets."""
+    """One distillation method: what it needs, where it starts, its DM, DC and IDC targets."""
 
     name: str
     label: str                       # one line for menus and tables
     colour: str                      # plot colour (Okabe-Ito, colour-blind safe)
     dm_loss: Callable[[torch.Tensor, Batch, torch.Tensor, Context], torch.Tensor]
     dc_loss: Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]
+    # IDC matches gradients as DC does (COBRA's IDC code uses DC's distance and per-group targets); its
+    # own target is the same function over the decoded set, against a network trained on real data
+    idc_loss: Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]
     start: str = "real"              # its own start for init="method": real | weighted | balanced
     needs_weights: bool = False      # KDE weights (no bias labels)
     needs_groups: bool = False       # bias labels
@@ -215,19 +218,23 @@ class Method:
     balanced_draws: bool = False     # the sampler draws a group-balanced batch per class
     warm_start: bool = False         # DM: its own copy of the random net, trained on its set first
 
+    def grad_loss(self, algorithm: str) -> Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]:
+        """The gradient-matching target under DC or IDC."""
+        return self.idc_loss if algorithm == "idc" else self.dc_loss
+
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method(name="vanilla", label="vanilla: plain matching", colour="#999999",
-           dm_loss=vanilla_dm, dc_loss=vanilla_dc),
+           dm_loss=vanilla_dm, dc_loss=vanilla_dc, idc_loss=vanilla_dc),
     Method(name="kde", label="kde: KDE-reweighted target (no bias labels)", colour="#0072B2",
-           dm_loss=kde_dm, dc_loss=kde_dc, start="weighted", needs_weights=True, weighted_draws=True),
+           dm_loss=kde_dm, dc_loss=kde_dc, idc_loss=kde_dc, start="weighted", needs_weights=True, weighted_draws=True),
     Method(name="fairdd", label="fairdd: every attribute group weighted equally (bias labels)", colour="#E69F00",
-           dm_loss=fairdd_dm, dc_loss=fairdd_dc, start="balanced", needs_groups=True, group_topup=True),
+           dm_loss=fairdd_dm, dc_loss=fairdd_dc, idc_loss=fairdd_dc, start="balanced", needs_groups=True, group_topup=True),
     Method(name="cobra", label="cobra: L1 to the uniform barycenter of the group means, warm-started net "
-           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, start="balanced",
+           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, idc_loss=cobra_dc, start="balanced",
            needs_groups=True, group_topup=True, warm_start=True),
     Method(name="balanced", label="balanced: plain matching on a group-balanced real batch (bias labels)",
-           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, start="balanced", needs_groups=True,
+           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, idc_loss=balanced_dc, start="balanced", needs_groups=True,
            group_topup=True, balanced_draws=True),
 )}
 METHODS: tuple[str, ...] = tuple(REGISTRY)  # registry order: the canonical order of tables and plots

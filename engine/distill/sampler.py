@@ -12,6 +12,7 @@ from ..data import BiasedSplit
 STREAM_MAIN, STREAM_GROUPS, STREAM_INIT, STREAM_INNER = 0, 1, 2, 3
 STREAM_KDE = 16  # after the per-method inner streams (STREAM_INNER + registry index)
 STREAM_BALANCED = 17
+STREAM_REAL_NET = 18  # IDC: the real images its network trains on between matching steps
 
 
 def rng(seed: int, iteration: int, stream: int) -> torch.Generator:

@@ -13,6 +13,7 @@ from ..images import png_bytes, tile, to_uint8, to_unit
 SET_FILE = "synthetic.safetensors"
 GRID_FILE = "grid.png"
 TRAJECTORY_FILE = "trajectory.safetensors"  # the snapshots; the points are in SET_FILE's metadata
+FORMATION_FILE = "formation.safetensors"    # IDC: the stored images whose tiles SET_FILE's images decode
 
 
 @dataclass
@@ -30,6 +31,7 @@ class SyntheticSet:
     meta: dict = field(default_factory=dict)
     trajectory: list[dict] = field(default_factory=list)  # engine.trajectory points, oldest first
     snapshots: torch.Tensor | None = None                  # uint8 P x N x C x H x W: the set at each point
+    formation: torch.Tensor | None = None                  # IDC: the stored images (meta["factor"]^2 tiles each)
 
     def unit(self) -> torch.Tensor:
         """Images in [0, 1] for display (un-standardised, clipped)."""
@@ -52,6 +54,9 @@ def save_synthetic(sets: dict[str, SyntheticSet], out_dir: str | Path) -> dict[s
         if s.snapshots is not None:
             cache.save_tensors(folder / TRAJECTORY_FILE, {"snapshots": s.snapshots.contiguous()},
                                {"iterations": [p["iteration"] for p in s.trajectory]})
+        if s.formation is not None:
+            cache.save_tensors(folder / FORMATION_FILE, {"images": s.formation.contiguous()},
+                               {"factor": s.meta.get("factor")})
         cache.atomic_write_bytes(folder / GRID_FILE, grid_png(s))
         out[name] = folder / SET_FILE
     return out
@@ -71,10 +76,12 @@ def load_synthetic(path: str | Path) -> SyntheticSet:
     rest = {k: v for k, v in meta.items() if k not in ("method", "final_loss", "seconds", "loss_history", "trajectory")}
     snap = path.parent / TRAJECTORY_FILE
     snapshots = cache.load_tensors(snap)[0]["snapshots"] if snap.is_file() else None
+    form = path.parent / FORMATION_FILE
+    formation = cache.load_tensors(form)[0]["images"].float() if form.is_file() else None
     return SyntheticSet(meta.get("method", path.parent.name), tensors["images"].float(), tensors["labels"].long(),
                         tensors["mean"].float(), tensors["std"].float(), float(meta.get("final_loss", "nan")),
                         float(meta.get("seconds", 0.0)), [tuple(x) for x in meta.get("loss_history", [])], rest,
-                        list(meta.get("trajectory") or []), snapshots)
+                        list(meta.get("trajectory") or []), snapshots, formation)
 
 
 def class_rows(s: SyntheticSet) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""Each method's starting synthetic set (class-major, ipc per class), standardised."""
+"""Each method's starting synthetic set (class-major, ipc stored images per class), standardised."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -8,6 +9,7 @@ import torch
 from ..data import BiasedSplit
 from ..errors import InvalidArgument
 from ..images import to_float
+from . import idc
 from .config import DistillConfig
 from .methods import REGISTRY
 from .sampler import STREAM_INIT, draw_probs, rng
@@ -17,17 +19,20 @@ def initial_sets(train: BiasedSplit, cfg: DistillConfig, mean: torch.Tensor, std
                  methods: Sequence[str] = ("vanilla",), weights: torch.Tensor | None = None
                  ) -> dict[str, torch.Tensor]:
     """Every method's start: init "method" gives each its registry start (vanilla random real, kde drawn
-    with probability w_i, fairdd attribute-balanced), otherwise one shared start of kind cfg.init.
+    with probability w_i, fairdd attribute-balanced), otherwise one shared start of kind cfg.init. Under
+    IDC each stored image starts as factor^2 such images shrunk into its tiles (IDC's "mix" start).
 
     Why own starts: with 95% aligned images in the start, 300 CPU iterations recolour only part of
     them, so a shared random start holds every method near the biased distribution (docs/DISTILL.md).
     """
     kind = {m: REGISTRY[m].start if cfg.init == "method" else cfg.init for m in methods}
+    factor = cfg.formation(train.images.shape[-1])
+    images = replace(cfg, ipc=cfg.ipc * factor ** 2)
     by_kind: dict[str, torch.Tensor] = {}
     for k in dict.fromkeys(kind.values()):
         if k == "weighted" and weights is None:
             raise InvalidArgument("the kde initialisation needs per-sample KDE weights", "pass weights, or init='real'")
-        by_kind[k] = start(train, cfg, k, mean, std, weights)
+        by_kind[k] = idc.encode(start(train, images, k, mean, std, weights), cfg.ipc, factor)
     return {m: by_kind[kind[m]] for m in methods}
 
 
