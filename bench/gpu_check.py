@@ -147,6 +147,23 @@ def step_audit(args, device: str) -> dict:
                                                    "synthetic_aligned_share")} for m, r in result["methods"].items()}}
 
 
+def step_idc(args, device: str) -> dict:
+    """IDC beside DC at the paper settings (seconds per iteration, all five methods side by side)."""
+    from bench import bench_distill as B
+    from engine import data, distill
+    name = _dataset(args)
+    train = data.load_split(name, 0.05, "train", 0, args.data_root)
+    preset = "tiny" if args.smoke else "paper"
+    rows = {}
+    for algorithm in ("dc", "idc"):
+        cfg = distill.config_for(preset, algorithm, 10 if not args.smoke else 2, iterations=args.idc_iters + 1,
+                                 device=device, checkpoint_every=10 ** 6)
+        rows[algorithm] = B.time_engine(train, cfg, distill.METHODS)
+    n_paper = distill.PRESETS["paper"]["idc"].iterations
+    return {"dataset": name, "preset": preset, "iterations_timed": args.idc_iters, "s_per_it_all_five": rows,
+            "idc_vs_dc": rows["idc"] / rows["dc"], "paper_run_idc_minutes_projected": rows["idc"] * n_paper / 60}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="bench.gpu_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: check the script itself")
     ap.add_argument("--budget", type=float, default=330, help="seconds; steps that would start later are skipped")
     ap.add_argument("--dm-iters", type=int, default=10)
+    ap.add_argument("--idc-iters", type=int, default=2)
     ap.add_argument("--supcon-steps", type=int, default=200)
     ap.add_argument("--audit-iters", type=int, default=500)
     ap.add_argument("--audit-eval-seeds", type=int, default=2)
@@ -168,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["env"] = env
     device = env["device"]
     steps = [("pytest_cuda", lambda: step_pytest(args)), ("dm_paper", lambda: step_dm(args, device)),
+             ("idc_dc_paper", lambda: step_idc(args, device)),
              ("supcon_paper", lambda: step_supcon(args, device)), ("kde_60000x128", lambda: step_kde(args, device)),
              ("audit_bg_fmnist_paper", lambda: step_audit(args, device))]
     for name, fn in steps:

@@ -105,8 +105,9 @@ def command(info: dict, res: dict) -> str:
             f"--methods {','.join(cfg['methods'])}", f"--algorithm {res['algorithm']}", f"--ipc {res['ipc']}",
             f"--preset {preset}", f"--seed {res['seed']}", f"--eval-seeds {len(res['eval_seeds'])}"]
     default = distill.PRESETS[preset][res["algorithm"]]
-    for key, flag in (("iterations", "--iterations"), ("init", "--init"), ("cobra_warmup", "--cobra-warmup")):
-        if cfg["distill"].get(key) != getattr(default, key):
+    for key, flag in (("iterations", "--iterations"), ("init", "--init"), ("cobra_warmup", "--cobra-warmup"),
+                      ("factor", "--factor")):  # factor: IDC's keys only
+        if key in cfg["distill"] and cfg["distill"][key] != getattr(default, key):
             args.append(f"{flag} {cfg['distill'][key]}")
     if res.get("embed_preset") and res["embed_preset"] != preset:
         args.append(f"--embed-preset {res['embed_preset']}")

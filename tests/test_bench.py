@@ -90,7 +90,7 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     out = tmp_path / "gpu.json"
     report = gpu_check.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text(encoding="utf-8"))["steps"].keys() == report["steps"].keys() == {
-        "pytest_cuda", "dm_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper"}
+        "pytest_cuda", "dm_paper", "idc_dc_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper"}
     assert all(s["ok"] for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
     assert "skipped" in report["steps"]["pytest_cuda"]["summary"] or "passed" in report["steps"]["pytest_cuda"]["summary"]
     dm = report["steps"]["dm_paper"]
@@ -98,6 +98,8 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     assert dm["all_vs_vanilla"] > 0
     t = dm["s_per_it"]  # the floor: vanilla + cobra alone less a shared batch that costs something
     assert t["floor_all"] < t["vanilla"] + t["cobra_alone"] and dm["floor_all_vs_vanilla"] == t["floor_all"] / t["vanilla"]
+    idc = report["steps"]["idc_dc_paper"]
+    assert idc["idc_vs_dc"] == idc["s_per_it_all_five"]["idc"] / idc["s_per_it_all_five"]["dc"] > 0
 
 
 def test_fidelity_study_tables_and_svg_from_tracked_audits(tmp_path, fresh_home, capsys) -> None:
@@ -120,3 +122,19 @@ def test_fidelity_study_tables_and_svg_from_tracked_audits(tmp_path, fresh_home,
     assert len(lines) == 2 * 2 * 2  # 2 metrics x 2 starts x 2 methods
     assert {e.get("stroke-dasharray") for e in lines} == {"", fidelity.DASH["method"]}
     assert fidelity.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_bench_backbones_times_dc_and_idc_side_by_side(monkeypatch) -> None:
+    """bench.bench_backbones at shrunk quick presets: a DC and an IDC time for vanilla and all five, > 0."""
+    from dataclasses import replace
+
+    from bench import bench_backbones
+    quick = dict(D.PRESETS["quick"])
+    for alg in ("dc", "idc"):
+        quick[alg] = replace(quick[alg], batch_real=4, width=8, outer_loop=2, inner_loop=1, idc_net_data=8)
+    monkeypatch.setitem(D.PRESETS, "quick", quick)
+    rows = bench_backbones.main(["--datasets", "colored-digits", "--presets", "quick", "--quick-iters", "1"])
+    assert [r["methods"] for r in rows] == ["vanilla", "+".join(D.METHODS)]
+    for r in rows:
+        assert r["dc"] > 0 and r["idc"] > 0 and r["idc_over_dc"] == r["idc"] / r["dc"]
+        assert r["idc_run_s"] == r["idc"] * D.PRESETS["quick"]["idc"].iterations

@@ -126,3 +126,19 @@ def test_factor_zero_follows_the_image_size() -> None:
     with pytest.raises(InvalidArgument, match="factor"):
         D.config_for("quick", "idc", 10, factor=-1)
     assert "factor" not in D.config_for("quick", "dc", 10).key() and "factor" in cfg.key()
+
+
+@pytest.mark.parametrize("factor, shown", [(None, None), (1, "--factor 1")])
+def test_the_reports_command_reproduces_an_idc_run(factor, shown) -> None:
+    from engine import pipeline, report
+    over = {} if factor is None else {"factor": factor}
+    for algorithm in ("idc", "dm"):
+        if algorithm == "dm" and over:
+            continue
+        p = pipeline.plan(pipeline.Request("colored-digits", 0.05, algorithm=algorithm, preset="tiny", ipc=2,
+                                           distill_overrides=over))
+        res = {"dataset": "colored-digits", "conflict_ratio": 0.05, "algorithm": algorithm, "ipc": 2,
+               "preset": "tiny", "seed": 0, "eval_seeds": p.seeds}
+        cmd = report.command({"config": pipeline.run_key(p, "audit")}, res)
+        assert f"--algorithm {algorithm}" in cmd
+        assert (shown in cmd) if shown else "--factor" not in cmd

@@ -1,4 +1,4 @@
-"""Each method's loss on hand-made inputs, outside the loop: the registry's DM and DC losses called on a
+"""Each method's loss on hand-made inputs, outside the loop: the registry's DM, DC and IDC losses called on a
 Batch built from given rows (tests and benches check the losses against hand-computed values)."""
 from __future__ import annotations
 

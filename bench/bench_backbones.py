@@ -1,0 +1,56 @@
+"""Gradient-matching backbones side by side: seconds per iteration of DC and IDC (all five methods in one
+paired run, and vanilla alone), at the quick and paper settings, IPC 10, on colored-digits and (when
+Debian's Fashion-MNIST is installed) bg-fmnist. An IDC iteration does DC's matching steps on
+factor^2 x as many (decoded) synthetic images, and trains its network on real data between them instead of
+on each method's set, so it is timed against DC rather than DM.
+
+    python -m bench.bench_backbones [--quick-iters 3] [--paper-iters 1] [--datasets colored-digits]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from bench.bench_distill import time_engine
+from engine import data, distill as D
+from engine.allocator import tune_cpu_allocator
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(prog="bench.bench_backbones")
+    ap.add_argument("--quick-iters", type=int, default=3)
+    ap.add_argument("--paper-iters", type=int, default=1)
+    ap.add_argument("--datasets", default="colored-digits,bg-fmnist")
+    ap.add_argument("--presets", default="quick,paper")
+    args = ap.parse_args(argv)
+    tune_cpu_allocator()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}; {torch.get_num_threads()} threads; load average {load:.1f}", flush=True)
+    rows = []
+    for name in args.datasets.split(","):
+        if not data.dataset_status(name)["available"]:
+            print(f"{name}: data not available, skipped", flush=True)
+            continue
+        train = data.load_split(name, 0.05, "train", 0)
+        for preset in args.presets.split(","):
+            its = args.quick_iters if preset == "quick" else args.paper_iters
+            for methods in (("vanilla",), D.METHODS):
+                times = {}
+                for algorithm in ("dc", "idc"):
+                    cfg = D.config_for(preset, algorithm, 10, iterations=its + 1, device="cpu",
+                                       checkpoint_every=10 ** 6)
+                    times[algorithm] = time_engine(train, cfg, methods)
+                run_s = times["idc"] * D.PRESETS[preset]["idc"].iterations
+                row = {"dataset": name, "preset": preset, "methods": "+".join(methods), **times,
+                       "idc_over_dc": times["idc"] / times["dc"], "idc_run_s": run_s}
+                rows.append(row)
+                print(f"{name:<15} {preset:<6} {'all five' if len(methods) > 1 else 'vanilla':<9} DC {times['dc']:8.3f} "
+                      f"s/it  IDC {times['idc']:8.3f} s/it  (x{row['idc_over_dc']:.2f}; a {preset} IDC run of "
+                      f"{D.PRESETS[preset]['idc'].iterations} it ~ {run_s:.0f} s)", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main(None)
