@@ -148,11 +148,14 @@ def test_embeddings_page_live_weights_and_selection() -> None:
 
 # --------------------------------------------------------------------------- Distill, Results, Runs
 
-def start_run(methods: list[str], evaluate: bool, eval_seeds: int | None = None, baseline: bool = False) -> AppTest:
+def start_run(methods: list[str], evaluate: bool, eval_seeds: int | None = None, baseline: bool = False,
+              algorithm: str | None = None) -> AppTest:
     """Start a tiny run on the Distill page and wait for it."""
     at = open_page("distill")
     ok(at)
     at.multiselect(key="dst_methods").set_value(methods)
+    if algorithm is not None:
+        at.selectbox(key="dst_algorithm").set_value(algorithm)
     at.number_input(key="dst_ipc").set_value(2)
     at.checkbox(key="dst_evaluate").set_value(evaluate)
     if eval_seeds is not None:
@@ -176,6 +179,18 @@ def test_distill_page_runs_tiny_distillation() -> None:
     assert {t["name"] for t in share["data"]} == {"vanilla", "fairdd"}
     assert share["data"][0]["x"] == [0, 1, 2, 3, 4]  # tiny: 4 iterations, a point at each
     assert "aligned share" in share["layout"]["title"]["text"]
+
+
+def test_distill_page_runs_idc_and_shows_its_decoded_sets() -> None:
+    """IDC from the Distill form: each grid shows the decoded set (IPC 2 x 2^2 images per class)."""
+    from engine.store import RunStore
+    at = start_run(["vanilla", "cobra"], evaluate=False, algorithm="idc")
+    assert at.success, "finished message"
+    assert len(at.get("image")) == 2 and len(at.get("download_button")) == 2
+    run = next(r for r in RunStore().list(status="finished") if r["kind"] == "distill"
+               and ((r.get("config") or {}).get("distill") or {}).get("algorithm") == "idc")
+    s = RunStore().open(run["id"]).sets()["cobra"]
+    assert len(s.labels) == 10 * 2 * 4 and s.formation.shape[0] == 10 * 2
 
 
 def test_embeddings_page_puts_a_runs_synthetic_sets_on_the_map() -> None:
