@@ -173,6 +173,15 @@ def metrics_frame(results: Mapping) -> pd.DataFrame:
     return df
 
 
+def metrics_text(df: pd.DataFrame) -> pd.DataFrame:
+    """metrics_frame as the table shows it: one decimal, "–" for a missing number and NO_SPREAD in the
+    ± std column of a set evaluated once (a table widget draws a bare NaN as "None")."""
+    def cell(v: float, missing: str) -> str:
+        return missing if pd.isna(v) else f"{v:.1f}"
+    return pd.DataFrame({col: [cell(v, NO_SPREAD if col == "± std" else "–") for v in df[col]] for col in df.columns},
+                        index=df.index)
+
+
 def accuracy_heatmaps(group_acc: Mapping[str, np.ndarray], class_names: Sequence[str],
                       attribute_names: Sequence[str]) -> go.Figure:
     """Class x attribute accuracy heatmaps side by side, ONE shared colour scale 0..100; NaN = empty cell."""

@@ -108,8 +108,7 @@ def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None
                        else None)
     df = figures.metrics_frame(res)
     st.subheader("Metrics per method (%)")
-    st.dataframe(df.style.format("{:.1f}", na_rep="–").format("{:.1f}", subset=["± std"], na_rep=figures.NO_SPREAD),
-                 key=f"res_table_{key}")
+    st.dataframe(figures.metrics_text(df), key=f"res_table_{key}")
     if "random" not in res["methods"]:
         st.caption("No random-real baseline in this run: tick “Also evaluate a random-real baseline” on the "
                    "Distill page and run again to see what IPC random real images per class score.")

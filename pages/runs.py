@@ -47,8 +47,7 @@ def compare(ids: list[str]) -> None:
                 frames[i] = df
     if frames:
         st.plotly_chart(figures.runs_comparison(frames), key="runs_cmp_bars")
-        big = pd.concat(frames, names=["run", "method"])
-        st.dataframe(big.style.format("{:.1f}", na_rep="–"))
+        st.dataframe(pd.concat({i: figures.metrics_text(df) for i, df in frames.items()}, names=["run", "method"]))
     metric_rows = {k: v for k, v in cmp["metrics"].items() if not k.endswith("group_accuracy")}
     if metric_rows:
         with st.expander("Every headline metric"):

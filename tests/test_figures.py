@@ -164,6 +164,10 @@ def test_one_training_shows_no_spread_and_balanced_counts_look_balanced() -> Non
     assert np.isnan(one.loc["vanilla", "± std"])  # rendered as figures.NO_SPREAD, never "0.0"
     three = figures.metrics_frame({"methods": {"vanilla": entry}, "eval_seeds": [0, 1, 2]})
     assert three.loc["vanilla", "± std"] == 0.0
+    # as the Results table shows them: the widget drew the bare NaN as "None"
+    shown = figures.metrics_text(one)
+    assert shown.loc["vanilla", "± std"] == figures.NO_SPREAD and shown.loc["vanilla", "accuracy"] == "50.0"
+    assert shown.loc["vanilla", "conflicting"] == "–" and figures.metrics_text(three).loc["vanilla", "± std"] == "0.0"
     heat = figures.count_heatmap(np.array([[34, 35], [36, 35]]), ["a", "b"], ["x", "y"], "t").data[0]
     assert heat.zmin == 0  # 34 vs 36 sit close on a scale from 0, not at its two ends
 
