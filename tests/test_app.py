@@ -189,7 +189,8 @@ def test_distill_page_runs_idc_and_shows_its_decoded_sets() -> None:
     assert len(at.get("image")) == 2 and len(at.get("download_button")) == 2
     run = next(r for r in RunStore().list(status="finished") if r["kind"] == "distill"
                and ((r.get("config") or {}).get("distill") or {}).get("algorithm") == "idc")
-    s = RunStore().open(run["id"]).sets()["cobra"]
+    store = RunStore()
+    s = store.open(run["id"]).sets()["cobra"]
     assert len(s.labels) == 10 * 2 * 4 and s.formation.shape[0] == 10 * 2
 
 
@@ -208,7 +209,12 @@ def test_embeddings_page_puts_a_runs_synthetic_sets_on_the_map() -> None:
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = [t.get("name") for t in spec["data"]]
     stars = [t for t in spec["data"] if str(t.get("name", "")).endswith(" synthetic")]
-    assert stars and all(len(t["customdata"]) == 10 * 2 for t in stars), names  # 10 classes x IPC 2
+    # every image of the chosen run's sets: 10 classes x IPC 2 (x 4 for an IDC run's decoded images)
+    store = RunStore()
+    shown = store.open(label.split(" · ")[0]).sets()
+    assert stars and all(len(t["customdata"]) == len(shown[t["name"].removesuffix(" synthetic")].labels)
+                         for t in stars), names
+    assert {len(s.labels) for s in shown.values()} <= {10 * 2, 10 * 2 * 4}
     assert any(str(n).endswith(" path") for n in names) and any(str(n).endswith(" start") for n in names)
     at.checkbox(key="emb_overlay_thumbs").check().run()
     ok(at)

@@ -192,14 +192,19 @@ def _try_writing(path: Path) -> None:
                 pass
 
 
+def say_run(run) -> None:
+    """Which stored run a command used, and whether it was computed now or reused (stderr)."""
+    print(f"run {run.id} ({'reused' if run.reused else 'computed'}; python -m engine runs show {run.id})",
+          file=sys.stderr)
+
+
 def finish_audit(result: dict, run, out: Path, as_json: bool) -> int:
     """An audit's last step on the CLI: copy the stored run to OUT, say which run it is, then its
     warnings and its table (or the JSON)."""
     from .. import audit
     from ..cli import emit
     run.copy_to(out)  # the run lives in the store; OUT gets a copy of its results, sets and grids
-    print(f"run {run.id} ({'reused' if run.reused else 'computed'}; python -m engine runs show {run.id})",
-          file=sys.stderr)
+    say_run(run)
     for warning in result.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     if as_json:

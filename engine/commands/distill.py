@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from ..cli import emit
-from .common import add_dataset_args, add_distill_args, add_json, check_out, progress_printer, request_args
+from .common import (add_dataset_args, add_distill_args, add_json, check_out, parse_float, progress_printer,
+                     request_args, say_run)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_distill(args: argparse.Namespace) -> int:
     from .. import distill as D
     from .. import pipeline, stored
-    from .common import parse_float
 
     t0 = time.perf_counter()
     p = pipeline.plan(pipeline.Request(**request_args(args), temperature=parse_float(args.temperature, "temperature")))
@@ -33,8 +32,7 @@ def run_distill(args: argparse.Namespace) -> int:
     finally:
         close()
     D.save_synthetic(sets, out)
-    print(f"run {run.id} ({'reused' if run.reused else 'computed'}; python -m engine runs show {run.id})",
-          file=sys.stderr)
+    say_run(run)
     emit({"out": str(out), "methods": {m: {"final_loss": s.final_loss, "seconds": s.seconds} for m, s in sets.items()},
           "iterations": p.distill_cfg.iterations, "seconds": round(time.perf_counter() - t0, 3), "run_id": run.id},
          args.json)

@@ -81,9 +81,10 @@ def step(run: "_Run", state: State, gens: "_Gens", match: Match) -> dict[str, to
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=run.cfg.lr_net, momentum=NET_MOMENTUM, weight_decay=NET_WEIGHT_DECAY)
     g = rng(run.cfg.seed, gens.it, STREAM_REAL_NET)
+    low, high = run.pixel_range()
     with torch.no_grad():  # IDC keeps the stored images in the pixel range
         for m in run.methods:
-            state.syn[m].clamp_(run.low, run.high)
+            state.syn[m].clamp_(low, high)
     totals = {m: torch.zeros((), device=run.device) for m in run.methods}
     for ol in range(outer):
         params = run.dsa.sample(run.ctx.num_classes, gens.main) if run.dsa is not None else None

@@ -54,12 +54,18 @@ class _Run:
     fmt: torch.memory_format = field(default=torch.contiguous_format)
     targets: torch.Tensor | None = None  # the real labels on the device (IDC trains its network on them)
     factor: int = 1                      # IDC's multi-formation factor (1: a stored image is one image)
-    low: torch.Tensor | None = None      # 1 x C x 1 x 1: pixel 0 and 1, standardised (IDC's clamp)
-    high: torch.Tensor | None = None
 
-    def decoded(self, syn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A method's stored set as training images and labels (IDC decodes its tiles; DM/DC as stored)."""
-        return idc.decode(syn, self.factor), idc.decode_labels(self.syn_labels, self.factor)
+    def decoded(self, syn: torch.Tensor) -> torch.Tensor:
+        """A method's stored set as training images (IDC decodes its tiles; DM/DC as stored)."""
+        return idc.decode(syn, self.factor)
+
+    def decoded_labels(self) -> torch.Tensor:
+        """The labels of decoded(): each stored image's label, factor^2 times under IDC."""
+        return idc.decode_labels(self.syn_labels, self.factor)
+
+    def pixel_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel values 0 and 1, standardised (1 x C x 1 x 1): IDC's clamp."""
+        return -self.mean / self.std, (1 - self.mean) / self.std
 
     def real_batch(self, gens: "_Gens", params: DSAParams | None) -> Batch:
         """Draw the shared rows, standardise and augment them (one DSA parameter set per class)."""
@@ -310,9 +316,7 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
                ConvNet(net_cfg).to(device).to(memory_format=fmt), dsa, sampler, train.images.to(device),
                mean.to(device).view(1, -1, 1, 1), std.to(device).view(1, -1, 1, 1), train.attributes.to(device),
                weights.float().to(device) if weights is not None else None, importance,
-               torch.arange(nc).repeat_interleave(cfg.ipc).to(device), fmt, train.targets.to(device), factor,
-               (0 - mean.to(device).view(1, -1, 1, 1)) / std.to(device).view(1, -1, 1, 1),
-               (1 - mean.to(device).view(1, -1, 1, 1)) / std.to(device).view(1, -1, 1, 1))
+               torch.arange(nc).repeat_interleave(cfg.ipc).to(device), fmt, train.targets.to(device), factor)
     starts = initial_sets(train, cfg, mean, std, methods, weights)
     syn = {m: starts[m].clone().to(device).requires_grad_(True) for m in methods}
     opts = {m: torch.optim.SGD([syn[m]], lr=cfg.lr_img, momentum=cfg.momentum) for m in methods}
@@ -336,8 +340,8 @@ def _track(run: _Run, state: State, tracker: Tracker, mean: torch.Tensor, std: t
            should_stop: ShouldStop | None) -> dict[str, dict]:
     """Measure every method's set at state.done (a track point); the points are kept only once all are measured."""
     losses = (state.track_acc / state.track_n).tolist() if state.track_n else [None] * len(run.methods)
-    labels = run.decoded(state.syn[run.methods[0]])[1].cpu()
-    images = {m: run.decoded(state.syn[m].detach())[0].float().cpu() for m in run.methods}
+    labels = run.decoded_labels().cpu()
+    images = {m: run.decoded(state.syn[m].detach()).float().cpu() for m in run.methods}
     units = {m: to_unit(x, mean, std) for m, x in images.items()}
     new = {m: {"iteration": state.done, **tracker.measure(images[m], units[m], labels, mean, std, should_stop),
                "loss": loss} for m, loss in zip(run.methods, losses)}
@@ -424,10 +428,10 @@ def _results(run: _Run, train: BiasedSplit, state: State, mean: torch.Tensor, st
     if run.factor > 1:
         meta["factor"] = run.factor
     out = {}
+    labels = run.decoded_labels().cpu()
     for m in methods:
         stored = state.syn[m].detach().float()
-        images, labels = run.decoded(stored)
-        out[m] = SyntheticSet(m, images.cpu().contiguous(), labels.cpu(), mean, std,
+        out[m] = SyntheticSet(m, run.decoded(stored).cpu().contiguous(), labels.clone(), mean, std,
                               state.history[m][-1][1] if state.history[m] else float("nan"), seconds,
                               state.history[m], dict(meta), list(state.trajectory.get(m, [])),
                               torch.stack(state.snapshots[m]) if state.snapshots.get(m) else None,

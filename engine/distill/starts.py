@@ -27,12 +27,12 @@ def initial_sets(train: BiasedSplit, cfg: DistillConfig, mean: torch.Tensor, std
     """
     kind = {m: REGISTRY[m].start if cfg.init == "method" else cfg.init for m in methods}
     factor = cfg.formation(train.images.shape[-1])
-    images = replace(cfg, ipc=cfg.ipc * factor ** 2)
+    start_cfg = replace(cfg, ipc=cfg.ipc * factor ** 2)  # IDC: factor^2 start images per stored one
     by_kind: dict[str, torch.Tensor] = {}
     for k in dict.fromkeys(kind.values()):
         if k == "weighted" and weights is None:
             raise InvalidArgument("the kde initialisation needs per-sample KDE weights", "pass weights, or init='real'")
-        by_kind[k] = idc.encode(start(train, images, k, mean, std, weights), cfg.ipc, factor)
+        by_kind[k] = idc.encode(start(train, start_cfg, k, mean, std, weights), cfg.ipc, factor)
     return {m: by_kind[kind[m]] for m in methods}
 
 
