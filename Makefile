@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8501
 STAMP := $(VENV)/.installed
 
-.PHONY: install app test test-fast bench gpu-data gpu-check clean
+.PHONY: install app test test-fast bench assets screenshots gpu-data gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,14 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The bundled example the dashboard shows before anything is computed (~10 min on 2 cores; docs/DASHBOARD.md)
+assets: install
+	$(BIN)/python -m engine example build
+
+# README's screenshots, taken in Chromium from the bundled example (assets/screenshots)
+screenshots: install
+	$(BIN)/python -m bench.screenshots
 
 # The GPU check runs with the GPU machine's own python3 (torch with CUDA; no .venv, no registry there).
 # gpu-data copies Debian's Fashion-MNIST (~30 MB) into an ignored folder that travels with the tree.

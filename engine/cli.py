@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "engine.commands.report",
     "engine.commands.sweep",
     "engine.commands.export",
+    "engine.commands.example",
 )
 
 

@@ -62,10 +62,38 @@ def _discrete_scale(colours: Sequence[str]) -> list[list]:
     return scale
 
 
+def map_emphasis(rel_weights: np.ndarray, conflicting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(draw order, marker sizes) that keep the map's story visible: points are drawn aligned first, then
+    conflicting, each by rising weight (later points sit on top), and sized 4 px at or below the uniform
+    weight up to 12 px at 30x it; a conflicting point is never smaller than 8 px."""
+    rel = np.asarray(rel_weights, float)
+    conflicting = np.asarray(conflicting, bool)
+    order = np.lexsort((rel, conflicting))  # last key first: conflicting, then weight
+    grow = np.clip(np.log10(np.clip(rel, 1e-12, None)) / np.log10(30.0), 0.0, 1.0)
+    sizes = 4.0 + 8.0 * grow
+    sizes = np.where(conflicting, np.maximum(sizes, 8.0), sizes)
+    return order, sizes
+
+
+def class_zoom(coords: np.ndarray, labels: np.ndarray, cls: int, margin: float = 0.08, tail: float = 0.0
+               ) -> tuple[list[float], list[float]] | None:
+    """Axis ranges (x, y) framing one class's points with a margin, leaving out the `tail` share of points
+    farthest out on each side (a stray point elsewhere on the map would otherwise zoom out to all of it);
+    None when the class has no point."""
+    pts = np.asarray(coords, float)[np.asarray(labels) == cls]
+    if not len(pts):
+        return None
+    lo, hi = np.quantile(pts, tail, axis=0), np.quantile(pts, 1 - tail, axis=0)
+    pad = np.maximum((hi - lo) * margin, 1e-3)
+    return [float(lo[0] - pad[0]), float(hi[0] + pad[0])], [float(lo[1] - pad[1]), float(hi[1] + pad[1])]
+
+
 def embedding_scatter(coords: np.ndarray, row_ids: np.ndarray, values: np.ndarray, *, kind: str,
                       label: str, categories: Sequence[str] | None = None,
-                      hover: Mapping[str, Sequence] | None = None, log_colour: bool = False) -> go.Figure:
-    """UMAP map as ONE Scattergl trace; customdata[:, 0] = stable row id; kind 'categorical' or 'continuous'."""
+                      hover: Mapping[str, Sequence] | None = None, log_colour: bool = False,
+                      sizes: np.ndarray | float = 5) -> go.Figure:
+    """UMAP map as ONE Scattergl trace; customdata[:, 0] = stable row id; kind 'categorical' or 'continuous';
+    points drawn in the given order (the last on top), `sizes` per point (map_emphasis) or one size."""
     coords = np.asarray(coords, float)
     row_ids = np.asarray(row_ids)
     values = np.asarray(values)
@@ -78,18 +106,18 @@ def embedding_scatter(coords: np.ndarray, row_ids: np.ndarray, values: np.ndarra
         colours = categorical_colours(len(cats))
         k = len(cats)
         marker = dict(color=values.astype(float), colorscale=_discrete_scale(colours), cmin=-0.5, cmax=k - 0.5,
-                      size=5, opacity=0.8,
+                      size=sizes, opacity=0.8,
                       colorbar=dict(title=label, tickvals=list(range(k)), ticktext=cats, len=0.9))
     else:
         v = values.astype(float)
         shown = np.log10(np.clip(v, 1e-300, None)) if log_colour else v
-        marker = dict(color=shown, colorscale=CONTINUOUS, size=5, opacity=0.85,
+        marker = dict(color=shown, colorscale=CONTINUOUS, size=sizes, opacity=0.85,
                       colorbar=dict(title=("log10 " if log_colour else "") + label, len=0.9))
     fig = go.Figure(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", marker=marker,
                                  customdata=custom, hovertemplate=hovertemplate, name="samples"))
     fig.update_layout(xaxis=dict(title="UMAP 1", showticklabels=False, zeroline=False),
                       yaxis=dict(title="UMAP 2", showticklabels=False, zeroline=False),
-                      dragmode="lasso", height=560, title=f"coloured by {label}", **_LAYOUT)
+                      dragmode="lasso", height=640, title=f"coloured by {label}", **_LAYOUT)
     return fig
 
 

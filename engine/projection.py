@@ -9,9 +9,11 @@ import torch
 from . import cache
 from .errors import InvalidArgument
 
-PROJECTION_VERSION = 1
+PROJECTION_VERSION = 2  # 2: min_dist 0.5
 PLACE_NEIGHBOURS = 10  # place(): map points whose positions a new point averages
-UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean"}  # euclidean on unit vectors ~ cosine
+UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.5, "metric": "euclidean"}  # euclidean on unit vectors ~ cosine;
+# min_dist 0.5 (not 0.1): the ten class blobs of a SupCon map are far apart, and 0.5 spreads each blob 1.3x wider
+# (radius / extent 0.032 -> 0.043 on colored-digits), so a blob's conflicting images stand apart from its core
 
 
 def _as_numpy(x, name: str) -> np.ndarray:

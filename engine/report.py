@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import os
 import time
 from pathlib import Path
@@ -61,6 +62,23 @@ def load_runs(run_ids: Sequence[str]) -> list[tuple[dict, dict, Run]]:
     return out
 
 
+# One evaluation training's spread (std, points) of conflicting accuracy when a run has no spread of its own
+# (1 training per set): measured over 3 trainings per set, quick preset, colored-digits (docs/EVALUATION.md).
+EVAL_NOISE = 1.1
+MAX_TRAININGS = 100
+
+
+def within_noise(a: dict, b: dict, n: int) -> tuple[bool, int]:
+    """Whether two methods' conflicting accuracies (means over n trainings) differ by less than two standard
+    errors of their difference, and how many trainings per set would put their gap at two standard errors."""
+    stds = [x.get("conflicting_accuracy_std") for x in (a, b)]
+    var = (sum(s * s for s in stds) / 2 if n >= 2 and all(isinstance(s, (int, float)) and s == s for s in stds)
+           else EVAL_NOISE ** 2)
+    gap = abs(a["conflicting_accuracy"] - b["conflicting_accuracy"])
+    need = math.ceil(8 * var / gap ** 2) if gap > 0 else MAX_TRAININGS + 1
+    return gap < 2 * math.sqrt(2 * var / n), need
+
+
 def verdict(res: dict) -> str:
     """One paragraph: did vanilla amplify the bias, and which remedy reduced it how far (numbers included)."""
     m, real = res["methods"], res["real_aligned_share"]
@@ -77,9 +95,20 @@ def verdict(res: dict) -> str:
     if remedies:
         best = max(remedies, key=lambda k: m[k]["conflicting_accuracy"] or 0)
         b = m[best]
-        parts.append(f"The best remedy here, {best}, brought the share to {b['synthetic_aligned_share']:.0f}% "
-                     f"and conflicting accuracy to {b['conflicting_accuracy']:.1f}% (worst group "
-                     f"{b['worst_group_accuracy']:.1f}%, DEO_M {b['deo_m']:.1f}).")
+        n = len(res.get("eval_seeds") or []) or 1
+        tied = [k for k in remedies if k != best and within_noise(m[best], m[k], n)[0]]
+        if tied:
+            need = max(within_noise(m[best], m[k], n)[1] for k in tied)
+            gap = max(b["conflicting_accuracy"] - m[k]["conflicting_accuracy"] for k in tied)
+            parts.append(f"{best} and {', '.join(tied)} are within the evaluation noise of each other (conflicting "
+                         f"accuracies {gap:.1f} points apart with {n} training{'s' if n > 1 else ''} per set); "
+                         + (f"about {need} trainings per set would separate them. " if need <= MAX_TRAININGS else
+                            "no practical number of trainings would separate them. ")
+                         + f"The highest, {best}, brought the share to {b['synthetic_aligned_share']:.0f}% ")
+        else:
+            parts.append(f"The best remedy here, {best}, brought the share to {b['synthetic_aligned_share']:.0f}% ")
+        parts[-1] += (f"and conflicting accuracy to {b['conflicting_accuracy']:.1f}% (worst group "
+                      f"{b['worst_group_accuracy']:.1f}%, DEO_M {b['deo_m']:.1f}).")
         others = [f"{k} {m[k]['conflicting_accuracy']:.1f}%" for k in remedies if k != best]
         if others:
             parts.append("The others: " + ", ".join(others) + " conflicting accuracy.")

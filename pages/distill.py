@@ -1,23 +1,24 @@
 """Distill page: choose methods and settings, run in the background, live loss curves, synthetic grids."""
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from engine import distill
-from engine import figures, trajectory_figures
-from ui import distill_jobs, jobs, state
+from ui import distill_jobs, distill_view, jobs, state
 
 
-def form() -> dict | None:
-    """The run settings; returns them when Start is pressed."""
+def form(s: state.Settings, train) -> dict | None:
+    """The run settings and the time they should take; returns them when Start is pressed. Plain widgets,
+    not an st.form: the estimate follows every change before Start."""
     methods_all, algorithms = list(distill.METHODS), list(distill.ALGORITHMS)
     tiny = state.tiny()
-    with st.form("distill_form", border=True):
+    with st.container(border=True):
         c1, c2, c3 = st.columns([3, 1, 1])
-        methods = c1.multiselect("Methods (distilled side by side)", methods_all, default=methods_all,
-                                 key="dst_methods",
-                                 help="; ".join(distill.REGISTRY[m].label for m in methods_all) + ".")
+        methods = c1.multiselect("Methods (distilled side by side)", methods_all,
+                                 default=list(distill_jobs.UI_METHODS), key="dst_methods",
+                                 help="; ".join(distill.REGISTRY[m].label for m in methods_all) + ". The default "
+                                      "(vanilla, the label-free KDE and the label-using FairDD) shows the contrast "
+                                      "in about a minute on 2 cores; add COBRA and balanced here.")
         algorithm = c2.selectbox("Algorithm", algorithms, key="dst_algorithm",
                                  format_func=str.upper,
                                  help="DM: distribution matching (with DSA); DC: gradient matching; IDC: gradient "
@@ -26,7 +27,9 @@ def form() -> dict | None:
         preset = c3.selectbox("Preset", ("quick", "paper"), key="dst_preset",
                               help="quick: CPU minutes; paper: the published settings (GPU hours).")
         c4, c5, c6, c7 = st.columns(4)
-        ipc = c4.number_input("Images per class (IPC)", 1, 500, 2 if tiny else 10, key="dst_ipc")
+        ipc = c4.number_input("Images per class (IPC)", 1, 500, 2 if tiny else distill_jobs.UI_IPC, key="dst_ipc",
+                              help="The dashboard starts at 5 (a first result in about a minute); the papers' "
+                                   "headline setting is 10.")
         default_iters = distill_jobs.default_iterations(preset, algorithm)
         iterations = c5.number_input("Iterations (0 = preset default)", 0, 100000, 0, key="dst_iterations",
                                      help=f"The {preset} preset uses {default_iters} for {algorithm}.")
@@ -47,16 +50,19 @@ def form() -> dict | None:
             kv, temp = state.kde_choice(state.current())
             st.caption(f"KDE uses kernel variance {f'{kv:.3g}' if kv else '(suggested by the engine)'} and "
                        f"temperature {temp:g} (set them on the Embeddings page).")
-        go = st.form_submit_button("Start distillation", type="primary")
+        choice = {"methods": distill_jobs.order(methods), "algorithm": algorithm, "preset": preset, "ipc": int(ipc),
+                  "iterations": int(iterations) or None, "evaluate": bool(evaluate), "eval_seeds": int(eval_seeds),
+                  "baseline": bool(baseline)}
+        if methods:
+            st.caption(f"Estimated time: {distill_jobs.estimate_text(s, choice, train)}", help=distill_jobs.ESTIMATE_HELP)
+        go = st.button("Start distillation", type="primary", key="dst_start")
     if not go:
         return None
     if not methods:
         st.error(f"No method chosen.\n\n**Fix:** pick at least one of {', '.join(methods_all)}.",
                  icon=":material/error:")
         return None
-    return {"methods": distill_jobs.order(methods), "algorithm": algorithm, "preset": preset, "ipc": int(ipc),
-            "iterations": int(iterations) or None, "evaluate": bool(evaluate), "eval_seeds": int(eval_seeds),
-            "baseline": bool(baseline)}
+    return choice
 
 
 def current_job() -> jobs.Job | None:
@@ -67,51 +73,6 @@ def current_job() -> jobs.Job | None:
         runs = reg.jobs("distill")
         job = runs[0] if runs else None
     return job
-
-
-def live_curves(job: jobs.Job) -> None:
-    """Live loss curves and, when tracked, each set's aligned share while it is distilled."""
-    events = job.snapshot()
-    hist = distill_jobs.loss_history(events)
-    track, real = distill_jobs.track_points(events)
-    left, right = st.columns(2) if track else (st.container(), None)
-    if hist:
-        left.plotly_chart(figures.loss_curves(hist), key=f"live_loss_{job.id}")
-    if track:
-        right.plotly_chart(trajectory_figures.trajectory_curves({"run": track}, "aligned_share", real),
-                           key=f"live_track_{job.id}")
-
-
-def show_result(job: jobs.Job) -> None:
-    """Loss curves and the synthetic grids side by side, one column per method."""
-    res = job.result or {}
-    sets = res.get("synthetic", {})
-    st.success(f"Finished {job.label} in {job.elapsed():.0f} s."
-               + (" Metrics are on the Results page." if res.get("audit") else ""), icon=":material/check_circle:")
-    hist = {m: s.loss_history for m, s in sets.items() if getattr(s, "loss_history", None)}
-    track = {m: s.trajectory for m, s in sets.items() if getattr(s, "trajectory", None)}
-    left, right = st.columns(2) if track else (st.container(), None)
-    if hist:
-        left.plotly_chart(figures.loss_curves(hist), key=f"final_loss_{job.id}")
-    if track:
-        real = (res.get("audit") or {}).get("real_aligned_share", distill_jobs.track_points(job.snapshot())[1])
-        right.plotly_chart(trajectory_figures.trajectory_curves({"run": track}, "aligned_share", real),
-                           key=f"final_track_{job.id}")
-        right.caption("The attribute probe's share of bias-aligned images in each synthetic set while it was "
-                      "distilled; above the dotted real-data line is amplification. Results shows every tracked metric; "
-                      "Embeddings puts the sets and their paths on the map.")
-    if not sets:
-        return
-    st.subheader("Synthetic images (one row per class)")
-    cols = st.columns(len(sets))
-    for col, (m, s) in zip(cols, sets.items()):
-        ipc = int(np.bincount(s.labels.numpy()).max())
-        with col:
-            st.markdown(f"**{m}** · final loss {s.final_loss:.4g}")
-            grid = figures.tile_images(distill.sets.class_rows(s), ncols=ipc, scale=3 if ipc <= 3 else 2)
-            st.image(grid, width="content")
-            st.download_button(f"{m} grid (PNG)", figures.png_bytes(grid), f"{m}_grid.png", "image/png",
-                               key=f"png_{job.id}_{m}")
 
 
 def start(s: state.Settings, choice: dict, train) -> None:
@@ -133,7 +94,7 @@ def draw(s: state.Settings) -> None:
     train, _ = pair
     st.caption(f"{s.dataset} at conflict ratio {s.ratio:.1%}, seed {s.seed}. "
                + ("Tiny mode: the engine's tiny presets. " if state.tiny() else ""))
-    choice = form()
+    choice = form(s, train)
     if choice is not None:
         start(s, choice, train)
     job = current_job()
@@ -143,10 +104,10 @@ def draw(s: state.Settings) -> None:
     st.divider()
     st.markdown(f"**{job.label}**")
     if not job.done:
-        jobs.live(job.id, jobs.progress_text, live_curves, cancel="Cancel run",
+        jobs.live(job.id, jobs.progress_text, distill_view.live_curves, cancel="Cancel run",
                   note="The run works in the background: other pages stay usable; come back here to watch it.")
     elif job.status == "finished":
-        show_result(job)
+        distill_view.show_result(job)
     else:
         problem, fix = jobs.error_text(job)
         if job.status == "cancelled":

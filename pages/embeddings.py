@@ -189,17 +189,27 @@ def draw(s: state.Settings) -> None:
                "Sliders recompute the KDE weights live.")
     colour, s2, temp = controls(key, res["suggested"])
     wres = maps.weights_for(key, s2, temp, z, labels, aligned)
-    rows = res["row_ids"]
+    rel_all = figures.relative_weights(wres["weights"], labels.numpy())
+    # drawn order: conflicting and high-weight points last (on top) and larger (figures.map_emphasis)
+    order, sizes = figures.map_emphasis(rel_all[res["row_ids"]], ~aligned.numpy()[res["row_ids"]])
+    rows, coords = res["row_ids"][order], res["coords"][order]
     names_c = np.asarray(train.class_names, dtype=object)[labels.numpy()[rows]]
     names_a = np.asarray(train.attribute_names, dtype=object)[train.attributes.numpy()[rows]]
-    rel = figures.relative_weights(wres["weights"], labels.numpy())[rows]
-    fig = figures.embedding_scatter(res["coords"], rows, hover={"class": names_c, "attribute": names_a,
-                                                                "w×n": np.round(rel, 3)},
-                                    **colour_values(colour, train, rows, wres))
+    fig = figures.embedding_scatter(coords, rows, hover={"class": names_c, "attribute": names_a,
+                                                         "w×n": np.round(rel_all[rows], 3)},
+                                    sizes=sizes[order], **colour_values(colour, train, rows, wres))
+    zoom = st.selectbox("Zoom to class", ["all classes"] + list(train.class_names), key=f"emb_zoom|{key}",
+                        help="Frame one class's points (its blob and the conflicting images at its edge; the 2% "
+                             "farthest out on each side may fall outside); the map's toolbar zooms freely, "
+                             "double-click resets.")
+    if zoom != "all classes":
+        ranges = figures.class_zoom(coords, labels.numpy()[rows], list(train.class_names).index(zoom), tail=0.02)
+        if ranges:
+            fig.update_layout(xaxis_range=ranges[0], yaxis_range=ranges[1])
     run_id, methods, paths, thumbs = overlay_controls(s, key)
     images = {}
     if run_id is not None and methods:
-        placed, images = maps.placed_sets(key, run_id, train, z[rows], res["coords"], s.seed)
+        placed, images = maps.placed_sets(key, run_id, train, z[res["row_ids"]], res["coords"], s.seed)
         placed = {m: placed[m] for m in methods if m in placed}
         fig = trajectory_figures.add_synthetic(fig, placed, list(train.class_names), paths=paths,
                                                thumbnails={m: images[m] for m in placed} if thumbs else None)

@@ -29,9 +29,18 @@ def sources() -> dict[str, tuple[str, str]]:
         if r["id"] in known_runs or not any(k.startswith("methods.") and k.endswith(".accuracy") for k in met):
             continue
         cfg = r.get("config") or {}
-        out[f"run {r['id']} ({cfg.get('dataset', '?')} @ {cfg.get('conflict_ratio', '?')}, {r['created']})"] = \
-            ("run", r["id"])
+        where = f"({cfg.get('dataset', '?')} @ {cfg.get('conflict_ratio', '?')}, {r['created'][:10]})"
+        label = f"bundled example: {example_label(cfg)} {where}" if r.get("example") else f"run {r['id']} {where}"
+        out[label] = ("run", r["id"])
     return out
+
+
+def example_label(cfg: dict) -> str:
+    """What a bundled example run is, in words."""
+    dist = cfg.get("distill") or {}
+    what = "the noise-start demo" if dist.get("init") == "noise" else "an audit" if len(cfg.get("methods") or []) > 3 \
+        else "a sweep cell"
+    return f"{what}, {'+'.join(cfg.get('methods') or [])}, IPC {dist.get('ipc', '?')}"
 
 
 def load(kind: str, handle: str) -> tuple[dict, str | None]:
@@ -84,6 +93,15 @@ def trajectory_panel(res: dict, key: str, src: dict[str, tuple[str, str]]) -> No
                    "positive is amplification.")
 
 
+def verdict_text(res: dict) -> str | None:
+    """The report's verdict in words (None when the result lacks what it reads, e.g. an import without vanilla)."""
+    from engine import report
+    try:
+        return report.verdict(res)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None) -> None:
     """Everything about one audit result."""
     classes, attrs = figures.class_attribute_names(res)
@@ -106,6 +124,9 @@ def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None
                        help=f"kernel variance {w.get('kernel_variance', '?'):.3g}, temperature "
                             f"{w.get('temperature', '?')}" if isinstance(w.get("kernel_variance"), (int, float))
                        else None)
+    said = verdict_text(res)
+    if said:
+        st.info(said, icon=":material/gavel:")
     df = figures.metrics_frame(res)
     st.subheader("Metrics per method (%)")
     st.dataframe(figures.metrics_text(df), key=f"res_table_{key}")
@@ -150,7 +171,9 @@ def report_panel(run_id: str) -> None:
     made = run_store.report_path(run_id)
     if made is None:  # removed since this session computed it
         return
-    if st.button("Build shareable report (HTML)", key=f"rep_build_{run_id}",
+    if run_store.is_example(run_id):
+        st.caption("A bundled example run: its report was built with it (`make assets`).")
+    elif st.button("Build shareable report (HTML)", key=f"rep_build_{run_id}",
                  help="One self-contained file that opens offline in any browser: verdict, setting, data, KDE "
                       "diagnostics, grids, metrics with published numbers, heatmaps, probe accuracy."):
         with st.spinner("Building the report..."):

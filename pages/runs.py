@@ -16,6 +16,7 @@ def run_table(rows: list[dict]) -> pd.DataFrame:
     for r in rows:
         cfg, met = r.get("config") or {}, r.get("metrics") or {}
         line = {"id": r["id"], "kind": r["kind"], "status": r["status"], "created": r.get("created", ""),
+                "source": "bundled example" if r.get("example") else "yours",
                 "dataset": cfg.get("dataset"), "ratio": cfg.get("conflict_ratio"),
                 "methods": ", ".join(cfg.get("methods", [])) if isinstance(cfg.get("methods"), list) else None,
                 "ipc": cfg.get("ipc", (cfg.get("distill") or {}).get("ipc") if isinstance(cfg.get("distill"), dict)
@@ -62,11 +63,23 @@ def compare(ids: list[str]) -> None:
             col.image(str(p), caption=m, width="content")
 
 
+def remove_button(col, run_id: str) -> None:
+    """A confirmed removal of one of the user's runs."""
+    with col.popover("Remove this run"):
+        st.write(f"Delete {run_id} and its files?")
+        if st.button("Yes, remove", key="runs_rm", type="primary"):
+            run_store.remove(run_id)
+            st.rerun()
+
+
 def draw(s: state.Settings) -> None:
     """Draw the page."""
     st.title("Runs")
     rows = run_store.rows()
-    st.caption(f"{len(rows)} run(s) under {run_store.root()}. Identical requests reuse a finished run.")
+    n_ex = sum(bool(r.get("example")) for r in rows)
+    st.caption(f"{len(rows) - n_ex} run(s) under {run_store.root()}"
+               + (f", and {n_ex} of the bundled example (read-only; `make assets` made them)" if n_ex else "")
+               + ". Identical requests reuse a finished run.")
     if not rows:
         st.info("No runs yet: start one on the Distill page.", icon=":material/info:")
         return
@@ -80,11 +93,10 @@ def draw(s: state.Settings) -> None:
         if c1.button("Show in Results", key="runs_to_results"):
             st.session_state["results_run"] = picked[0]
             st.switch_page("pages/results.py")
-        with c2.popover("Remove this run"):
-            st.write(f"Delete {picked[0]} and its files?")
-            if st.button("Yes, remove", key="runs_rm", type="primary"):
-                run_store.remove(picked[0])
-                st.rerun()
+        if run_store.is_example(picked[0]):
+            c2.caption("Bundled example: read-only (hide it with DDAUDIT_EXAMPLE=0).")
+        else:
+            remove_button(c2, picked[0])
         with c3:
             info = run_store.info(picked[0])
             st.download_button("Run metrics (JSON)", json.dumps(info.get("metrics", {}), indent=2).encode(),

@@ -12,32 +12,34 @@ KV_CHOICES = ("0.01", "0.03", "0.1", "0.3", "1", "3", "10", sweep.SUGGESTED)
 
 
 def form(s: state.Settings) -> sweep.Grid | None:
-    """The grid form; a checked Grid when Start is pressed."""
+    """The grid's widgets and its estimated time (plain widgets: the estimate follows every change); a
+    checked Grid when Start is pressed."""
     folders = state.statuses().get(s.dataset, {}).get("conflict_ratios")
     ratios_all = list(folders or state.RATIO_CHOICES)
-    with st.form("sweep_form"):
+    with st.container(border=True):
         c1, c2 = st.columns(2)
         ratios = c1.multiselect("Conflict ratios", ratios_all, default=[r for r in ratios_all if r == s.ratio][:1]
                                 or ratios_all[:1], format_func=lambda r: f"{r:.1%}", key="sw_ratios")
-        kvs = c2.multiselect("Kernel variances s²", KV_CHOICES, default=["0.01", "0.1", "1", sweep.SUGGESTED],
+        kvs = c2.multiselect("Kernel variances s²", KV_CHOICES, default=["0.1", "1", sweep.SUGGESTED],
                              key="sw_kvs", help="'suggested' is the median heuristic of each ratio's embeddings "
                                                 "(the Embeddings page shows its value).")
         c3, c4, c5, c6 = st.columns(4)
         methods = c3.multiselect("Methods", list(distill.METHODS), default=["vanilla", "kde"], key="sw_methods")
-        seeds = c4.number_input("Seeds", 1, 10, 3, key="sw_seeds", help="0, 1, ...: the spread over seeds")
-        ipc = c5.number_input("IPC", 1, 100, 10, key="sw_ipc")
+        seeds = c4.number_input("Seeds", 1, 10, 2, key="sw_seeds", help="0, 1, ...: the spread over seeds")
+        ipc = c5.number_input("IPC", 1, 100, 5, key="sw_ipc")
         presets = ("tiny", "quick", "paper")
         preset = c6.selectbox("Preset", presets, index=0 if state.tiny() else 1, key="sw_preset")
-        go = st.form_submit_button("Start sweep", type="primary")
-    if not go:
-        return None
-    try:
-        grid, n = sweep_jobs.grid(s, ratios, kvs, methods, ipc, seeds, preset)
-    except state.DDAuditError as exc:
-        state.show_error(exc, "Cannot start this sweep: ")
-        return None
-    st.caption(f"{n} cells (vanilla and the other weight-free methods once per ratio and seed).")
-    return grid
+        try:
+            grid, n = sweep_jobs.grid(s, ratios, kvs, methods, ipc, seeds, preset) if ratios and kvs and methods \
+                else (None, 0)
+        except state.DDAuditError as exc:
+            grid, n = None, 0
+            state.show_error(exc, "This grid cannot run: ")
+        if grid is not None:
+            st.caption(f"{n} cells (vanilla and the other weight-free methods once per ratio and seed). Estimated "
+                       f"time: {sweep_jobs.estimate_text(grid)}", help=sweep_jobs.ESTIMATE_HELP)
+        go = st.button("Start sweep", type="primary", key="sw_start", disabled=grid is None)
+    return grid if go else None
 
 
 def plots(summary: dict) -> None:

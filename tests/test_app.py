@@ -69,8 +69,9 @@ def test_dataset_page_default() -> None:
     assert metric(at, "training images") == "1,442"
     assert at.sidebar.selectbox(key="sb_dataset").value == "colored-digits"
     assert any("Device: cpu" in c.value for c in at.sidebar.caption)
-    assert len(at.get("plotly_chart")) == 2
-    assert len(at.get("image")) == 2
+    # the counts' two heatmaps and two sample grids, after the demo panel's bundled curve and three grids
+    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("image")) == 5
 
 
 def test_sidebar_ratio_changes_counts() -> None:
@@ -439,20 +440,22 @@ def test_dataset_page_draws_64x64_faces(folder_data) -> None:
     at.sidebar.selectbox(key="sb_dataset").set_value("utkface").run()
     ok(at)
     assert metric(at, "classes × attributes") == "3 × 4"
-    assert len(at.get("image")) == 2 and len(at.get("plotly_chart")) == 2
+    assert len(at.get("image")) == 2 + 3 and len(at.get("plotly_chart")) == 2 + 1  # + the bundled demo's
 
 
 # --------------------------------------------------------------------------- Sweeps
 
 def test_sweeps_page_runs_a_grid_on_ray_and_plots_it(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DDAUDIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DDAUDIT_EXAMPLE", "0")  # no bundled sweep: this one is the only one
     at = open_page("sweeps")
     ok(at)
     assert any("No finished sweep yet" in i.value for i in at.info)
+    assert any("Estimated time: about" in c.value for c in at.caption)
     at.multiselect(key="sw_kvs").set_value(["0.1"])
     at.number_input(key="sw_seeds").set_value(1)
     at.number_input(key="sw_ipc").set_value(2)
-    at.button[0].click().run()  # the form's submit button
+    at.button(key="sw_start").click().run()
     ok(at)
     wait_jobs(400)
     at.run()
@@ -488,3 +491,62 @@ def test_results_page_shows_a_64x64_face_audit(folder_data) -> None:
     at.run()
     ok(at)
     assert len(at.get("image")) >= 2 and len(at.get("plotly_chart")) >= 1
+
+
+# --------------------------------------------------------------------------- the newcomer's first minutes (#30)
+
+def test_dataset_page_offers_the_demo_with_the_bundled_finished_form() -> None:
+    from engine import example
+    at = open_page()
+    ok(at)
+    assert any(e.label.startswith("Watch the bias amplify") for e in at.expander)
+    assert "Vanilla" in at.markdown[0].value or any("Vanilla" in m.value for m in at.markdown)
+    assert at.button(key="demo_start").label == "Run the demo"
+    assert any("bundled example" in c.value for c in at.caption)
+    rid = example.read_manifest()["roles"]["demo"]
+    assert rid in {r["id"] for r in example.install().list()}
+
+
+def test_demo_button_runs_the_demo_live_and_shows_its_grids() -> None:
+    at = open_page()
+    at.button(key="demo_start").click().run()
+    ok(at)
+    wait_jobs()
+    at.run()
+    ok(at)
+    assert any("Finished Watch the bias amplify (demo)" in s.value for s in at.success)
+    assert len(at.get("image")) == 3 + 2  # the demo's three grids, then the page's two sample grids
+    from ui import jobs
+    job = next(j for j in jobs.registry().jobs("distill") if j.config.get("demo"))
+    assert set(job.result["synthetic"]) == {"vanilla", "kde", "fairdd"}
+    assert job.result["audit"]["trajectory"]["vanilla"], "the demo tracks the aligned share"
+
+
+def test_distill_form_shows_an_estimate_before_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DDAUDIT_TINY")  # the real quick preset's estimate (nothing is started)
+    at = open_page("distill")
+    ok(at)
+    assert at.multiselect(key="dst_methods").value == ["vanilla", "kde", "fairdd"]
+    est = [c.value for c in at.caption if c.value.startswith("Estimated time:")]
+    assert len(est) == 1 and "about" in est[0] and "distill" in est[0] and "evaluate" in est[0], est
+    first = est[0]
+    at.multiselect(key="dst_methods").set_value(["vanilla"]).run()
+    after = [c.value for c in at.caption if c.value.startswith("Estimated time:")][0]
+    assert after != first  # it follows the choice before Start
+
+
+def test_results_and_runs_show_the_bundled_example_read_only() -> None:
+    from engine import example
+    m = example.read_manifest()
+    at = open_page("results")
+    ok(at)
+    labels = at.selectbox(key="res_source").options
+    assert any(lab.startswith("bundled example: an audit") for lab in labels), labels
+    pick = next(lab for lab in labels if lab.startswith("bundled example: an audit"))
+    at.selectbox(key="res_source").set_value(pick).run()
+    ok(at)
+    assert any("within the evaluation noise" in i.value or "best remedy" in i.value for i in at.info)
+    at = open_page("runs")
+    at.multiselect(key="runs_pick").set_value([m["roles"]["audit"]]).run()
+    ok(at)
+    assert any("Bundled example: read-only" in c.value for c in at.caption)

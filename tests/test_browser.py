@@ -138,8 +138,10 @@ def test_dataset_page(page, server: str) -> None:
     goto(page, server, "", "Dataset")
     page.get_by_text("conflicting (train)").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_text("Its finished form, from the bundled example").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3")
     shot(page, "01-dataset")
-    assert page.locator(".js-plotly-plot").count() == 2
+    assert page.locator(".js-plotly-plot").count() == 3  # the bundled demo's curve, then the two count heatmaps
     page.locator("[data-testid='stImage']").nth(1).wait_for()
     no_errors(page)
 
@@ -236,11 +238,11 @@ def test_distill_and_results_pages(page, server: str) -> None:
     page.get_by_text("Finished").first.wait_for(timeout=LONG)
     idle(page)
     no_errors(page)
-    from engine.distill import METHODS
+    from ui.distill_jobs import UI_METHODS
     # "Finished" is drawn before the grids, and the status widget can lag the run: wait for the grids to arrive
     page.wait_for_function("(n) => document.querySelectorAll('[data-testid=\"stImage\"]').length >= n",
-                           arg=len(METHODS), timeout=60_000)
-    assert page.locator("[data-testid='stImage']").count() == len(METHODS)  # one grid per method, side by side
+                           arg=len(UI_METHODS), timeout=60_000)
+    assert page.locator("[data-testid='stImage']").count() == len(UI_METHODS)  # one grid per default method
     shot(page, "06-distill-done")
     nav(page, "Results")
     page.get_by_text("Metrics per method").first.wait_for()
@@ -318,3 +320,69 @@ def test_results_page_imports_a_set_made_elsewhere(page, server: str, tmp_path: 
     assert "IMPORTED" in page.get_by_text("conflict ratio 5.0%").first.inner_text()
     no_errors(page)
     shot(page, "09-results-import")
+
+
+# --------------------------------------------------------------------------- a newcomer's first minutes (#30)
+
+@pytest.fixture(scope="module")
+def fresh_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server on an empty home of its own: what a newcomer sees (the bundled example only)."""
+    old = os.environ.get("DDAUDIT_HOME")
+    os.environ["DDAUDIT_HOME"] = str(tmp_path_factory.mktemp("newcomer"))
+    try:
+        proc, url, log = _start_server(tmp_path_factory)
+    finally:
+        if old is None:
+            os.environ.pop("DDAUDIT_HOME")
+        else:
+            os.environ["DDAUDIT_HOME"] = old
+    try:
+        yield url
+    finally:
+        serve.stop(proc)
+        log.close()
+
+
+def test_bundled_example_shows_at_once_and_is_read_only(browser, fresh_server: str) -> None:
+    from engine import example
+    roles = example.read_manifest()["roles"]
+    pg = new_page(browser)
+    try:
+        goto(pg, fresh_server, "results", "Results")
+        pg.get_by_text("Metrics per method").first.wait_for()
+        picked = pg.locator('input[aria-label="Results of"]').first.get_attribute("value") or ""
+        assert picked.startswith("bundled example: an audit"), picked
+        pg.get_by_text("within the evaluation noise").or_(pg.get_by_text("best remedy")).first.wait_for()
+        no_errors(pg)
+        shot(pg, "10-results-bundled")
+        goto(pg, fresh_server, "runs", "Runs")
+        pg.get_by_text("of the bundled example (read-only").first.wait_for()
+        no_errors(pg)
+        goto(pg, fresh_server, "sweeps", "Sweeps")
+        pg.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3")
+        assert roles["sweep"] in (pg.locator('input[aria-label="Sweep"]').first.get_attribute("value") or "")
+        pg.get_by_text("Estimated time: about").first.wait_for()
+        no_errors(pg)
+        shot(pg, "11-sweeps-bundled")
+    finally:
+        pg.close()
+
+
+@pytest.mark.timeout(1200)
+def test_demo_button_and_time_estimate(browser, fresh_server: str) -> None:
+    pg = new_page(browser)
+    try:
+        goto(pg, fresh_server, "distill", "Distill")
+        est = pg.get_by_text("Estimated time:").first
+        est.wait_for()
+        assert "about" in est.inner_text() and "2 CPU cores" in est.inner_text()
+        goto(pg, fresh_server, "", "Dataset")
+        pg.get_by_role("button", name="Run the demo").click()
+        pg.get_by_role("button", name="Cancel demo").or_(pg.get_by_text("Finished Watch the bias amplify")).first.wait_for()
+        pg.get_by_text("Finished Watch the bias amplify").first.wait_for(timeout=LONG)
+        idle(pg)
+        no_errors(pg)
+        pg.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"]').length >= 3")
+        shot(pg, "12-demo-done")
+    finally:
+        pg.close()

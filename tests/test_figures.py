@@ -261,3 +261,26 @@ def test_add_synthetic_draws_stars_paths_and_thumbnails_on_a_copy() -> None:
     picked = tf.synthetic_points([{"curve_number": 0, "customdata": [17, "a", "b", 1.0]},
                                   {"curve_number": 3, "customdata": ["vanilla", 2, "b", 0.3]}])
     assert picked == [("vanilla", 2)]
+
+
+def test_map_emphasis_draws_conflicting_and_heavy_points_last_and_larger() -> None:
+    import numpy as np
+    from engine import figures
+    rel = np.array([0.5, 40.0, 1.0, 3.0, 0.2])
+    conflicting = np.array([False, False, True, False, True])
+    order, sizes = figures.map_emphasis(rel, conflicting)
+    assert order.tolist() == [0, 3, 1, 4, 2]  # aligned by weight, then conflicting by weight (last = on top)
+    assert sizes[0] == 4.0 and sizes[1] == 12.0 and sizes[4] == 8.0 and 4.0 < sizes[3] < 12.0
+    assert sizes[2] == 8.0  # a conflicting point at the uniform weight is still drawn large
+
+
+def test_class_zoom_frames_one_class() -> None:
+    import numpy as np
+    from engine import figures
+    coords = np.array([[0.0, 0.0], [1.0, 2.0], [10.0, 10.0]])
+    x, y = figures.class_zoom(coords, np.array([0, 0, 1]), 0, margin=0.1)
+    assert x == pytest.approx([-0.1, 1.1]) and y == pytest.approx([-0.2, 2.2])
+    assert figures.class_zoom(coords, np.array([0, 0, 1]), 5) is None
+    spread = np.vstack([np.zeros((98, 2)) + np.linspace(0, 1, 98)[:, None], [[50.0, 50.0], [-50.0, -50.0]]])
+    x, _ = figures.class_zoom(spread, np.zeros(100, int), 0, margin=0.0, tail=0.02)
+    assert -1.0 < x[0] < 0.1 and 0.9 < x[1] < 2.0  # the two strays far out do not zoom the frame out

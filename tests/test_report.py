@@ -153,3 +153,26 @@ def test_report_compares_several_runs(audit_run, tmp_path, capsys) -> None:
     assert "<h2>Comparison</h2>" in html and html.count("<h2>Verdict</h2>") == 2
     assert f"<h1>Run {audit_run}</h1>" in html and f"<h1>Run {other}</h1>" in html
     assert "run_folder" not in json.loads(out)  # a comparison is written to --out only
+
+
+def test_verdict_says_when_remedies_are_within_the_evaluation_noise() -> None:
+    """The issue's case: balanced 90.8 vs FairDD and COBRA 90.7 with one training is no 'best remedy'."""
+    from engine import report
+    base = {"algorithm": "dm", "real_aligned_share": 95.0, "probe_accuracy": 99.0, "eval_seeds": [0]}
+    row = {"worst_group_accuracy": 80.0, "deo_m": 20.0, "synthetic_aligned_share": 10.0}
+    close = {"balanced": {**row, "conflicting_accuracy": 90.8}, "fairdd": {**row, "conflicting_accuracy": 90.7},
+             "cobra": {**row, "conflicting_accuracy": 90.7}, "kde": {**row, "conflicting_accuracy": 80.0}}
+    text = report.verdict({**base, "methods": close})
+    assert "fairdd, cobra and balanced" not in text  # the best is named first, then the tied ones
+    assert "balanced and fairdd, cobra are within the evaluation noise" in text
+    assert "no practical number of trainings" in text and "The best remedy" not in text
+    # a 3-point gap with 3 trainings of std 1: outside the noise, named the best
+    three = {**base, "eval_seeds": [0, 1, 2], "methods": {
+        "fairdd": {**row, "conflicting_accuracy": 90.0, "conflicting_accuracy_std": 1.0},
+        "kde": {**row, "conflicting_accuracy": 87.0, "conflicting_accuracy_std": 1.0}}}
+    assert "The best remedy here, fairdd" in report.verdict(three)
+    # 1.5 points apart with std 1 over 3 trainings: tied; 8 * 1 / 1.5^2 -> 4 trainings would separate them
+    near = {**three, "methods": {**three["methods"], "kde": {**row, "conflicting_accuracy": 88.5,
+                                                               "conflicting_accuracy_std": 1.0}}}
+    assert report.within_noise(near["methods"]["fairdd"], near["methods"]["kde"], 3) == (True, 4)
+    assert "about 4 trainings per set would separate them" in report.verdict(near)

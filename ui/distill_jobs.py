@@ -17,7 +17,14 @@ from engine.store import run_id_for
 from ui import jobs, state
 
 UI_EVAL_SEEDS = 1  # evaluation trainings per set in the dashboard: colored-digits end to end in ~2 min on 2 cores
-UI_BASELINE = False  # the random-real baseline costs one more evaluation (~15 s on 2 cores); opt in on the form
+UI_BASELINE = False  # the random-real baseline costs one more evaluation (~9 s at IPC 5 on 2 cores); opt in on the form
+# The first result a newcomer gets from the form's defaults: vanilla against a label-free and a label-using
+# remedy at IPC 5 shows the contrast in about a minute on 2 cores (docs/DASHBOARD.md, "First launch").
+UI_METHODS = ("vanilla", "kde", "fairdd")
+UI_IPC = 5
+ESTIMATE_HELP = ("Measured unit costs (engine/costs.json, `python -m bench.bench_costs` on 2 CPU cores) times this "
+                 "request's iterations, sets and trainings, less the SupCon model and probe when they are cached. "
+                 "A GPU is much faster; other work on the machine slows it.")
 
 
 def order(methods: Sequence[str]) -> list[str]:
@@ -66,7 +73,20 @@ def request(s: state.Settings, choice: dict) -> pipeline.Request:
         ipc=choice["ipc"], preset=state.preset(choice["preset"]), kernel_variance=kv if weighted else None,
         temperature=temp if weighted else 1.0, seed=s.seed,
         eval_seeds=int(choice.get("eval_seeds") or UI_EVAL_SEEDS), baseline=bool(choice.get("baseline", UI_BASELINE)),
-        distill_overrides={"iterations": int(choice["iterations"])} if choice.get("iterations") else {})
+        track_every=choice.get("track_every"),
+        distill_overrides={k: choice[k] for k in ("iterations", "init") if choice.get(k)})
+
+
+def estimate_text(s: state.Settings, choice: dict, train: BiasedSplit) -> str:
+    """The form's choice's estimated time in words (or why there is none)."""
+    from engine import estimate
+    from engine.errors import DDAuditError
+    try:
+        plan = pipeline.plan(request(s, choice))
+        return estimate.estimate(plan, train, "audit" if choice.get("evaluate") else "distill",
+                                 bool(choice.get("baseline"))).text()
+    except (DDAuditError, OSError, KeyError) as exc:
+        return f"none ({getattr(exc, 'problem', exc)})"
 
 
 def job_key(plan: pipeline.Plan, kind: str) -> str:
@@ -77,12 +97,16 @@ def job_key(plan: pipeline.Plan, kind: str) -> str:
 def start(s: state.Settings, choice: dict, train: BiasedSplit) -> jobs.Job:
     """Validate (once), then start the run in the background, or attach to the job already computing it;
     `train`: the page's cached training split of these settings (loaded once, not again by the job)."""
-    plan = pipeline.plan(request(s, choice))
+    return start_request(request(s, choice), "audit" if choice.get("evaluate") else "distill", train)
+
+
+def start_request(req: pipeline.Request, kind: str, train: BiasedSplit, label: str | None = None) -> jobs.Job:
+    """start() for an engine request (the Dataset page's demo sends its own)."""
+    plan = pipeline.plan(req)
     distill.check_ipc(train, plan.request.ipc, plan.distill_cfg)  # IPC against the data: refused now, not in the thread
-    kind = "audit" if choice.get("evaluate") else "distill"
     cfg = plan.distill_cfg
-    label = (f"{'+'.join(plan.methods)} · {cfg.algorithm.upper()} · IPC {cfg.ipc} · {cfg.iterations} it · "
-             f"{s.dataset} @ {s.ratio:.1%}" + (" · evaluated" if kind == "audit" else ""))
+    label = label or (f"{'+'.join(plan.methods)} · {cfg.algorithm.upper()} · IPC {cfg.ipc} · {cfg.iterations} it · "
+                      f"{req.dataset} @ {req.conflict_ratio:.1%}" + (" · evaluated" if kind == "audit" else ""))
 
     def target(progress: Progress, should_stop: ShouldStop) -> dict:
         if kind == "audit":
@@ -93,11 +117,11 @@ def start(s: state.Settings, choice: dict, train: BiasedSplit) -> jobs.Job:
                                                               train=train)
         return {"synthetic": sets, "audit": results, "run_id": run.id}
 
-    config = {"dataset": s.dataset, "conflict_ratio": s.ratio, "seed": s.seed, "methods": list(plan.methods),
-              "preset": plan.request.preset}
+    config = {"dataset": req.dataset, "conflict_ratio": req.conflict_ratio, "seed": req.seed,
+              "methods": list(plan.methods), "preset": plan.request.preset}
     key = job_key(plan, kind)
     busy = [j for j in jobs.registry().running("distill") if j.key != key]
     if busy:
         raise InvalidArgument(f"another run is already going ({busy[0].label})",
-                              "wait for it or cancel it on this page: runs share the machine's cores")
+                              "wait for it or cancel it on its page: runs share the machine's cores")
     return jobs.registry().submit(key, "distill", label, target, config=config)

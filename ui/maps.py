@@ -68,9 +68,11 @@ def kde_choice(s2: float, shown_suggestion: float) -> float | None:
 
 def overlay_sources(s: state.Settings) -> dict[str, str]:
     """Label -> run id of the finished stored runs distilled from this very split (dataset, ratio, seed)."""
-    return {f"{r['id']} · {'+'.join(r['config'].get('methods') or [])} · {r['created']}": r["id"]
+    return {f"{'bundled example · ' if r.get('example') else ''}{r['id']} · {'+'.join(r['config'].get('methods') or [])}"
+            f" · {r['created'][:16]}": r["id"]
             for r in run_store.finished(("distill", "audit", "import"), dataset=s.dataset, seed=s.seed,
-                                        conflict_ratio=s.ratio)}
+                                        conflict_ratio=s.ratio)
+            if not r.get("example") or run_store.stored_methods(r["id"])}
 
 
 @st.cache_data(show_spinner="Embedding the synthetic sets and placing them on the map...", max_entries=16)

@@ -1,15 +1,20 @@
 """The run store as the pages see it: listings cached until the store changes, and every file of a run
-read through engine.store.Run (results, sets, grids, report), never by path."""
+read through engine.store.Run (results, sets, grids, report), never by path. The bundled example
+(engine.example) is a second, read-only store listed after the user's runs, each row marked "example"."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import streamlit as st
 
-from engine import cache
-from engine.errors import InvalidArgument
+from engine import cache, example
+from engine.errors import DDAuditError, InvalidArgument
 from engine.store import Run, RunStore, matches
+from engine.store.store import compare_rows
+
+log = logging.getLogger("ddaudit")
 
 LIST_TTL_S = 30  # a listing is also refreshed this often: reconcile() marks runs whose process died
 
@@ -18,15 +23,55 @@ def _store() -> RunStore:
     return RunStore()
 
 
+def example_store() -> RunStore | None:
+    """The bundled example's store, installed on this server's first use (None when off or unusable)."""
+    return _example_store(os.environ.get("DDAUDIT_HOME"), example.enabled())
+
+
+@st.cache_resource(show_spinner=False)
+def _example_store(home: str | None, enabled: bool) -> RunStore | None:
+    try:
+        return example.install()
+    except (OSError, DDAuditError) as exc:  # the app works without it
+        log.warning("the bundled example could not be installed: %s", exc)
+        return None
+
+
 @st.cache_data(show_spinner=False, max_entries=8, ttl=LIST_TTL_S)
 def _rows(stamp: tuple, kind: str | None, status: str | None) -> list[dict]:
     return _store().list(kind=kind, status=status)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _example_rows(root: str, kind: str | None, status: str | None) -> list[dict]:
+    """The example's runs, its audit, demo and sweep first (a newcomer's Results page opens on the audit)."""
+    roles = list(((example.read_manifest(Path(root)) or {}).get("roles") or {}).values())
+    found = [{**r, "example": True} for r in RunStore(Path(root)).list(kind=kind, status=status)]
+    return sorted(found, key=lambda r: roles.index(r["id"]) if r["id"] in roles else len(roles))
+
+
 def rows(kind: str | None = None, status: str | None = None) -> list[dict]:
-    """store.list(kind, status), newest first; cached until the store is written (RunStore.stamp) or
-    LIST_TTL_S pass (a reconcile notices runs whose process died), so a rerun does not query it."""
-    return _rows(_store().stamp(), kind, status)
+    """store.list(kind, status), newest first, then the bundled example's runs (marked "example"); cached
+    until the store is written (RunStore.stamp) or LIST_TTL_S pass (a reconcile notices runs whose process
+    died), so a rerun does not query it."""
+    ex = example_store()
+    own = _rows(_store().stamp(), kind, status)
+    if ex is None:
+        return own
+    mine = {r["id"] for r in own}
+    return own + [r for r in _example_rows(os.fspath(ex.root), kind, status) if r["id"] not in mine]
+
+
+def is_example(run_id: str) -> bool:
+    """Whether a run is shown from the bundled example (not the user's store)."""
+    ex = example_store()
+    return ex is not None and _store().index.get_row(run_id) is None and ex.index.get_row(run_id) is not None
+
+
+def _owner(run_id: str) -> RunStore:
+    """The store that holds a run: the user's, else the example's."""
+    ex = example_store()
+    return ex if ex is not None and is_example(run_id) else _store()
 
 
 def finished(kind: str | tuple[str, ...], **where) -> list[dict]:
@@ -36,16 +81,17 @@ def finished(kind: str | tuple[str, ...], **where) -> list[dict]:
 
 def open_run(run_id: str) -> Run | None:
     """A run's handle, to read its files; None when the run is gone (removed since it was listed)."""
-    store = _store()
     try:
-        return store.open(cache.safe_name(run_id))
+        run_id = cache.safe_name(run_id)
+        store = _owner(run_id)
+        return store.open(run_id)
     except InvalidArgument:
         return None
 
 
 def info(run_id: str) -> dict:
     """One run in full (store.get): index entry, folder, metrics, files, problems."""
-    return _store().get(run_id)
+    return _owner(run_id).get(run_id)
 
 
 def results(run_id: str) -> dict:
@@ -86,11 +132,13 @@ def sweep_summaries() -> dict[str, dict]:
 
 def compare(ids: list[str]) -> dict:
     """store.compare of these runs."""
-    return _store().compare(ids)
+    return compare_rows([info(i) for i in ids])
 
 
 def remove(run_id: str) -> None:
-    """Delete a run (refused while it runs)."""
+    """Delete a run (refused while it runs, and for the bundled example)."""
+    if is_example(run_id):
+        example.refuse_removal(run_id)
     _store().remove(run_id)
     _rows.clear()
 
@@ -98,3 +146,12 @@ def remove(run_id: str) -> None:
 def root() -> str:
     """Where the runs live (shown to the user)."""
     return os.fspath(_store().root)
+
+
+def example_run(role: str) -> str | None:
+    """The bundled example's run for a role ("audit", "demo", "sweep"); None without the example."""
+    ex = example_store()
+    if ex is None:
+        return None
+    rid = ((example.read_manifest(ex.root) or {}).get("roles") or {}).get(role)
+    return rid if rid and ex.index.get_row(rid) is not None else None

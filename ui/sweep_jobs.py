@@ -16,6 +16,24 @@ def grid(s: state.Settings, ratios: list, kernel_variances: list, methods: list,
     return g, len(sweep.prepare(g))
 
 
+ESTIMATE_HELP = ("The sum of each cell's estimate (measured unit costs, engine/costs.json), less the cells already "
+                 "stored: cells run side by side on a local Ray, which on 2 cores takes about as long as one "
+                 "after another; a cluster (`python -m engine sweep --address`) divides it by its cores.")
+
+
+def estimate_text(g: sweep.Grid) -> str:
+    """The grid's estimated time in words: the cells' estimates summed (stored cells cost nothing)."""
+    from engine import estimate
+    total, stored = 0.0, 0
+    for cell in sweep.cells(g):
+        r = cell.plan.request
+        train = state.load_pair(r.dataset, r.conflict_ratio, r.seed)[0]
+        est = estimate.estimate(cell.plan, train, "audit", r.baseline)
+        total += est.seconds
+        stored += est.stored
+    return f"about {estimate.duration(total)} on 2 CPU cores" + (f" ({stored} cells already stored)" if stored else "")
+
+
 def start(g: sweep.Grid) -> jobs.Job:
     """Run the grid in the background, or attach to the job already running it."""
     key = json.dumps(sweep.grid_key(g), sort_keys=True, default=str)

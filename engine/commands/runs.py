@@ -91,8 +91,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_rm(args: argparse.Namespace) -> int:
+    from .. import example
     run_id = cache.safe_name(args.run_id)
     store = RunStore()
+    if store.index.get_row(run_id) is None and example.holds(run_id):
+        example.refuse_removal(run_id)
     store.get(run_id)  # unknown id -> clear error before asking anything
     _confirm(f"remove run {run_id}?", args.yes)
     store.remove(run_id)

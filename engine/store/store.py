@@ -299,15 +299,18 @@ class RunStore:
         """Side by side: the config keys that differ and every headline metric, keyed by run id."""
         if not ids:
             raise InvalidArgument("no runs to compare", "name at least one run id")
-        rows = [self.get(i) for i in ids]
-        configs = {r["id"]: headline(r["config"]) for r in rows}
-        metrics = {r["id"]: headline(r["metrics"]) for r in rows}
-        keys = sorted({k for c in configs.values() for k in c})
-        differ = {k: {i: c.get(k) for i, c in configs.items()} for k in keys
-                  if len({json.dumps(c.get(k)) for c in configs.values()}) > 1}
-        same = {k: configs[rows[0]["id"]].get(k) for k in keys if k not in differ}
-        mkeys = sorted({k for m in metrics.values() for k in m})
-        return {"ids": [r["id"] for r in rows], "kinds": {r["id"]: r["kind"] for r in rows},
-                "status": {r["id"]: r["status"] for r in rows}, "config_same": same, "config_diff": differ,
-                "metrics": {k: {i: m.get(k) for i, m in metrics.items()} for k in mkeys}}
+        return compare_rows([self.get(i) for i in ids])
 
+
+def compare_rows(rows: list[dict]) -> dict:
+    """RunStore.compare of `get` rows (from one store or several)."""
+    configs = {r["id"]: headline(r["config"]) for r in rows}
+    metrics = {r["id"]: headline(r["metrics"]) for r in rows}
+    keys = sorted({k for c in configs.values() for k in c})
+    differ = {k: {i: c.get(k) for i, c in configs.items()} for k in keys
+              if len({json.dumps(c.get(k)) for c in configs.values()}) > 1}
+    same = {k: configs[rows[0]["id"]].get(k) for k in keys if k not in differ}
+    mkeys = sorted({k for m in metrics.values() for k in m})
+    return {"ids": [r["id"] for r in rows], "kinds": {r["id"]: r["kind"] for r in rows},
+            "status": {r["id"]: r["status"] for r in rows}, "config_same": same, "config_diff": differ,
+            "metrics": {k: {i: m.get(k) for i, m in metrics.items()} for k in mkeys}}

@@ -1,0 +1,105 @@
+"""How long a request will take, said before Start: unit costs measured on 2 CPU cores (engine/costs.json,
+written by `python -m bench.bench_costs`) times the work the plan asks for, less what is cached or stored.
+
+Distillation: the measured seconds per iteration of each method alone, combined with the overlap the
+five-method run showed (a paired run shares its real batch); evaluation: epochs x images x the measured
+seconds per image-epoch, per set and training; SupCon and the probe: steps x seconds per step. Costs scale
+with the pixels per image against colored-digits'; the paper preset's wider nets and larger batches are
+extrapolated from quick (width and batch ratios), not measured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from . import attribute_probe, cache, distill, embed
+from .data import BiasedSplit
+from .pipeline import Plan, run_key
+
+COSTS_FILE = Path(__file__).with_name("costs.json")
+OVERHEAD_S = 3.0  # loading the split, the workers' start, writing the run
+
+
+@lru_cache(maxsize=1)
+def load_costs() -> dict:
+    """The measured unit costs (engine/costs.json)."""
+    return cache.read_json(COSTS_FILE)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds a request should take here, by stage; stored: an identical finished run is shown at once."""
+
+    seconds: float
+    parts: dict[str, float] = field(default_factory=dict)
+    stored: bool = False
+    extrapolated: bool = False
+
+    def text(self) -> str:
+        """In words, e.g. 'about 1 min 10 s (distill 25 s, evaluate 28 s, ...)'."""
+        if self.stored:
+            return "already stored: shown at once"
+        shown = ", ".join(f"{k} {duration(v)}" for k, v in self.parts.items() if v >= 0.5)
+        return (f"about {duration(self.seconds)} on 2 CPU cores" + (f" ({shown})" if shown else "")
+                + ("; the paper preset is extrapolated from quick's costs" if self.extrapolated else ""))
+
+
+def duration(seconds: float) -> str:
+    """12 s, 1 min 05 s, 2 h 03 min."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _scale(cfg_width: int, cfg_batch: int, quick_width: int, quick_batch: int) -> float:
+    return (cfg_width / quick_width) * (cfg_batch / quick_batch)
+
+
+def distill_seconds(plan: Plan, pixels: int, costs: dict | None = None) -> float:
+    """Iterations x seconds per iteration of the methods side by side."""
+    c = costs or load_costs()
+    cfg = plan.distill_cfg
+    table = c["distill"][cfg.algorithm]
+    alone = [table[m] for m in plan.methods]
+    every = [table[m] for m in distill.METHODS]
+    together = table["+".join(distill.METHODS)]
+    overlap = (together - max(every)) / max(sum(every) - max(every), 1e-9)  # the share of the rest a paired run pays
+    per_it = max(alone) + overlap * (sum(alone) - max(alone))
+    quick = distill.PRESETS["quick"][cfg.algorithm]
+    return cfg.iterations * per_it * pixels / c["pixels"] * _scale(cfg.width, cfg.batch_real, quick.width,
+                                                                      quick.batch_real)
+
+
+def evaluate_seconds(plan: Plan, train: BiasedSplit, baseline: bool, costs: dict | None = None) -> float:
+    """Every evaluation training: sets x trainings x epochs x images x seconds per image-epoch."""
+    c = costs or load_costs()
+    e = plan.eval_cfg
+    pixels = int(train.images[0].numel())
+    images = plan.request.ipc * train.num_classes * plan.distill_cfg.formation(int(train.images.shape[-1])) ** 2
+    sets = len(plan.methods) + bool(baseline)
+    width = (e.width / 32) ** 2
+    return sets * len(plan.seeds) * e.epochs * images * c["eval_image_epoch"] * pixels / c["pixels"] * width
+
+
+def estimate(plan: Plan, train: BiasedSplit, kind: str, baseline: bool) -> Estimate:
+    """The estimate of a planned distill or audit request on this split."""
+    from .store import RunStore, run_id_for
+    c = load_costs()
+    row = RunStore().index.get_row(run_id_for(kind, run_key(plan, kind)))
+    if row is not None and row["status"] == "finished":
+        return Estimate(0.0, {}, stored=True)
+    pixels = int(train.images[0].numel())
+    parts = {"distill": distill_seconds(plan, pixels, c)}
+    if plan.uses_weights and not embed._paths(train, plan.embed, plan.request.seed)[1].exists():
+        parts["SupCon"] = plan.embed.steps * c["supcon_step"] * pixels / c["pixels"]
+    if kind == "audit":
+        if not attribute_probe._probe_path(train, plan.probe_cfg, plan.request.seed).exists():
+            parts["probe"] = plan.probe_cfg.steps * c["probe_step"] * pixels / c["pixels"]
+        parts["evaluate"] = evaluate_seconds(plan, train, baseline, c)
+    total = OVERHEAD_S + sum(parts.values())
+    return Estimate(total, {k: round(v, 1) for k, v in parts.items()},
+                    extrapolated=plan.request.preset == "paper")

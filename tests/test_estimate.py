@@ -1,0 +1,70 @@
+"""The time estimate shown before Start (engine/estimate.py): its arithmetic on hand-made costs, and what a
+cache or a stored run removes from it."""
+from __future__ import annotations
+
+import pytest
+
+from engine import distill, estimate, pipeline
+
+COSTS = {"pixels": 3072, "eval_image_epoch": 0.001, "supcon_step": 0.1, "probe_step": 0.05,
+         "distill": {a: {"vanilla": 0.1, "kde": 0.2, "fairdd": 0.3, "cobra": 1.0, "balanced": 0.3,
+                         "vanilla+kde+fairdd+cobra+balanced": 1.5} for a in distill.ALGORITHMS}}
+
+
+def plan(**kw) -> pipeline.Plan:
+    base = dict(dataset="colored-digits", conflict_ratio=0.05, methods=("vanilla", "kde", "fairdd"), ipc=5,
+                eval_seeds=1, baseline=False)
+    return pipeline.plan(pipeline.Request(**{**base, **kw}))
+
+
+def test_distill_seconds_combine_methods_with_the_measured_overlap() -> None:
+    # overlap = (1.5 - 1.0) / (1.9 - 1.0) = 5/9 of the other methods' alone cost
+    p = plan()
+    per_it = 0.3 + (0.1 + 0.2) * 5 / 9
+    assert estimate.distill_seconds(p, 3072, COSTS) == pytest.approx(p.distill_cfg.iterations * per_it)
+    alone = plan(methods=("cobra",))
+    assert estimate.distill_seconds(alone, 3072, COSTS) == pytest.approx(alone.distill_cfg.iterations * 1.0)
+    # every method: the five-method measurement itself
+    five = plan(methods=distill.METHODS)
+    assert estimate.distill_seconds(five, 3072, COSTS) == pytest.approx(five.distill_cfg.iterations * 1.5)
+    # a quarter of the pixels: a quarter of the time
+    assert estimate.distill_seconds(p, 768, COSTS) == pytest.approx(p.distill_cfg.iterations * per_it / 4)
+
+
+def test_evaluate_seconds_count_sets_trainings_epochs_and_images() -> None:
+    from engine.data import load_split
+    train = load_split("colored-digits", 0.05, "train", 0)
+    p = plan(eval_seeds=3)
+    epochs = p.eval_cfg.epochs
+    assert estimate.evaluate_seconds(p, train, baseline=True, costs=COSTS) == pytest.approx(
+        4 * 3 * epochs * 50 * 0.001)
+
+
+def test_estimate_drops_cached_stages_and_says_when_a_run_is_stored(monkeypatch, fresh_home) -> None:
+    from engine import embed, attribute_probe, stored
+    from engine.data import load_split
+    monkeypatch.setattr(estimate, "load_costs", lambda: COSTS)
+    train = load_split("colored-digits", 0.05, "train", 0)
+    p = plan(preset="tiny")
+    cold = estimate.estimate(p, train, "audit", baseline=False)
+    assert {"distill", "SupCon", "probe", "evaluate"} <= set(cold.parts) and not cold.stored
+    assert cold.seconds == pytest.approx(estimate.OVERHEAD_S + sum(cold.parts.values()), abs=0.3)
+    assert cold.text().startswith("about ") and "2 CPU cores" in cold.text()
+    stored.audit_stored(p)  # computes and caches the SupCon model, the probe and the run itself
+    assert embed._paths(train, p.embed, 0)[1].exists() and attribute_probe._probe_path(train, p.probe_cfg, 0).exists()
+    again = estimate.estimate(p, train, "audit", baseline=False)
+    assert again.stored and again.text() == "already stored: shown at once"
+    other = estimate.estimate(plan(preset="tiny", ipc=3), train, "audit", baseline=False)
+    assert "SupCon" not in other.parts and "probe" not in other.parts and not other.stored
+
+
+def test_duration_words() -> None:
+    assert [estimate.duration(s) for s in (4.4, 65, 3725)] == ["4 s", "1 min 05 s", "1 h 02 min"]
+
+
+def test_measured_costs_file_is_complete() -> None:
+    c = estimate.load_costs()
+    assert c["command"].startswith("python -m bench.bench_costs")
+    for algorithm in distill.ALGORITHMS:
+        assert set(c["distill"][algorithm]) >= set(distill.METHODS) | {"+".join(distill.METHODS)}
+    assert c["eval_image_epoch"] > 0 and c["supcon_step"] > 0 and c["probe_step"] > 0
