@@ -1,2 +1,4 @@
 """ddaudit engine: data -> embed -> density -> distill -> evaluate. Never imports streamlit."""
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__"]

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import __version__, cache, distill, pipeline
+from . import cache, distill, pipeline
 from .distill.sets import SET_FILE, TRAJECTORY_FILE
 from .errors import DDAuditError, InvalidArgument
+from .version import __version__
 from .store import RunStore
 from .store.records import CONFIG_FILE, REPORT_FILE, STATUS_FILE, STORE_VERSION, run_id_for
 

@@ -100,8 +100,10 @@ def verdict(res: dict) -> str:
         if tied:
             need = max(within_noise(m[best], m[k], n)[1] for k in tied)
             gap = max(b["conflicting_accuracy"] - m[k]["conflicting_accuracy"] for k in tied)
-            parts.append(f"{best} and {', '.join(tied)} are within the evaluation noise of each other (conflicting "
-                         f"accuracies {gap:.1f} points apart with {n} training{'s' if n > 1 else ''} per set); "
+            names = [best] + tied
+            parts.append(f"{', '.join(names[:-1])} and {names[-1]} are within the evaluation noise of each other "
+                         f"(conflicting accuracies up to {gap:.1f} points apart with {n} training{'s' if n > 1 else ''} "
+                         "per set); "
                          + (f"about {need} trainings per set would separate them. " if need <= MAX_TRAININGS else
                             "no practical number of trainings would separate them. ")
                          + f"The highest, {best}, brought the share to {b['synthetic_aligned_share']:.0f}% ")

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top; a module belongs to the first layer that names it or a package above it.
 LAYERS = (
     ("foundations", ("engine.errors", "engine.cache", "engine.device", "engine.allocator", "engine.images",
-                     "engine.nets", "engine.progress", "engine.corruptions", "engine.augment", "engine.presets")),
+                     "engine.nets", "engine.progress", "engine.corruptions", "engine.augment", "engine.presets",
+                     "engine.version")),
     ("data", ("engine.data",)),
     ("representation", ("engine.embed", "engine.density", "engine.projection")),
     ("distill", ("engine.distill",)),
@@ -27,8 +28,8 @@ LAYERS = (
     ("planner", ("engine.pipeline",)),
     ("run store", ("engine.store",)),
     ("stages and the audit", ("engine.stages", "engine.set_files", "engine.audit")),
-    ("stored runs", ("engine.stored",)),
-    ("sweeps, reports and exports", ("engine.sweep", "engine.report", "engine.export")),
+    ("stored runs", ("engine.stored", "engine.estimate")),
+    ("sweeps, reports and exports", ("engine.sweep", "engine.report", "engine.export", "engine.example")),
     ("command line", ("engine.commands", "engine.cli", "engine.__main__", "engine")),
 )
 
