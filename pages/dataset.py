@@ -57,7 +57,7 @@ def bundled_demo() -> None:
 def demo_panel() -> None:
     """"Watch the bias amplify": the story, one button that runs the noise-start demo live, its result."""
     job = demo_job()
-    with st.expander("Watch the bias amplify: a demo for teaching (about 2 minutes on 2 cores)", expanded=True):
+    with st.expander("Watch the bias amplify: a demo for teaching (about a minute or two on 2 cores)", expanded=True):
         st.markdown(DEMO_STORY)
         req = example.demo_request(state.preset("quick"))
         if job is None or job.status in ("failed", "cancelled"):
