@@ -77,9 +77,10 @@ def draw(s: state.Settings) -> None:
     st.title("Runs")
     rows = run_store.rows()
     n_ex = sum(bool(r.get("example")) for r in rows)
-    st.caption(f"{len(rows) - n_ex} run(s) under {run_store.root()}"
+    st.caption(f"{len(rows) - n_ex} run(s), {run_store.store_size()}, under {run_store.root()}"
                + (f", and {n_ex} of the bundled example (read-only; `make assets` made them)" if n_ex else "")
-               + ". Identical requests reuse a finished run.")
+               + ". Identical requests reuse a finished run; `python -m engine runs gc --dry-run` shows what "
+               "could be removed (never a running, kept or referenced run).")
     if not rows:
         st.info("No runs yet: start one on the Distill page.", icon=":material/info:")
         return

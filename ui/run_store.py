@@ -155,3 +155,9 @@ def example_run(role: str) -> str | None:
         return None
     rid = ((example.read_manifest(ex.root) or {}).get("roles") or {}).get(role)
     return rid if rid and ex.index.get_row(rid) is not None else None
+
+
+def store_size() -> str:
+    """The user's store's size in words (the Runs page's caption)."""
+    from engine.store.gc import human, store_bytes
+    return human(store_bytes(_store()))

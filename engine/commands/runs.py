@@ -13,7 +13,7 @@ from .common import add_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list, show, compare and remove stored runs")
-    runs = p.add_subparsers(dest="runs_command", required=True, metavar="{list,show,compare,rm,clean,cancel,"
+    runs = p.add_subparsers(dest="runs_command", required=True, metavar="{list,show,compare,rm,clean,gc,keep,cancel,"
                             "rebuild-index}")
 
     q = runs.add_parser("list", help="stored runs, newest first")
@@ -41,6 +41,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--status", default="failed", choices=[s for s in STATUSES if s != "running"])
     q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     q.set_defaults(func=run_clean)
+
+    q = runs.add_parser("gc", help="remove old runs (by age, by total size) and finished runs' checkpoints; "
+                                   "never a running, kept or referenced run")
+    q.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                   help="remove runs last updated more than DAYS days ago")
+    q.add_argument("--max-size", default=None, metavar="SIZE",
+                   help="then remove the oldest runs until the store is under SIZE (e.g. 2G, 500M)")
+    q.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_json(q)
+    q.set_defaults(func=run_gc)
+
+    q = runs.add_parser("keep", help="mark a run to keep: gc never removes it (--off unmarks it)")
+    q.add_argument("run_id")
+    q.add_argument("--off", action="store_true", help="remove the mark")
+    q.set_defaults(func=run_keep)
 
     q = runs.add_parser("cancel", help="ask a running run to stop at its next step")
     q.add_argument("run_id")
@@ -71,6 +87,10 @@ def run_list(args: argparse.Namespace) -> int:
     for r in rows:
         shown = [f"{k}={v:.4g}" for k, v in r["metrics"].items() if isinstance(v, float)][:3]
         print(f"{r['id']:<48} {r['status']:<9} {r['created'][:19]}  {r['error'] or ' '.join(shown)}")
+    if rows:
+        from ..store.gc import human, store_bytes
+        print(f"{len(rows)} run(s), {human(store_bytes(RunStore()))} in {RunStore().root} "
+              "(python -m engine runs gc --dry-run shows what could go)")
     return 0
 
 
@@ -113,6 +133,37 @@ def run_clean(args: argparse.Namespace) -> int:
     removed = store.clean(args.status)
     for run_id in removed:
         print(f"removed {run_id}")
+    return 0
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    from ..store import gc
+    store = RunStore()
+    limit = gc.parse_size(args.max_size) if args.max_size is not None else None
+    plan = gc.plan_gc(store, args.older_than, limit)
+    if not args.dry_run and (plan["runs"] or plan["checkpoints"]):
+        _confirm(f"remove {len(plan['runs'])} run(s) and the checkpoints of {len(plan['checkpoints'])} finished "
+                 "run(s)?", args.yes)
+    out = gc.run_gc(store, args.older_than, limit, dry_run=args.dry_run)
+    if args.json:
+        emit(out, True)
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for r in out["runs"]:
+        print(f"{verb} {r['id']}  {gc.human(r['bytes'])}  ({r['reason']})")
+    freed = sum(c["bytes"] for c in out["checkpoints"])
+    if freed:
+        print(f"{verb} the checkpoints of {len(out['checkpoints'])} finished run(s): {gc.human(freed)}")
+    for rid, why in out["protected"].items():
+        print(f"kept {rid}  ({why})")
+    print(f"store: {gc.human(out['store_bytes'])} -> {gc.human(out['after_bytes'])}" + (" (dry run)" if args.dry_run else ""))
+    return 0
+
+
+def run_keep(args: argparse.Namespace) -> int:
+    from ..store import gc
+    gc.set_keep(RunStore(), args.run_id, keep=not args.off)
+    print(f"{'unmarked' if args.off else 'kept'} {cache.safe_name(args.run_id)}")
     return 0
 
 
