@@ -27,6 +27,15 @@ def shoot(page, out: Path, name: str, full: bool = False) -> Path:
     return path
 
 
+def pick(page, label: str, text: str) -> None:
+    """Choose the option of a Streamlit selectbox that typing `text` filters to first."""
+    page.locator(f"input[aria-label='{label}']").first.click()
+    page.wait_for_timeout(1000)
+    page.keyboard.type(text)
+    page.wait_for_timeout(500)
+    page.keyboard.press("Enter")
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     ap = argparse.ArgumentParser(prog="bench.screenshots")
     ap.add_argument("--out", default=str(OUT))
@@ -56,22 +65,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 page.get_by_text("Synthetic sets on the map").first.click()
                 page.locator("input[aria-label='Run']").first.wait_for()
                 page.wait_for_timeout(1000)
-                page.locator("input[aria-label='Run']").first.click()
-                page.wait_for_timeout(1000)
-                page.keyboard.type("cobra")  # filters the options to the five-method audit
-                page.wait_for_timeout(500)
-                page.keyboard.press("Enter")
+                pick(page, "Run", "cobra")  # the five-method audit
                 page.get_by_text("Selected synthetic images").or_(page.get_by_text("Select stars")).first.wait_for()
                 page.wait_for_timeout(4000)
                 page.get_by_text("Paths", exact=True).first.click()  # stars only: the map stays readable
                 page.wait_for_timeout(3000)
                 page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
                 shots.append(shoot(page, out, "2-embeddings-map"))
-                page.locator("input[aria-label='Zoom to class']").first.click()
-                page.wait_for_timeout(1000)
-                page.keyboard.type("3")
-                page.wait_for_timeout(500)
-                page.keyboard.press("Enter")
+                pick(page, "Zoom to class", "3")
                 page.wait_for_timeout(3000)
                 page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
                 shots.append(shoot(page, out, "2b-embeddings-zoom"))

@@ -76,6 +76,11 @@ def read_manifest(folder: Path = ASSET_DIR) -> dict | None:
     return cache.read_json(path) if path.is_file() else None
 
 
+def roles(folder: Path = ASSET_DIR) -> dict[str, str]:
+    """The bundle's run id per role ("audit", "demo", "sweep"); {} without a manifest."""
+    return (read_manifest(folder) or {}).get("roles") or {}
+
+
 def stale(manifest: dict | None = None) -> list[str]:
     """Why the bundle no longer matches this code ([] when it does)."""
     m = read_manifest() if manifest is None else manifest
@@ -158,12 +163,7 @@ def _copy_run(store: RunStore, run_id: str, out: Path, drop: tuple[str, ...] = (
     """A finished run's record and result files into out/runs/<id> (no checkpoints, no log)."""
     run = store.open(run_id)
     target = out / "runs" / run_id
-    for rel, path in run.result_files().items():
-        if Path(rel).name in drop:
-            continue
-        dest = target / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, dest)
+    run.copy_to(target, skip=drop)
     shutil.copy2(run.dir / STATUS_FILE, target / STATUS_FILE)
 
 

@@ -96,9 +96,10 @@ def verdict(res: dict) -> str:
         best = max(remedies, key=lambda k: m[k]["conflicting_accuracy"] or 0)
         b = m[best]
         n = len(res.get("eval_seeds") or []) or 1
-        tied = [k for k in remedies if k != best and within_noise(m[best], m[k], n)[0]]
+        noise = {k: within_noise(b, m[k], n) for k in remedies if k != best}
+        tied = [k for k, (inside, _) in noise.items() if inside]
         if tied:
-            need = max(within_noise(m[best], m[k], n)[1] for k in tied)
+            need = max(noise[k][1] for k in tied)
             gap = max(b["conflicting_accuracy"] - m[k]["conflicting_accuracy"] for k in tied)
             names = [best] + tied
             parts.append(f"{', '.join(names[:-1])} and {names[-1]} are within the evaluation noise of each other "

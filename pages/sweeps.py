@@ -30,14 +30,14 @@ def form(s: state.Settings) -> sweep.Grid | None:
         presets = ("tiny", "quick", "paper")
         preset = c6.selectbox("Preset", presets, index=0 if state.tiny() else 1, key="sw_preset")
         try:
-            grid, n = sweep_jobs.grid(s, ratios, kvs, methods, ipc, seeds, preset) if ratios and kvs and methods \
-                else (None, 0)
+            grid, cells = sweep_jobs.grid(s, ratios, kvs, methods, ipc, seeds, preset) if ratios and kvs and methods \
+                else (None, [])
         except state.DDAuditError as exc:
-            grid, n = None, 0
+            grid, cells = None, []
             state.show_error(exc, "This grid cannot run: ")
         if grid is not None:
-            st.caption(f"{n} cells (vanilla and the other weight-free methods once per ratio and seed). Estimated "
-                       f"time: {sweep_jobs.estimate_text(grid)}", help=sweep_jobs.ESTIMATE_HELP)
+            st.caption(f"{len(cells)} cells (vanilla and the other weight-free methods once per ratio and seed). "
+                       f"Estimated time: {sweep_jobs.estimate_text(cells)}", help=sweep_jobs.ESTIMATE_HELP)
         go = st.button("Start sweep", type="primary", key="sw_start", disabled=grid is None)
     return grid if go else None
 

@@ -45,7 +45,7 @@ def _rows(stamp: tuple, kind: str | None, status: str | None) -> list[dict]:
 @st.cache_data(show_spinner=False, max_entries=8)
 def _example_rows(root: str, kind: str | None, status: str | None) -> list[dict]:
     """The example's runs, its audit, demo and sweep first (a newcomer's Results page opens on the audit)."""
-    roles = list(((example.read_manifest(Path(root)) or {}).get("roles") or {}).values())
+    roles = list(example.roles(Path(root)).values())
     found = [{**r, "example": True} for r in RunStore(Path(root)).list(kind=kind, status=status)]
     return sorted(found, key=lambda r: roles.index(r["id"]) if r["id"] in roles else len(roles))
 
@@ -70,8 +70,7 @@ def is_example(run_id: str) -> bool:
 
 def _owner(run_id: str) -> RunStore:
     """The store that holds a run: the user's, else the example's."""
-    ex = example_store()
-    return ex if ex is not None and is_example(run_id) else _store()
+    return example_store() if is_example(run_id) else _store()
 
 
 def finished(kind: str | tuple[str, ...], **where) -> list[dict]:
@@ -153,11 +152,17 @@ def example_run(role: str) -> str | None:
     ex = example_store()
     if ex is None:
         return None
-    rid = ((example.read_manifest(ex.root) or {}).get("roles") or {}).get(role)
+    rid = example.roles(ex.root).get(role)
     return rid if rid and ex.index.get_row(rid) is not None else None
 
 
 def store_size() -> str:
-    """The user's store's size in words (the Runs page's caption)."""
+    """The user's store's size in words (the Runs page's caption); cached like the listing, since it walks
+    every file of the store."""
+    return _store_size(_store().stamp())
+
+
+@st.cache_data(show_spinner=False, max_entries=2, ttl=LIST_TTL_S)
+def _store_size(stamp: tuple) -> str:
     from engine.store.gc import human, store_bytes
     return human(store_bytes(_store()))

@@ -9,11 +9,11 @@ from ui import jobs, state
 
 
 def grid(s: state.Settings, ratios: list, kernel_variances: list, methods: list, ipc: int, seeds: int,
-         preset: str) -> tuple[sweep.Grid, int]:
-    """The checked grid for the form's choice and its number of cells (the data and IPCs checked too)."""
+         preset: str) -> tuple[sweep.Grid, list[sweep.Cell]]:
+    """The checked grid for the form's choice and its planned cells (the data and IPCs checked too)."""
     g = sweep.make_grid(s.dataset, list(ratios), list(kernel_variances), list(methods), [int(ipc)],
                         list(range(int(seeds))), preset=preset)
-    return g, len(sweep.prepare(g))
+    return g, sweep.prepare(g)
 
 
 ESTIMATE_HELP = ("The sum of each cell's estimate (measured unit costs, engine/costs.json), less the cells already "
@@ -21,11 +21,11 @@ ESTIMATE_HELP = ("The sum of each cell's estimate (measured unit costs, engine/c
                  "after another; a cluster (`python -m engine sweep --address`) divides it by its cores.")
 
 
-def estimate_text(g: sweep.Grid) -> str:
-    """The grid's estimated time in words: the cells' estimates summed (stored cells cost nothing)."""
+def estimate_text(cells: list[sweep.Cell]) -> str:
+    """A grid's estimated time in words: its planned cells' estimates summed (stored cells cost nothing)."""
     from engine import estimate
     total, stored = 0.0, 0
-    for cell in sweep.cells(g):
+    for cell in cells:
         r = cell.plan.request
         train = state.load_pair(r.dataset, r.conflict_ratio, r.seed)[0]
         est = estimate.estimate(cell.plan, train, "audit", r.baseline)

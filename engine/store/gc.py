@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import cache
-from ..errors import DDAuditError, InvalidArgument
+from ..errors import CorruptArtifact, DDAuditError, InvalidArgument
 from .records import CHECKPOINTS, pid_alive
 from .store import RunStore
 
@@ -67,8 +67,8 @@ def referenced(store: RunStore) -> set[str]:
     """Run ids another run references: every sweep's cells."""
     out: set[str] = set()
     for row in store.list(kind="sweep"):
-        full = store.get(row["id"]).get("metrics") or {}
-        out.update(full.get("cell_runs") or [])
+        with contextlib.suppress(CorruptArtifact):  # a damaged sweep record references nothing readable
+            out.update(store.open(row["id"]).metrics.get("cell_runs") or [])
     return out
 
 
@@ -100,13 +100,14 @@ def plan_gc(store: RunStore, older_than_days: float | None = None, max_bytes: in
             protected[r["id"]] = "a sweep's cell"
         else:
             candidates.append(r)
-    checkpoints = [{"id": r["id"], "bytes": folder_bytes(store.root / r["id"] / CHECKPOINTS)}
-                   for r in rows if r["status"] == "finished"]
-    checkpoints = [c for c in checkpoints if c["bytes"]]
-    total = store_bytes(store) - sum(c["bytes"] for c in checkpoints)
+    # one walk of each folder: a finished run's checkpoints go whatever else happens to it
+    ckpt = {r["id"]: folder_bytes(store.root / r["id"] / CHECKPOINTS) for r in rows if r["status"] == "finished"}
+    checkpoints = [{"id": rid, "bytes": n} for rid, n in ckpt.items() if n]
+    before = store_bytes(store)
+    total = before - sum(ckpt.values())
     doomed = []
     for r in sorted(candidates, key=lambda r: r["updated"] or ""):  # oldest first
-        size = folder_bytes(store.root / r["id"]) - next((c["bytes"] for c in checkpoints if c["id"] == r["id"]), 0)
+        size = folder_bytes(store.root / r["id"]) - ckpt.get(r["id"], 0)
         if older_than_days is not None and _age_days(r["updated"], now) > older_than_days:
             reason = f"older than {older_than_days:g} days"
         elif max_bytes is not None and total > max_bytes:
@@ -115,8 +116,8 @@ def plan_gc(store: RunStore, older_than_days: float | None = None, max_bytes: in
             continue
         doomed.append({"id": r["id"], "bytes": size, "reason": reason})
         total -= size
-    return {"runs": doomed, "checkpoints": checkpoints, "protected": protected,
-            "store_bytes": store_bytes(store), "after_bytes": total}
+    return {"runs": doomed, "checkpoints": checkpoints, "protected": protected, "store_bytes": before,
+            "after_bytes": total}
 
 
 def run_gc(store: RunStore, older_than_days: float | None = None, max_bytes: int | None = None,

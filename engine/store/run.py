@@ -109,9 +109,12 @@ class Run:
                 continue
             cache.atomic_write_bytes(self.path(*parts), blob)
 
-    def copy_to(self, folder: str | Path) -> None:
-        """A plain copy of the run's results, sets and grids (result_files) in `folder` (`--out`)."""
+    def copy_to(self, folder: str | Path, skip: tuple[str, ...] = ()) -> None:
+        """A plain copy of the run's results, sets and grids (result_files) in `folder` (`--out`); file names
+        in `skip` are left out."""
         for rel, path in self.result_files().items():
+            if Path(rel).name in skip:
+                continue
             target = Path(folder, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
