@@ -3,6 +3,9 @@ starts (CLI, dashboard, sweep cell). A finished identical run is reused; a faile
 resumes from its checkpoints; the run's folder holds what the stages wrote (engine/store)."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 from . import distill
 from .audit import run_audit, run_set_audit
 from . import data
@@ -10,7 +13,8 @@ from .data import BiasedSplit
 from .pipeline import Plan, Request, SetRequest, plan, plan_sets, run_key, set_run_key
 from .progress import Progress, ShouldStop
 from .stages import distill_sets, load_train, make_tracker, plan_weights
-from .store import Run, RunStore
+from .store import Run, RunStore, run_id_for
+from .store.queue import compute_slot
 
 
 def _plan(req: Request | Plan) -> Plan:
@@ -20,6 +24,23 @@ def _plan(req: Request | Plan) -> Plan:
 def _stopper(should_stop: ShouldStop | None, run: Run) -> ShouldStop:
     """Stop when the caller asks or someone cancels the stored run (python -m engine runs cancel)."""
     return lambda: bool(should_stop and should_stop()) or run.should_stop()
+
+
+@contextlib.contextmanager
+def _claimed(kind: str, key: dict, force: bool, progress: Progress | None, should_stop: ShouldStop | None,
+             queued: bool) -> Iterator[Run]:
+    """The stored run for `key`, claimed once this host has a free compute slot (store.queue); an identical
+    finished run is reused at once, and `queued=False` (a sweep cell that Ray schedules) never waits."""
+    store = RunStore()
+    store.index.ensure_ready()
+    row = store.index.get_row(run_id_for(kind, key))
+    if not queued or (not force and row is not None and row["status"] == "finished"):
+        with store.run(kind, key, force=force) as run:
+            yield run
+        return
+    with compute_slot(f"{kind} {run_id_for(kind, key)}", progress, should_stop):
+        with store.run(kind, key, force=force) as run:
+            yield run
 
 
 def _train(p: Plan, train: BiasedSplit | None) -> BiasedSplit:
@@ -32,12 +53,14 @@ def _train(p: Plan, train: BiasedSplit | None) -> BiasedSplit:
 
 def distill_stored(req: Request | Plan, force: bool = False, progress: Progress | None = None,
                    should_stop: ShouldStop | None = None,
-                   train: BiasedSplit | None = None) -> tuple[dict[str, distill.SyntheticSet], Run]:
+                   train: BiasedSplit | None = None,
+                   queued: bool = True) -> tuple[dict[str, distill.SyntheticSet], Run]:
     """Distillation only, as a run of kind 'distill': (sets, run); an identical finished run is reused.
-    `train`: the plan's training split when the caller already holds it (the dashboard's cached split)."""
+    `train`: the plan's training split when the caller already holds it (the dashboard's cached split);
+    the run waits for a free compute slot of this host first unless `queued` is False."""
     p = _plan(req)
     train = _train(p, train)
-    with RunStore().run("distill", run_key(p, "distill"), force=force) as run:
+    with _claimed("distill", run_key(p, "distill"), force, progress, should_stop, queued) as run:
         if run.reused and set(run.methods()) >= set(p.methods):
             return run.sets(p.methods), run
         stop = _stopper(should_stop, run)
@@ -54,11 +77,13 @@ def distill_stored(req: Request | Plan, force: bool = False, progress: Progress 
 
 
 def audit_stored(req: Request | Plan, force: bool = False, progress: Progress | None = None,
-                 should_stop: ShouldStop | None = None, train: BiasedSplit | None = None) -> tuple[dict, Run]:
-    """The whole audit as a run of kind 'audit': (results, run); an identical finished run is reused."""
+                 should_stop: ShouldStop | None = None, train: BiasedSplit | None = None,
+                 queued: bool = True) -> tuple[dict, Run]:
+    """The whole audit as a run of kind 'audit': (results, run); an identical finished run is reused
+    (queued as distill_stored)."""
     p = _plan(req)
     train = _train(p, train)
-    with RunStore().run("audit", run_key(p, "audit"), force=force) as run:
+    with _claimed("audit", run_key(p, "audit"), force, progress, should_stop, queued) as run:
         if run.reused and run.results() is not None:
             return run.results(), run
         results = run_audit(p, run.dir, progress=progress, should_stop=_stopper(should_stop, run), train=train)
@@ -78,7 +103,8 @@ def audit_sets_stored(req: SetRequest, force: bool = False, progress: Progress |
     imported = [read_set(spec, train, r.normalization, r.experiment, r.soft_labels) for spec in r.sets]
     _check_names([i.name for i in imported])
     test = data.load_split(r.dataset, r.conflict_ratio, "test", r.seed, r.data_root)
-    with RunStore().run("import", set_run_key(p, {i.name: digest(i.set) for i in imported}), force=force) as run:
+    key = set_run_key(p, {i.name: digest(i.set) for i in imported})
+    with _claimed("import", key, force, progress, should_stop, True) as run:
         if run.reused and run.results() is not None:
             return run.results(), run
         results = run_set_audit(p, imported, train, test, run.dir, progress, _stopper(should_stop, run))

@@ -9,6 +9,7 @@ and probe are disk-cached by content, so cells sharing them compute them once pe
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -24,6 +25,7 @@ from .density import check_kernel_variance
 from .errors import Cancelled, DDAuditError, InvalidArgument
 from .progress import Event, Progress, ShouldStop
 from .stages import load_train
+from .store.queue import compute_slot
 from .store.records import SWEEP_CSV, SWEEP_FILE
 
 SWEEP_VERSION = 1
@@ -148,7 +150,7 @@ def _run_cell(request: dict, threads: int, ship_files: bool) -> dict:
     from engine import pipeline as pl, stored
     from engine.allocator import tune_cpu_allocator
     tune_cpu_allocator()
-    results, run = stored.audit_stored(pl.Request(**request))
+    results, run = stored.audit_stored(pl.Request(**request), queued=False)  # Ray's resources schedule cells
     return {"run_id": run.id, "results": results, "files": run.export_files() if ship_files else {}}
 
 
@@ -210,8 +212,12 @@ def run_sweep(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, 
                 return {**summary, "reused_cells": summary["cells"], "seconds": 0.0}
             say(Event("sweep", len(results), len(all_cells), reused=len(results)))
             if todo:
-                _run_on_ray(ray, todo, results, address, cpus_per_cell, gpus_per_cell, say, should_stop,
-                            len(all_cells))
+                # a local sweep is one run of this host's queue (its cells fill the cores); on a cluster the
+                # driver computes nothing, so it does not wait
+                with compute_slot(f"sweep {sweep_run.id}", say, should_stop) if address is None \
+                        else contextlib.nullcontext():
+                    _run_on_ray(ray, todo, results, address, cpus_per_cell, gpus_per_cell, say, should_stop,
+                                len(all_cells))
             summary = summarise(grid, all_cells, results)
             summary.update(run_id=sweep_run.id, seconds=round(time.time() - t0, 2),
                            reused_cells=len(all_cells) - len(todo))

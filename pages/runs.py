@@ -81,6 +81,7 @@ def draw(s: state.Settings) -> None:
                + (f", and {n_ex} of the bundled example (read-only; `make assets` made them)" if n_ex else "")
                + ". Identical requests reuse a finished run; `python -m engine runs gc --dry-run` shows what "
                "could be removed (never a running, kept or referenced run).")
+    st.caption(run_store.queue_text())
     if not rows:
         st.info("No runs yet: start one on the Distill page.", icon=":material/info:")
         return

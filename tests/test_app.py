@@ -314,6 +314,46 @@ def test_distill_live_progress_and_cancel() -> None:
     assert any("cancelled" in w.value for w in at.warning)
 
 
+def test_a_second_sessions_run_waits_in_the_queue_and_cancels_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sessions, two different requests, one slot: the second waits with its position shown (it is not
+    refused), its cancel works while it waits, and the Runs page shows the queue."""
+    import time
+
+    from ui import jobs
+    monkeypatch.setenv("DDAUDIT_MAX_RUNS", "1")
+    first, second = open_page("distill"), open_page("distill")
+    for at, methods in ((first, ["vanilla"]), (second, ["fairdd"])):
+        at.multiselect(key="dst_methods").set_value(methods)
+        at.number_input(key="dst_iterations").set_value(5000)
+        at.checkbox(key="dst_evaluate").set_value(False)
+    first.button(key="dst_start").click().run()
+    job1 = jobs.registry().by_id(first.session_state["distill_job"])
+    end = time.time() + 120
+    while time.time() < end and job1.latest.stage != "distill":
+        time.sleep(0.2)
+    second.button(key="dst_start").click().run()
+    ok(second)
+    job2 = jobs.registry().by_id(second.session_state["distill_job"])
+    assert job2 is not job1
+    while time.time() < end and job2.latest.stage != "queue":
+        time.sleep(0.1)
+    second.run()
+    ok(second)
+    bar = second.get("progress")[0]
+    assert "waiting for a free compute slot: position 1 in the queue" in bar.proto.text, bar.proto.text
+    assert job1.latest.stage == "distill" and not job1.done  # only the first computes
+    runs = open_page("runs")
+    assert any("1 of 1 slot(s) computing, 1 run(s) waiting" in c.value for c in runs.caption), \
+        [c.value for c in runs.caption]
+    next(b for b in second.button if b.label == "Cancel run").click().run()
+    wait(job2.key, 60)
+    assert job2.status == "cancelled" and job2.error.problem == "cancelled while waiting in the queue"
+    job1.cancel()
+    wait(job1.key, 120)
+    for job in (job1, job2):
+        jobs.registry().forget(job.key)  # later tests wait on every job of the registry
+
+
 # --------------------------------------------------------------------------- one stored-run path
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:

@@ -10,7 +10,6 @@ from typing import Sequence
 
 from engine import distill, pipeline, stored
 from engine.data import BiasedSplit
-from engine.errors import InvalidArgument
 from engine.progress import Event, Progress, ShouldStop
 from engine.results import ordered
 from engine.store import run_id_for
@@ -119,9 +118,5 @@ def start_request(req: pipeline.Request, kind: str, train: BiasedSplit, label: s
 
     config = {"dataset": req.dataset, "conflict_ratio": req.conflict_ratio, "seed": req.seed,
               "methods": list(plan.methods), "preset": plan.request.preset}
-    key = job_key(plan, kind)
-    busy = [j for j in jobs.registry().running("distill") if j.key != key]
-    if busy:
-        raise InvalidArgument(f"another run is already going ({busy[0].label})",
-                              "wait for it or cancel it on its page: runs share the machine's cores")
-    return jobs.registry().submit(key, "distill", label, target, config=config)
+    # runs of other requests wait in the machine's queue (engine.store.queue) with their position shown
+    return jobs.registry().submit(job_key(plan, kind), "distill", label, target, config=config)

@@ -13,6 +13,7 @@ import streamlit as st
 
 from engine.errors import Cancelled, DDAuditError
 from engine.progress import Event, Progress, ShouldStop
+from engine.store.queue import QUEUE_STAGE, wait_text
 
 log = logging.getLogger("ddaudit")
 Target = Callable[[Progress, ShouldStop], Any]
@@ -163,6 +164,8 @@ def stage_label(stage: str) -> str:
 def progress_text(job: Job) -> str:
     """One line for a running job: stage, step of total, loss or time left in the stage, time elapsed."""
     ev = job.latest
+    if ev.stage == QUEUE_STAGE:
+        return f"{wait_text(ev.step, ev.total)} · waiting {job.elapsed():.0f} s"
     stage = stage_label(ev.stage)
     text = f"{stage}: {ev.step} / {ev.total}" if ev.fraction is not None else f"{stage}..."
     if ev.loss is not None:

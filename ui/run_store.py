@@ -166,3 +166,14 @@ def store_size() -> str:
 def _store_size(stamp: tuple) -> str:
     from engine.store.gc import human, store_bytes
     return human(store_bytes(_store()))
+
+
+def queue_text() -> str:
+    """This machine's compute queue in words: slots busy, runs waiting, the limit and how to change it."""
+    from engine.store import queue
+    try:
+        n = queue.capacity()
+    except DDAuditError as exc:
+        return f"Compute queue: {exc.problem} ({exc.fix})."
+    return (f"Compute queue: {queue.busy_slots(n=n)} of {n} slot(s) computing, {queue.waiting()} run(s) waiting "
+            f"(at most {n} run(s) at once on this machine; set {queue.MAX_RUNS_ENV} before `make app` to change it).")

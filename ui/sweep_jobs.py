@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from engine import sweep
+from engine.store.queue import QUEUE_STAGE, wait_text
 from ui import jobs, state
 
 
@@ -46,5 +47,7 @@ def start(g: sweep.Grid) -> jobs.Job:
 def cells_text(job: jobs.Job) -> str:
     """Cells done of total, time left, time elapsed."""
     ev = job.latest
+    if ev.stage == QUEUE_STAGE:
+        return f"{wait_text(ev.step, ev.total)} · waiting {job.elapsed():.0f} s"
     eta = f" · about {ev.eta:.0f} s left" if ev.eta is not None else ""
     return f"cells {ev.step} / {ev.total}{eta} · {job.elapsed():.0f} s elapsed"

@@ -105,6 +105,7 @@ def progress_printer() -> tuple[Progress, Callable[[], None]]:
     """(update, close): one tqdm bar per engine stage on stderr, fed by the engine's progress Events
     (losses shown while distilling); stdout stays clean for --json."""
     from tqdm import tqdm
+    from ..store.queue import QUEUE_STAGE, wait_text
     state: dict = {"stage": None, "bar": None}
 
     def close() -> None:
@@ -113,6 +114,11 @@ def progress_printer() -> tuple[Progress, Callable[[], None]]:
             state["bar"] = None
 
     def update(ev: Event) -> None:
+        if ev.stage == QUEUE_STAGE:  # waiting for another run to finish: one line per change of place
+            close()
+            state["stage"] = ev.stage
+            print(wait_text(ev.step, ev.total), file=sys.stderr, flush=True)
+            return
         if ev.stage != state["stage"]:
             close()
             state["stage"] = ev.stage

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .. import cache
-from ..errors import Cancelled, CorruptArtifact, DataUnavailable, DDAuditError, InvalidArgument
+from ..errors import Cancelled, CorruptArtifact, DataUnavailable, DDAuditError, InvalidArgument, from_os_error
 from .index import SELECT, RunIndex
 from .records import (CANCEL_FLAG, CHECKPOINTS, CONFIG_FILE, METRICS_FILE, REPORT_FILE, STATUS_FILE, check_status, headline, now, pid_alive,
                       plain, proc_start, run_id_for)
@@ -152,6 +152,9 @@ class RunStore:
             raise
         except DDAuditError as exc:
             run.fail(exc.problem)
+            raise
+        except OSError as exc:  # a full disk, a lost permission: recorded in words, as the CLI says it
+            run.fail(from_os_error(exc).problem)
             raise
         except BaseException as exc:
             run.fail(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,159 @@
+"""The machine's run queue: at most `capacity()` runs compute at once on one host, whoever starts them
+(the CLI, every dashboard session, a local sweep); the others wait in order of arrival, report their
+position and stop waiting when cancelled.
+
+Two kinds of files under cache.home()/queue/<host>/, both held with flock, so a process that dies
+(even by SIGKILL) lets go of them with no cleanup:
+- slot-<i>.lock: a run computes while it holds one of the first `capacity()` slots;
+- ticket-<arrival>-<pid>-<nonce>: a waiting run. A ticket nobody holds is a dead waiter's and is removed.
+Only the oldest live ticket tries the slots, so runs start in the order they arrived.
+flock locks belong to an open file, so two threads of one server queue like two processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Iterator
+
+from .. import cache
+from ..errors import Cancelled, InvalidArgument
+from ..progress import Progress, ShouldStop, report
+
+MAX_RUNS_ENV = "DDAUDIT_MAX_RUNS"
+CORES_PER_RUN = 8  # a run's torch threads keep about this many cores busy: 2 cores fit one run, 16 fit two
+POLL_S = 0.5
+QUEUE_STAGE = "queue"
+
+
+def capacity() -> int:
+    """Runs computing at once on this host: DDAUDIT_MAX_RUNS, else one per CORES_PER_RUN cores (at least one)."""
+    text = os.environ.get(MAX_RUNS_ENV, "").strip()
+    if not text:
+        return max(1, (os.cpu_count() or 1) // CORES_PER_RUN)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidArgument(f"{MAX_RUNS_ENV}={text!r} is not a number of runs",
+                              f"set {MAX_RUNS_ENV} to a whole number >= 1 (or unset it: one run per "
+                              f"{CORES_PER_RUN} cores)")
+    return value
+
+
+def queue_dir() -> Path:
+    """This host's queue folder (a store shared by several machines queues each machine on its own)."""
+    path = cache.home() / "queue" / cache.safe_name(socket.gethostname() or "host")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _try_lock(path: Path) -> IO | None:
+    """The file opened and exclusively locked, or None when someone holds it."""
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def _live_tickets(folder: Path) -> list[Path]:
+    """Waiting runs' tickets, oldest first; tickets of dead waiters are removed on the way."""
+    live = []
+    for path in sorted(folder.glob("ticket-*")):
+        fh = _try_lock(path) if path.exists() else None
+        if fh is None:
+            live.append(path)
+            continue
+        path.unlink(missing_ok=True)  # we could lock it: its waiter is gone
+        fh.close()
+    return [p for p in live if p.exists()]
+
+
+def _take_slot(folder: Path, n: int) -> IO | None:
+    """One free slot among the first n, locked, or None."""
+    for i in range(n):
+        fh = _try_lock(folder / f"slot-{i}.lock")
+        if fh is not None:
+            return fh
+    return None
+
+
+def busy_slots(folder: Path | None = None, n: int | None = None) -> int:
+    """How many of the slots are held right now (a probe: each free one is locked and let go)."""
+    folder, n = folder or queue_dir(), n or capacity()
+    held = 0
+    for i in range(n):
+        fh = _try_lock(folder / f"slot-{i}.lock")
+        if fh is None:
+            held += 1
+        else:
+            fh.close()
+    return held
+
+
+def wait_text(position: int, waiting: int | None = None) -> str:
+    """A waiting run's place in line in words (a 'queue' Event's step and total)."""
+    n = capacity()
+    return (f"waiting for a free compute slot: position {position} in the queue ({position - 1} run(s) ahead; "
+            f"at most {n} run(s) compute at once on this machine, {MAX_RUNS_ENV} changes it)")
+
+
+@contextlib.contextmanager
+def compute_slot(label: str = "", progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None) -> Iterator[int]:
+    """Hold one of this host's compute slots for the body: wait in line for it (reporting the position as
+    'queue' Events, step = position, total = runs waiting) and raise Cancelled if stopped while waiting."""
+    n = capacity()
+    folder = queue_dir()
+    slot = _take_slot(folder, n) if not _live_tickets(folder) else None
+    if slot is None:
+        slot = _wait(folder, n, label, progress, should_stop)
+    try:
+        yield n
+    finally:
+        slot.close()
+
+
+def _wait(folder: Path, n: int, label: str, progress: Progress | None, should_stop: ShouldStop | None) -> IO:
+    """Queue a ticket and poll until it is first in line and a slot is free."""
+    name = f"ticket-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = folder / f".{name}"
+    ticket = _try_lock(tmp)  # locked before it gets its name: nobody can take it for a dead waiter's
+    assert ticket is not None
+    ticket.write(label[:200])
+    ticket.flush()
+    tmp.rename(folder / name)
+    me = folder / name
+    last = None
+    try:
+        while True:
+            line = _live_tickets(folder)
+            position = line.index(me) + 1 if me in line else 1
+            if position == 1:
+                slot = _take_slot(folder, n)
+                if slot is not None:
+                    return slot
+            state = (position, len(line))
+            if state != last:
+                report(progress, QUEUE_STAGE, position, max(len(line), 1))
+                last = state
+            if should_stop is not None and should_stop():
+                raise Cancelled("cancelled while waiting in the queue",
+                                "start it again when the machine is free; nothing was computed")
+            time.sleep(POLL_S)
+    finally:
+        me.unlink(missing_ok=True)
+        ticket.close()
+
+
+def waiting(folder: Path | None = None) -> int:
+    """How many runs wait in this host's queue now."""
+    return len(_live_tickets(folder or queue_dir()))
