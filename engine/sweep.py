@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 from . import cache, data, distill, pipeline
 from .results import METRICS as EVAL_METRICS, SHARE
 from .density import check_kernel_variance
-from .errors import Cancelled, DDAuditError, InvalidArgument
+from .errors import Cancelled, DDAuditError, InvalidArgument, from_os_error
 from .progress import Event, Progress, ShouldStop
 from .stages import load_train
 from .store.queue import compute_slot
@@ -164,6 +164,50 @@ def _import_cell(cell: Cell, shipped: dict) -> None:
         run.finish(shipped["results"])
 
 
+CELL_RETRIES = 2  # a cell whose worker or node dies is run again (it resumes from its checkpoint)
+TOKEN_FILE = Path("~/.ray/auth_token")
+
+
+def auth_token_source() -> str | None:
+    """Where a Ray token for joining a cluster is found here, the way Ray itself looks (None: nowhere)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "the RAY_AUTH_TOKEN variable"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "").strip()
+    if path and Path(path).expanduser().is_file():
+        return path
+    return str(TOKEN_FILE) if TOKEN_FILE.expanduser().is_file() else None
+
+
+def use_token(address: str | None) -> str | None:
+    """Before joining a cluster: when a token is found and RAY_AUTH_MODE is unset, turn token authentication on
+    for this process (Ray sends a token only in token mode; a cluster without authentication ignores it).
+    Returns the note to show the user, None when nothing was changed."""
+    if address is None or os.environ.get("RAY_AUTH_MODE") or (source := auth_token_source()) is None:
+        return None
+    os.environ["RAY_AUTH_MODE"] = "token"
+    return f"Ray: joining with token authentication, token from {source} (RAY_AUTH_MODE=token set for this run)"
+
+
+def _reload_token() -> None:
+    """Ray keeps the first token it reads for the life of the process (a dashboard server that joined a
+    cluster would offer that token to its next local Ray, and the other way round): read it again each time."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # another Ray version: nothing cached to drop
+        pass
+
+
+def _loopback_only(local: bool) -> None:
+    """A local Ray listens on 127.0.0.1 only. Ray binds every listener (GCS, raylet, workers, agents) to the
+    node's IP, and on Linux turns 127.0.0.1 into the machine's routable IP unless its single-node switch is
+    set (measured with `ss -ltn`: 7 listeners on all interfaces without it, none with it). Joining a cluster
+    restores Ray's own setting: its nodes must reach this driver."""
+    from ray._private import ray_constants
+    default = ray_constants.env_bool("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", not ray_constants.IS_WINDOWS_OR_OSX)
+    ray_constants.ENABLE_RAY_CLUSTER = default and not local
+
+
 def _init_ray(address: str | None, shared_home: bool):
     try:
         import ray
@@ -173,20 +217,25 @@ def _init_ray(address: str | None, shared_home: bool):
     env = {"DDAUDIT_HOME": str(cache.home())} if shared_home else {}
     runtime_env = {"py_modules": [engine_dir], "env_vars": env}
     kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env, ignore_reinit_error=True)
+    _loopback_only(address is None)
+    use_token(address)
+    _reload_token()
     try:
         if address:
             ray.init(address=address, **kwargs)
-        else:
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)  # never a `ray start` cluster by accident
+        else:  # never a `ray start` cluster by accident; on loopback only
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         chain, e = [], exc
         while e is not None:
             chain.append(f"{type(e).__name__}: {e}")
             e = e.__cause__
         if any("AuthenticationError" in c or "InvalidAuthToken" in c for c in chain):
-            raise DDAuditError(f"Ray at {address} refused this process's authentication token",
-                               "the cluster uses token authentication: export RAY_AUTH_MODE=token here (the token "
-                               "is read from RAY_AUTH_TOKEN or ~/.ray/auth_token, as on the head)") from None
+            raise DDAuditError(f"Ray at {address} refused this process: it uses token authentication and "
+                               + ("the token found here is not the cluster's" if auth_token_source()
+                                  else "no token was found here"),
+                               "copy the head's ~/.ray/auth_token to this machine (or export RAY_AUTH_TOKEN / "
+                               "RAY_AUTH_TOKEN_PATH); the sweep then uses it by itself") from None
         raise DDAuditError(f"cannot start or join Ray at {address or 'local'}: {exc}",
                            "check --address (HOST:PORT of a running `ray start --head`, or auto)") from None
     return ray
@@ -232,7 +281,9 @@ def run_sweep(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, 
 
 
 def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, should_stop, total: int) -> None:
-    task = ray.remote(_run_cell).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    # a worker or node lost mid-cell is retried: the cell's stored run resumes from its checkpoint, so the
+    # sweep's results are those of an undisturbed sweep; a cell's own error (retry_exceptions off) is not
+    task = ray.remote(_run_cell).options(num_cpus=cpus, num_gpus=gpus, max_retries=CELL_RETRIES)
     threads = max(1, int(cpus))
     pending = {task.remote(asdict(c.plan.request), threads, address is not None): c for c in todo}
     t0, done0 = time.time(), len(results)
@@ -264,11 +315,13 @@ def _get(ray, ref, finished: int) -> dict:
     except RayTaskError as exc:
         if isinstance(exc.cause, DDAuditError):
             raise exc.cause from None
+        if isinstance(exc.cause, OSError):  # a full disk on the worker: said in words, with the fix
+            raise from_os_error(exc.cause) from None
         raise DDAuditError(f"a cell failed on its Ray worker: {type(exc.cause).__name__}: {exc.cause}",
                            "rerun with DDAUDIT_DEBUG=1 (cells already finished are kept) and report it") from None
     except RayError as exc:
-        raise DDAuditError(f"a cell's Ray worker or node was lost ({type(exc).__name__}); {finished} cell(s) "
-                           "had finished and are kept",
+        raise DDAuditError(f"a cell's Ray worker or node was lost {CELL_RETRIES + 1} times "
+                           f"({type(exc).__name__}); {finished} cell(s) had finished and are kept",
                            "run the same sweep again: it resumes (was `ray stop` run on this machine?)") from None
 
 

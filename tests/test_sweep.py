@@ -120,7 +120,10 @@ def test_sweep_joins_a_ray_head_and_brings_the_cells_home(tmp_path, monkeypatch,
     """A head in another process, with its own DDAUDIT_HOME: cells run there and are imported here."""
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port, worker_home = _free_port(), tmp_path / "worker-home"
-    env = {**os.environ, "DDAUDIT_HOME": str(worker_home)}
+    token = "5f0c" * 8
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)  # a local ray.init earlier in this process sets RAY_AUTH_MODE
+    env = {**os.environ, "DDAUDIT_HOME": str(worker_home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     # --block with its own temp dir: terminating this process stops exactly this head (`ray stop` would stop
     # every Ray on the machine, a user's included)
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -137,10 +140,20 @@ def test_sweep_joins_a_ray_head_and_brings_the_cells_home(tmp_path, monkeypatch,
                 time.sleep(0.5)
         assert head.poll() is None, "ray start --head exited"
         time.sleep(3)  # the GCS listens before the head's raylet has registered
-        monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the head authenticates by token (Ray's default)
-        rc, printed, err = _cli(["sweep", *TINY, "--methods", "vanilla,kde", "--kernel-variance", "0.1",
-                                 "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o"), "--json"], capsys)
+        # the head authenticates by token; a wrong token here is one clear error (Ray retries 2 s, not 20)
+        # (in another process: Ray keeps the first token it loads for the life of the process)
+        argv = ["sweep", *TINY, "--methods", "vanilla,kde", "--kernel-variance", "0.1", "--address",
+                f"127.0.0.1:{port}", "--out", str(tmp_path / "o"), "--json"]
+        wrong = subprocess.run([sys.executable, "-m", "engine", *argv], cwd=Path(__file__).resolve().parents[1],
+                               env={**os.environ, "RAY_NUM_REDIS_GET_RETRIES": "2", "RAY_AUTH_TOKEN": "0" * 32},
+                               capture_output=True, text=True, timeout=120)
+        err = wrong.stderr
+        assert wrong.returncode != 0 and "the token found here is not the cluster's" in err, err
+        assert "copy the head's ~/.ray/auth_token" in err and "Traceback" not in err
+        monkeypatch.setenv("RAY_AUTH_TOKEN", token)  # the right token, and no RAY_AUTH_MODE: used by itself
+        rc, printed, err = _cli(argv, capsys)
         assert rc == 0, err
+        assert "joining with token authentication, token from the RAY_AUTH_TOKEN variable" in err
         summary = json.loads(printed)
         ids = {r["run_id"] for r in summary["rows"]}
         assert all((worker_home / "runs" / i / "results.json").is_file() for i in ids)  # computed on the head
@@ -165,3 +178,90 @@ def test_a_cells_own_error_comes_back_as_it_is(monkeypatch, tmp_path) -> None:
     with pytest.raises(DataUnavailable, match="MNIST not found"):
         sweep.run_sweep(grid)
     assert RunStore().list(kind="sweep") == []  # refused before any work was saved: no run left behind
+
+
+# --------------------------------------------------------------------------- who can reach a local sweep
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> command name of every process under `root` (from /proc)."""
+    parent, name = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        name[pid] = text[text.index("(") + 1:text.rindex(")")]
+        parent[pid] = int(text[text.rindex(")") + 2:].split()[1])
+    out, frontier = {}, {root}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier and p not in out}
+        out.update({p: name[p] for p in frontier})
+    return out
+
+
+def _listeners(pids: dict[int, str]) -> list[tuple[str, str, int]]:
+    """(command, address, port) of every TCP socket in LISTEN state that one of `pids` holds (/proc/net/tcp*)."""
+    import ipaddress
+    sockets = {}
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/net/{table}").read_text(encoding="utf-8").splitlines()[1:]:
+            f = line.split()
+            if f[3] != "0A":  # LISTEN
+                continue
+            addr_hex, port_hex = f[1].split(":")
+            raw = bytes.fromhex(addr_hex)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))  # each 32-bit word is little-endian
+            sockets[f[9]] = (str(ipaddress.ip_address(raw)), int(port_hex, 16))
+    found = []
+    for pid, cmd in pids.items():
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        for link in links:
+            if link.startswith("socket:[") and link[8:-1] in sockets:
+                found.append((cmd, *sockets[link[8:-1]]))
+    return found
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+def test_a_local_sweep_listens_on_loopback_only() -> None:
+    """Every TCP listener of the local Ray (GCS, raylet, workers, agents) is on 127.0.0.1 while cells run:
+    a laptop on a shared network exposes nothing."""
+    import threading
+    grid = sweep.make_grid("colored-digits", "0.05", "0.1", "vanilla,kde", "2", "0", preset="tiny")
+    outcome: dict = {}
+    t = threading.Thread(target=lambda: outcome.update(summary=sweep.run_sweep(grid)))
+    t.start()
+    seen: set[tuple[str, str, int]] = set()
+    while t.is_alive():
+        seen.update(_listeners(_descendants(os.getpid())))
+        time.sleep(0.2)
+    t.join()
+    assert outcome.get("summary", {}).get("cells") == 2
+    commands = {cmd for cmd, _, _ in seen}
+    assert {"gcs_server", "raylet"} <= commands, seen  # the check saw Ray's listeners, so it could fail
+    exposed = sorted(s for s in seen if not _loopback(s[1]))
+    assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+def test_a_token_found_here_is_used_to_join_by_itself(monkeypatch, tmp_path) -> None:
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123456789abcdef", encoding="utf-8")
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sweep, "TOKEN_FILE", tmp_path / "none")
+    assert sweep.auth_token_source() is None and sweep.use_token("10.0.0.1:6379") is None
+    assert "RAY_AUTH_MODE" not in os.environ
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    assert sweep.use_token(None) is None  # a local Ray needs nothing
+    note = sweep.use_token("10.0.0.1:6379")
+    assert note and str(token) in note and os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's own choice stays
+    assert sweep.use_token("10.0.0.1:6379") is None and os.environ["RAY_AUTH_MODE"] == "disabled"

@@ -39,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     gpus = parse_float(args.gpus_per_cell, "--gpus-per-cell") or 0.0
     n = len(sweep.prepare(grid, args.address, cpus, gpus))  # a bad grid or missing data fails here, before Ray
     out = check_out(args.out)
-    print(f"sweep: {n} cells on {args.address or 'a local Ray'}", file=sys.stderr)
+    print(f"sweep: {n} cells on {args.address or 'a local Ray (listening on 127.0.0.1 only)'}", file=sys.stderr)
+    note = sweep.use_token(args.address)
+    if note:
+        print(note, file=sys.stderr)
     update, close = progress_printer()
     try:
         summary = sweep.run_sweep(grid, args.address, cpus, gpus, progress=update)
