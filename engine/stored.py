@@ -15,6 +15,7 @@ from .progress import Progress, ShouldStop
 from .stages import distill_sets, load_train, make_tracker, plan_weights
 from .store import Run, RunStore, run_id_for
 from .store.queue import compute_slot
+from .store.records import pid_alive
 
 
 def _plan(req: Request | Plan) -> Plan:
@@ -29,12 +30,15 @@ def _stopper(should_stop: ShouldStop | None, run: Run) -> ShouldStop:
 @contextlib.contextmanager
 def _claimed(kind: str, key: dict, force: bool, progress: Progress | None, should_stop: ShouldStop | None,
              queued: bool) -> Iterator[Run]:
-    """The stored run for `key`, claimed once this host has a free compute slot (store.queue); an identical
-    finished run is reused at once, and `queued=False` (a sweep cell that Ray schedules) never waits."""
+    """The stored run for `key`, claimed once this host has a free compute slot (store.queue). No wait when
+    the claim is settled already: an identical finished run is reused, an identical run computing in a live
+    process is refused as busy; `queued=False` (a sweep cell that Ray schedules) never waits."""
     store = RunStore()
     store.index.ensure_ready()
     row = store.index.get_row(run_id_for(kind, key))
-    if not queued or (not force and row is not None and row["status"] == "finished"):
+    settled = row is not None and (row["status"] == "finished" and not force or row["status"] == "running"
+                                   and pid_alive(row["pid"], row["host"], row["pid_start"]))
+    if not queued or settled:
         with store.run(kind, key, force=force) as run:
             yield run
         return

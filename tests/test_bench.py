@@ -138,3 +138,10 @@ def test_bench_backbones_times_dc_and_idc_side_by_side(monkeypatch) -> None:
     for r in rows:
         assert r["dc"] > 0 and r["idc"] > 0 and r["idc_over_dc"] == r["idc"] / r["dc"]
         assert r["idc_run_s"] == r["idc"] * D.PRESETS["quick"]["idc"].iterations
+
+
+def test_soak_slope_is_least_squares_per_switch() -> None:
+    from bench.bench_soak import slope
+    assert slope([5.0, 7.0, 9.0, 11.0]) == 2.0
+    assert slope([3.0, 1.0, 3.0, 1.0]) == -0.4
+    assert slope([4.0]) == 0.0

@@ -22,6 +22,7 @@ Target = Callable[[Progress, ShouldStop], Any]
 # engine thread it reports on (2 cores), so not every second
 LIVE_REFRESH_S = 2.0
 MAX_EVENTS = 5000  # progress events kept per job (loss curves); older ones are thinned
+MAX_DONE_JOBS = 64  # finished jobs kept for their pages; older ones are forgotten (their runs stay in the store)
 STAGES = {"distill": "distilling", "embed": "embedding the training images",
           "supcon": "training the SupCon surrogate", "kde": "KDE weights", "weights": "KDE weights",
           "data": "loading the data", "probe": "training the attribute probe", "umap": "UMAP map",
@@ -120,8 +121,15 @@ class JobRegistry:
                 return old
             job = Job(key=key, kind=kind, label=label, config=dict(config or {}))
             self._jobs[key] = job
+            self._prune()
         threading.Thread(target=job.run, args=(target,), name=f"ddaudit-{kind}-{job.id}", daemon=True).start()
         return job
+
+    def _prune(self) -> None:
+        """Forget the oldest done jobs beyond MAX_DONE_JOBS (a long-lived server's memory stays bounded)."""
+        done = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.ended_at or 0)
+        for job in done[:max(0, len(done) - MAX_DONE_JOBS)]:
+            del self._jobs[job.key]
 
     def get(self, key: str) -> Job | None:
         """The job with this key, if any."""

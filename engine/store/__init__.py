@@ -18,7 +18,8 @@ outside this package names these files: readers use Run (`results`, `sets`, `gri
 
 Layout of the package, each module importing only those before it: records (ids, the folder layout,
 headline metrics, process liveness), index (RunIndex: the SQLite index, rebuilt from the folders),
-run (Run: one folder, written and read), store (RunStore: claim, finish, list, compare, remove).
+run (Run: one folder, written and read), store (RunStore: claim, finish, list, compare, remove), gc (runs gc
+and keep); queue (the machine's compute slots, see docs/RUNS.md) stands apart, on cache and progress only.
 """
 from __future__ import annotations
 
