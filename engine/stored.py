@@ -35,14 +35,16 @@ def _claimed(kind: str, key: dict, force: bool, progress: Progress | None, shoul
     process is refused as busy; `queued=False` (a sweep cell that Ray schedules) never waits."""
     store = RunStore()
     store.index.ensure_ready()
-    row = store.index.get_row(run_id_for(kind, key))
-    settled = row is not None and (row["status"] == "finished" and not force or row["status"] == "running"
-                                   and pid_alive(row["pid"], row["host"], row["pid_start"]))
-    if not queued or settled:
+    run_id = run_id_for(kind, key)
+    store.index.sync_from_folder(run_id)
+    row = store.index.get_row(run_id)
+    busy = row is not None and row["status"] == "running" and pid_alive(row["pid"], row["host"], row["pid_start"])
+    reused = row is not None and row["status"] == "finished" and not force and not store.problems(run_id)
+    if not queued or busy or reused:
         with store.run(kind, key, force=force) as run:
             yield run
         return
-    with compute_slot(f"{kind} {run_id_for(kind, key)}", progress, should_stop):
+    with compute_slot(f"{kind} {run_id}", progress, should_stop):
         with store.run(kind, key, force=force) as run:
             yield run
 

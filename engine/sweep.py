@@ -14,6 +14,7 @@ import csv
 import io
 import math
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from .errors import Cancelled, DDAuditError, InvalidArgument, from_os_error
 from .progress import Event, Progress, ShouldStop
 from .stages import load_train
 from .store.queue import compute_slot
-from .store.records import SWEEP_CSV, SWEEP_FILE
+from .store.records import SWEEP_CSV, SWEEP_FILE, run_id_for
 
 SWEEP_VERSION = 1
 SUGGESTED = "suggested"
@@ -63,7 +64,6 @@ class Cell:
 
     @property
     def run_id(self) -> str:
-        from .store.records import run_id_for
         return run_id_for("audit", pipeline.run_key(self.plan, "audit"))
 
 
@@ -185,7 +185,7 @@ def use_token(address: str | None) -> str | None:
     if address is None or os.environ.get("RAY_AUTH_MODE") or (source := auth_token_source()) is None:
         return None
     os.environ["RAY_AUTH_MODE"] = "token"
-    return f"Ray: joining with token authentication, token from {source} (RAY_AUTH_MODE=token set for this run)"
+    return f"Ray: joining with token authentication, token from {source} (RAY_AUTH_MODE=token set for this process)"
 
 
 def _reload_token() -> None:
@@ -253,20 +253,17 @@ def run_sweep(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, 
     results = {c.run_id: res for c in all_cells if c.run_id in finished
                and (res := finished[c.run_id].results()) is not None}
     todo = [c for c in all_cells if c.run_id not in results]
-    ray = _init_ray(address, shared_home=address is None) if todo else None  # a bad --address fails before any run
-    try:
+    label = f"sweep {run_id_for('sweep', grid_key(grid))}"
+    # Ray starts before the sweep's run is claimed: a bad --address fails before any run
+    with _ray_session(address, label, say, should_stop) if todo else contextlib.nullcontext() as ray:
         with store.run("sweep", grid_key(grid)) as sweep_run:
             if sweep_run.reused and sweep_run.read_json(SWEEP_FILE) is not None and not todo:
                 summary = sweep_run.read_json(SWEEP_FILE)
                 return {**summary, "reused_cells": summary["cells"], "seconds": 0.0}
             say(Event("sweep", len(results), len(all_cells), reused=len(results)))
             if todo:
-                # a local sweep is one run of this host's queue (its cells fill the cores); on a cluster the
-                # driver computes nothing, so it does not wait
-                with compute_slot(f"sweep {sweep_run.id}", say, should_stop) if address is None \
-                        else contextlib.nullcontext():
-                    _run_on_ray(ray, todo, results, address, cpus_per_cell, gpus_per_cell, say, should_stop,
-                                len(all_cells))
+                _run_on_ray(ray, todo, results, address, cpus_per_cell, gpus_per_cell, say, should_stop,
+                            len(all_cells))
             summary = summarise(grid, all_cells, results)
             summary.update(run_id=sweep_run.id, seconds=round(time.time() - t0, 2),
                            reused_cells=len(all_cells) - len(todo))
@@ -275,9 +272,28 @@ def run_sweep(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, 
             sweep_run.finish({"cells": len(all_cells), "cell_runs": [c.run_id for c in all_cells],
                               "best_kernel_variance": summary["best_kernel_variance"]})
             return summary
+
+
+_RAY_LOCK = threading.Lock()  # Ray is one per process: two sweeps of one dashboard take turns with it
+
+
+@contextlib.contextmanager
+def _ray_session(address: str | None, label: str, say: Progress, should_stop: ShouldStop | None):
+    """This process's Ray for one sweep, shut down after it. It waits for another sweep of this process first,
+    then, for a local Ray, for a compute slot of this host (a local sweep is one run of the machine's queue:
+    its cells fill the cores); a cluster's driver computes nothing, so it does not queue."""
+    while not _RAY_LOCK.acquire(timeout=0.5):
+        if should_stop is not None and should_stop():
+            raise Cancelled("sweep cancelled while another sweep of this process ran", "start it again")
+    try:
+        with compute_slot(label, say, should_stop) if address is None else contextlib.nullcontext():
+            ray = _init_ray(address, shared_home=address is None)
+            try:
+                yield ray
+            finally:
+                ray.shutdown()
     finally:
-        if ray is not None:
-            ray.shutdown()
+        _RAY_LOCK.release()
 
 
 def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, should_stop, total: int) -> None:

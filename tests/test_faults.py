@@ -17,6 +17,9 @@ import pytest
 
 from engine import sweep
 from engine.store import RunStore
+from engine.store.records import pid_alive
+
+from .test_sweep import _descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 # one cell, long enough (300 tiny DM iterations, a checkpoint every 20) to be killed between checkpoints
@@ -51,17 +54,9 @@ def _first_checkpoint(home: Path, timeout: float = 180) -> None:
         time.sleep(0.1)
 
 
-def _processes(name: str) -> list[int]:
-    """Pids of processes whose command name is `name` (from /proc)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        if text[text.index("(") + 1:text.rindex(")")] == name and " Z " not in text[text.rindex(")"):][:4]:
-            out.append(int(stat.parent.name))
-    return out
+def _workers() -> list[int]:
+    """Pids of this test's Ray workers running a cell (processes under this one named ray::_run_cell)."""
+    return [pid for pid, name in _descendants(os.getpid()).items() if name == "ray::_run_cell"]
 
 
 def _cell_log(home: Path) -> str:
@@ -70,11 +65,10 @@ def _cell_log(home: Path) -> str:
 
 def test_a_killed_ray_worker_mid_cell_is_retried_and_resumes(fresh_home, undisturbed) -> None:
     outcome: dict = {}
-    before = set(_processes("ray::_run_cell"))
     t = threading.Thread(target=lambda: outcome.update(summary=sweep.run_sweep(_grid())))
     t.start()
     _first_checkpoint(fresh_home)
-    workers = [p for p in _processes("ray::_run_cell") if p not in before]
+    workers = _workers()
     assert len(workers) == 1, workers
     os.kill(workers[0], signal.SIGKILL)
     t.join(600)
@@ -93,10 +87,10 @@ def test_a_killed_sweep_driver_resumes_on_rerun(fresh_home, undisturbed) -> None
     _first_checkpoint(fresh_home)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    cell_pid = RunStore().list(kind="audit")[0]
+    cell = RunStore().index.get_row(RunStore().list(kind="audit")[0]["id"])  # its worker's pid, host, start
     # the local Ray's raylet dies with its driver and takes the cell's worker along within seconds
     t0 = time.time()
-    while any(p == RunStore().get(cell_pid["id"]).get("pid") for p in _processes("ray::_run_cell")):
+    while pid_alive(cell["pid"], cell["host"], cell["pid_start"]):
         assert time.time() - t0 < 60, "the killed driver's worker is still computing"
         time.sleep(0.2)
     rerun = subprocess.run([sys.executable, "-c", SWEEP], cwd=ROOT, env=env, capture_output=True, text=True,

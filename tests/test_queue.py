@@ -64,12 +64,11 @@ def test_one_at_a_time_in_order_of_arrival(home):
     ta = _worker("a", log, holds["a"])
     _until(lambda: ("start", "a") in log)
     tb = _worker("b", log, holds["b"], events)
-    _until(lambda: queue.waiting() == 1)
+    _until(lambda: ("b", "queue", 1, 1) in events)  # b has reported its place before c arrives
     tc = _worker("c", log, holds["c"], events)
     _until(lambda: queue.waiting() == 2)
     # b is first in line, c second; nobody but a computes
     _until(lambda: ("c", "queue", 2, 2) in events)
-    assert ("b", "queue", 1, 1) in events
     assert log == [("start", "a")] and queue.busy_slots() == 1
     holds["a"].set()
     _until(lambda: ("start", "b") in log)

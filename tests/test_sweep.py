@@ -265,3 +265,24 @@ def test_a_token_found_here_is_used_to_join_by_itself(monkeypatch, tmp_path) -> 
     assert note and str(token) in note and os.environ["RAY_AUTH_MODE"] == "token"
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's own choice stays
     assert sweep.use_token("10.0.0.1:6379") is None and os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_two_sweeps_of_one_process_take_turns_with_its_ray() -> None:
+    """Ray is one per process: two dashboard sessions' sweeps must not share (and shut down) each other's."""
+    import threading
+    grids = [sweep.make_grid("colored-digits", "0.05", "0.1", "vanilla", "2", str(seed), preset="tiny")
+             for seed in (0, 1)]
+    out: dict = {}
+
+    def go(i: int) -> None:
+        try:
+            out[i] = sweep.run_sweep(grids[i])
+        except Exception as exc:  # reported below
+            out[i] = exc
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert all(isinstance(out.get(i), dict) and out[i]["cells"] == 1 for i in range(2)), out
+    assert {r["status"] for r in RunStore().list(kind="sweep")} == {"finished"}

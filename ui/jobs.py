@@ -90,19 +90,21 @@ class Job:
 
     def run(self, target: Target) -> None:
         """Thread body: call the target, record its outcome; never raises."""
+        status = "failed"
         try:
             self.result = target(self.progress, self.should_stop)
-            self.status = "finished"
+            status = "finished"
         except Cancelled as exc:
-            self.error, self.status = exc, "cancelled"
+            self.error, status = exc, "cancelled"
         except DDAuditError as exc:
-            self.error, self.status = exc, "failed"
+            self.error = exc
         except Exception as exc:  # shown as st.error with its type; the traceback goes to the server log
-            self.error, self.status = exc, "failed"
+            self.error = exc
             self.detail = traceback.format_exc(limit=8)
             log.error("background job %s (%s) failed:\n%s", self.id, self.label, self.detail)
         finally:
-            self.ended_at = time.time()
+            self.ended_at = time.time()  # before the status: a done job always has its end time
+            self.status = status
 
 
 class JobRegistry:
@@ -131,17 +133,22 @@ class JobRegistry:
         for job in done[:max(0, len(done) - MAX_DONE_JOBS)]:
             del self._jobs[job.key]
 
+    def _all(self) -> list[Job]:
+        """A copy of the jobs, taken under the lock (submit may prune while a page reads)."""
+        with self._lock:
+            return list(self._jobs.values())
+
     def get(self, key: str) -> Job | None:
         """The job with this key, if any."""
         return self._jobs.get(key)
 
     def by_id(self, job_id: str) -> Job | None:
         """The job with this id, if any."""
-        return next((j for j in self._jobs.values() if j.id == job_id), None)
+        return next((j for j in self._all() if j.id == job_id), None)
 
     def jobs(self, kind: str | None = None) -> list[Job]:
         """Jobs (of one kind), newest first."""
-        out = [j for j in self._jobs.values() if kind is None or j.kind == kind]
+        out = [j for j in self._all() if kind is None or j.kind == kind]
         return sorted(out, key=lambda j: j.started_at, reverse=True)
 
     def running(self, kind: str | None = None) -> list[Job]:

@@ -7,7 +7,9 @@ Two kinds of files under cache.home()/queue/<host>/, both held with flock, so a 
 - slot-<i>.lock: a run computes while it holds one of the first `capacity()` slots;
 - ticket-<arrival>-<pid>-<nonce>: a waiting run. A ticket nobody holds is a dead waiter's and is removed.
 Only the oldest live ticket tries the slots, so runs start in the order they arrived.
-flock locks belong to an open file, so two threads of one server queue like two processes.
+flock locks belong to an open file, so two threads of one server queue like two processes. Every process
+of a machine should see the same DDAUDIT_MAX_RUNS (each tries the first n slots of its own n). The folder
+wants a local disk: on NFS, flock becomes a per-process POSIX lock and threads of one server would share it.
 """
 from __future__ import annotations
 
@@ -53,14 +55,24 @@ def queue_dir() -> Path:
     return path
 
 
-def _try_lock(path: Path) -> IO | None:
-    """The file opened and exclusively locked, or None when someone holds it."""
-    fh = open(path, "a+", encoding="utf-8")
+def _try_lock(path: Path, create: bool = True) -> IO | None:
+    """The file opened and exclusively locked, or None when someone holds it (or, with create=False, when it
+    is gone: a waiter that just left must not get its ticket back)."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    fh = os.fdopen(fd, "r+", encoding="utf-8")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
         return None
+    except BaseException:
+        fh.close()
+        raise
     return fh
 
 
@@ -68,13 +80,17 @@ def _live_tickets(folder: Path) -> list[Path]:
     """Waiting runs' tickets, oldest first; tickets of dead waiters are removed on the way."""
     live = []
     for path in sorted(folder.glob("ticket-*")):
-        fh = _try_lock(path) if path.exists() else None
+        try:
+            fh = _try_lock(path, create=False)
+        except FileNotFoundError:
+            continue
         if fh is None:
-            live.append(path)
+            if path.exists():
+                live.append(path)
             continue
         path.unlink(missing_ok=True)  # we could lock it: its waiter is gone
         fh.close()
-    return [p for p in live if p.exists()]
+    return live
 
 
 def _take_slot(folder: Path, n: int) -> IO | None:
@@ -125,15 +141,14 @@ def compute_slot(label: str = "", progress: Progress | None = None,
 def _wait(folder: Path, n: int, label: str, progress: Progress | None, should_stop: ShouldStop | None) -> IO:
     """Queue a ticket and poll until it is first in line and a slot is free."""
     name = f"ticket-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = folder / f".{name}"
+    tmp, me = folder / f".{name}", folder / name
     ticket = _try_lock(tmp)  # locked before it gets its name: nobody can take it for a dead waiter's
-    assert ticket is not None
-    ticket.write(label[:200])
-    ticket.flush()
-    tmp.rename(folder / name)
-    me = folder / name
+    assert ticket is not None  # a fresh, unique name
     last = None
     try:
+        ticket.write(label[:200])
+        ticket.flush()
+        tmp.rename(me)
         while True:
             line = _live_tickets(folder)
             position = line.index(me) + 1 if me in line else 1
@@ -151,6 +166,7 @@ def _wait(folder: Path, n: int, label: str, progress: Progress | None, should_st
             time.sleep(POLL_S)
     finally:
         me.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         ticket.close()
 
 
