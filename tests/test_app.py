@@ -590,3 +590,29 @@ def test_results_and_runs_show_the_bundled_example_read_only() -> None:
     at.multiselect(key="runs_pick").set_value([m["roles"]["audit"]]).run()
     ok(at)
     assert any("Bundled example: read-only" in c.value for c in at.caption)
+
+
+def test_the_dashboard_listens_on_loopback_only(tmp_path) -> None:
+    """`make app` and the app's own config bind 127.0.0.1: started without --server.address (the config
+    alone), every listening socket of the server is on loopback."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from bench import serve
+    from .procs import descendants, is_loopback, listeners
+    from pathlib import Path
+    make = (Path(ROOT) / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"streamlit run app\.py --server\.address 127\.0\.0\.1", make)
+    port = serve.free_port()
+    env = {**os.environ, "DDAUDIT_HOME": str(tmp_path), "DDAUDIT_EXAMPLE": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert serve.wait_healthy(proc, f"http://127.0.0.1:{port}", 120), "the app did not start"
+        found = listeners({proc.pid: "streamlit", **descendants(proc.pid)})
+        assert any(p == port for _, _, p in found), found  # the check sees the server's socket
+        assert all(is_loopback(addr) for _, addr, _ in found), found
+    finally:
+        serve.stop(proc)

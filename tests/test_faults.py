@@ -19,7 +19,7 @@ from engine import sweep
 from engine.store import RunStore
 from engine.store.records import pid_alive
 
-from .test_sweep import _descendants
+from .procs import descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 # one cell, long enough (300 tiny DM iterations, a checkpoint every 20) to be killed between checkpoints
@@ -56,7 +56,7 @@ def _first_checkpoint(home: Path, timeout: float = 180) -> None:
 
 def _workers() -> list[int]:
     """Pids of this test's Ray workers running a cell (processes under this one named ray::_run_cell)."""
-    return [pid for pid, name in _descendants(os.getpid()).items() if name == "ray::_run_cell"]
+    return [pid for pid, name in descendants(os.getpid()).items() if name == "ray::_run_cell"]
 
 
 def _cell_log(home: Path) -> str:

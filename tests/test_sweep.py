@@ -19,6 +19,8 @@ from engine import cli, sweep
 from engine.errors import Cancelled
 from engine.store import RunStore
 
+from .procs import descendants, is_loopback, listeners
+
 pytestmark = pytest.mark.usefixtures("fresh_home")
 TINY = ["--dataset", "colored-digits", "--conflict-ratio", "0.05", "--preset", "tiny", "--ipc", "2"]
 
@@ -182,55 +184,6 @@ def test_a_cells_own_error_comes_back_as_it_is(monkeypatch, tmp_path) -> None:
 
 # --------------------------------------------------------------------------- who can reach a local sweep
 
-def _descendants(root: int) -> dict[int, str]:
-    """pid -> command name of every process under `root` (from /proc)."""
-    parent, name = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        name[pid] = text[text.index("(") + 1:text.rindex(")")]
-        parent[pid] = int(text[text.rindex(")") + 2:].split()[1])
-    out, frontier = {}, {root}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier and p not in out}
-        out.update({p: name[p] for p in frontier})
-    return out
-
-
-def _listeners(pids: dict[int, str]) -> list[tuple[str, str, int]]:
-    """(command, address, port) of every TCP socket in LISTEN state that one of `pids` holds (/proc/net/tcp*)."""
-    import ipaddress
-    sockets = {}
-    for table, width in (("tcp", 4), ("tcp6", 16)):
-        for line in Path(f"/proc/net/{table}").read_text(encoding="utf-8").splitlines()[1:]:
-            f = line.split()
-            if f[3] != "0A":  # LISTEN
-                continue
-            addr_hex, port_hex = f[1].split(":")
-            raw = bytes.fromhex(addr_hex)
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))  # each 32-bit word is little-endian
-            sockets[f[9]] = (str(ipaddress.ip_address(raw)), int(port_hex, 16))
-    found = []
-    for pid, cmd in pids.items():
-        try:
-            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
-        except OSError:
-            continue
-        for link in links:
-            if link.startswith("socket:[") and link[8:-1] in sockets:
-                found.append((cmd, *sockets[link[8:-1]]))
-    return found
-
-
-def _loopback(address: str) -> bool:
-    import ipaddress
-    ip = ipaddress.ip_address(address)
-    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
-
-
 def test_a_local_sweep_listens_on_loopback_only() -> None:
     """Every TCP listener of the local Ray (GCS, raylet, workers, agents) is on 127.0.0.1 while cells run:
     a laptop on a shared network exposes nothing."""
@@ -241,13 +194,13 @@ def test_a_local_sweep_listens_on_loopback_only() -> None:
     t.start()
     seen: set[tuple[str, str, int]] = set()
     while t.is_alive():
-        seen.update(_listeners(_descendants(os.getpid())))
+        seen.update(listeners(descendants(os.getpid())))
         time.sleep(0.2)
     t.join()
     assert outcome.get("summary", {}).get("cells") == 2
     commands = {cmd for cmd, _, _ in seen}
     assert {"gcs_server", "raylet"} <= commands, seen  # the check saw Ray's listeners, so it could fail
-    exposed = sorted(s for s in seen if not _loopback(s[1]))
+    exposed = sorted(s for s in seen if not is_loopback(s[1]))
     assert not exposed, f"listening beyond loopback: {exposed}"
 
 
