@@ -2,6 +2,7 @@
 the quick preset on this machine, colored-digits (3 x 32 x 32), IPC 10.
 
 - distillation: seconds per iteration of each method alone and of all five side by side, per algorithm;
+- MTT's experts: seconds per image-epoch of one expert's training (quick; its cost is experts x epochs x images);
 - evaluation: seconds per image-epoch of one quick evaluation training (its cost is epochs x images);
 - SupCon surrogate and attribute probe: seconds per training step at the quick preset.
 
@@ -23,7 +24,7 @@ from bench.bench_distill import time_engine
 from engine import attribute_probe, data, distill as D, embed, evaluate
 from engine.allocator import tune_cpu_allocator
 
-ITERATIONS = {"dm": 4, "dc": 2, "idc": 2}  # timed iterations (the first, a warm-up, is not counted)
+ITERATIONS = {"dm": 4, "dc": 2, "idc": 2, "mtt": 2}  # timed iterations (the first, a warm-up, is not counted)
 
 
 def distill_costs(train: data.BiasedSplit, algorithm: str) -> dict:
@@ -50,6 +51,14 @@ def eval_cost(train: data.BiasedSplit) -> float:
     return (time.perf_counter() - t) / (preset.epochs * len(idx))
 
 
+def expert_cost(train: data.BiasedSplit) -> float:
+    """Seconds per image-epoch of one quick MTT expert (vanilla's objective, one epoch, a scratch folder)."""
+    from bench.bench_mtt import expert_epoch_seconds
+    cfg = replace(D.config_for("quick", "mtt", 10), device="cpu")
+    per = expert_epoch_seconds(train, cfg, torch.device("cpu"))
+    return sum(per.values()) / len(per) / len(train)
+
+
 def step_costs(train: data.BiasedSplit) -> dict:
     """Seconds per step of the SupCon surrogate and of the attribute probe (quick presets, 30 steps each)."""
     p = replace(embed.get_preset("quick"), steps=30)
@@ -66,7 +75,7 @@ def step_costs(train: data.BiasedSplit) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="bench.bench_costs")
     ap.add_argument("--write", default=None, help="also write the costs here (engine/costs.json)")
-    ap.add_argument("--only", choices=("eval", "steps"), default=None,
+    ap.add_argument("--only", choices=("eval", "steps", "mtt"), default=None,
                     help="re-measure only this part and keep the rest of --write's file")
     args = ap.parse_args(argv)
     tune_cpu_allocator()
@@ -80,6 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
                  "dataset": "colored-digits", "pixels": int(train.images[0].numel()), "ipc": 10,
                  "distill": {a: distill_costs(train, a) for a in D.ALGORITHMS}}
+    if args.only == "mtt":  # a new backbone: its rows alone, the rest of the file kept
+        costs["distill"]["mtt"] = distill_costs(train, "mtt")
+    if args.only in (None, "mtt"):
+        costs["expert_image_epoch"] = round(expert_cost(train), 7)
     if args.only in (None, "eval"):
         costs["eval_image_epoch"] = round(eval_cost(train), 6)
     if args.only in (None, "steps"):

@@ -14,6 +14,9 @@ step, so a run cut short still reports what it measured):
   3. SupCon at the paper preset: `--supcon-steps` of its 3,000 steps timed, the whole projected
   4. KDE log-densities of 60,000 x 128 embeddings in 10 classes
   5. a paper-preset audit of bg-fmnist at reduced iterations (quick embeddings; `--audit-iters`)
+  6. MTT at paper settings (bench/bench_mtt.py): seconds per expert epoch of each remedy's objective, and
+     per matching iteration of vanilla alone and all five (stand-in trajectories), with the peak GPU
+     memory of the unroll; the paper run (100 experts x 50 epochs per objective, 5,000 iterations) projected
 Targets (docs/DISTILL.md): vanilla >= 3x faster than the reference loop; all methods <= 1.6x vanilla;
 the 20,000-iteration all-methods run projected under 10 minutes. Needs only torch, torchvision, numpy,
 scikit-learn, safetensors, pillow, tqdm and pytest: no streamlit, plotly or umap.
@@ -164,6 +167,28 @@ def step_idc(args, device: str) -> dict:
             "idc_vs_dc": rows["idc"] / rows["dc"], "paper_run_idc_minutes_projected": rows["idc"] * n_paper / 60}
 
 
+def step_mtt(args, device: str) -> dict:
+    """MTT at the paper settings: expert epochs per remedy, the matching loop per iteration, peak memory."""
+    from dataclasses import replace as _replace
+
+    from bench import bench_mtt as B
+    from engine import data, distill
+    train = data.load_split(_dataset(args), 0.05, "train", 0, args.data_root)
+    preset = "tiny" if args.smoke else "paper"
+    cfg = _replace(distill.config_for(preset, "mtt", 10 if not args.smoke else 2), device=device)
+    dev = torch.device(device)
+    experts = B.expert_epoch_seconds(train, cfg, dev)
+    loops = {}
+    for methods in (("vanilla",), distill.METHODS):
+        s, peak = B.loop_seconds(train, cfg, methods, args.mtt_iters, dev)
+        loops["+".join(methods)] = {"s_per_it": s, "peak_mb": peak}
+    five = loops["+".join(distill.METHODS)]["s_per_it"]
+    expert_min = sum(experts.values()) * cfg.num_experts * cfg.expert_train_epochs / 60
+    return {"dataset": train.dataset, "preset": preset, "s_per_expert_epoch": experts, "loop": loops,
+            "experts_all_five_minutes_projected": expert_min,
+            "paper_run_all_five_minutes_projected": five * cfg.iterations / 60}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="bench.gpu_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget", type=float, default=330, help="seconds; steps that would start later are skipped")
     ap.add_argument("--dm-iters", type=int, default=10)
     ap.add_argument("--idc-iters", type=int, default=2)
+    ap.add_argument("--mtt-iters", type=int, default=3)
     ap.add_argument("--supcon-steps", type=int, default=200)
     ap.add_argument("--audit-iters", type=int, default=500)
     ap.add_argument("--audit-eval-seeds", type=int, default=2)
@@ -188,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps = [("pytest_cuda", lambda: step_pytest(args)), ("dm_paper", lambda: step_dm(args, device)),
              ("idc_dc_paper", lambda: step_idc(args, device)),
              ("supcon_paper", lambda: step_supcon(args, device)), ("kde_60000x128", lambda: step_kde(args, device)),
-             ("audit_bg_fmnist_paper", lambda: step_audit(args, device))]
+             ("audit_bg_fmnist_paper", lambda: step_audit(args, device)),
+             ("mtt_paper", lambda: step_mtt(args, device))]
     for name, fn in steps:
         elapsed = time.perf_counter() - t0
         if elapsed > args.budget:

@@ -5,7 +5,9 @@ Distillation: the measured seconds per iteration of each method alone, combined 
 five-method run showed (a paired run shares its real batch); evaluation: epochs x images x the measured
 seconds per image-epoch, per set and training; SupCon and the probe: steps x seconds per step. Costs scale
 with the pixels per image against colored-digits'; the paper preset's wider nets and larger batches are
-extrapolated from quick (width and batch ratios), not measured.
+extrapolated from quick (width and batch ratios), not measured. MTT adds its experts (sets not on disk x
+experts x epochs x images x the measured seconds per expert image-epoch); its loop scales with student
+steps x images per step.
 """
 from __future__ import annotations
 
@@ -70,8 +72,30 @@ def distill_seconds(plan: Plan, pixels: int, costs: dict | None = None) -> float
     overlap = (together - max(every)) / max(sum(every) - max(every), 1e-9)  # the share of the rest a paired run pays
     per_it = max(alone) + overlap * (sum(alone) - max(alone))
     quick = distill.PRESETS["quick"][cfg.algorithm]
+    if cfg.algorithm == "mtt":  # the unroll's cost: student steps x images per step (measured at IPC 10, 10 classes)
+        step = lambda k: k.syn_steps * min(k.batch_syn or 10 ** 9, k.ipc * plan_classes(plan))  # noqa: E731
+        return cfg.iterations * per_it * pixels / c["pixels"] * cfg.width / quick.width * step(cfg) / (
+            quick.syn_steps * min(quick.batch_syn or 10 ** 9, c["ipc"] * 10))
     return cfg.iterations * per_it * pixels / c["pixels"] * _scale(cfg.width, cfg.batch_real, quick.width,
                                                                       quick.batch_real)
+
+
+def plan_classes(plan: Plan) -> int:
+    """The plan's dataset's number of classes."""
+    from .data import get_spec
+    return len(get_spec(plan.request.dataset).class_names)
+
+
+def experts_seconds(plan: Plan, train: BiasedSplit, pixels: int, costs: dict | None = None) -> float:
+    """MTT: the expert sets not on disk x experts x epochs x images x seconds per image-epoch (a kde objective
+    counts as to train: its weights are not known before the run)."""
+    from .distill.experts import objectives_to_train
+    c = costs or load_costs()
+    cfg = plan.distill_cfg
+    todo = objectives_to_train(train, cfg, plan.methods)
+    quick = distill.PRESETS["quick"]["mtt"]
+    return (todo * cfg.num_experts * cfg.expert_train_epochs * len(train) * c["expert_image_epoch"] * pixels
+            / c["pixels"] * cfg.width / quick.width)
 
 
 def evaluate_seconds(plan: Plan, train: BiasedSplit, baseline: bool, costs: dict | None = None) -> float:
@@ -94,6 +118,8 @@ def estimate(plan: Plan, train: BiasedSplit, kind: str, baseline: bool) -> Estim
         return Estimate(0.0, {}, stored=True)
     pixels = int(train.images[0].numel())
     parts = {"distill": distill_seconds(plan, pixels, c)}
+    if plan.distill_cfg.algorithm == "mtt":
+        parts["experts"] = experts_seconds(plan, train, pixels, c)
     if plan.uses_weights and not embed._paths(train, plan.embed, plan.request.seed)[1].exists():
         parts["SupCon"] = plan.embed.steps * c["supcon_step"] * pixels / c["pixels"]
     if kind == "audit":

@@ -138,7 +138,10 @@ def command(info: dict, res: dict) -> str:
             f"--preset {preset}", f"--seed {res['seed']}", f"--eval-seeds {len(res['eval_seeds'])}"]
     default = distill.PRESETS[preset][res["algorithm"]]
     for key, flag in (("iterations", "--iterations"), ("init", "--init"), ("cobra_warmup", "--cobra-warmup"),
-                      ("factor", "--factor")):  # factor: IDC's keys only
+                      ("factor", "--factor"), ("num_experts", "--num-experts"),
+                      ("expert_train_epochs", "--expert-train-epochs"), ("syn_steps", "--syn-steps"),
+                      ("expert_epochs", "--expert-epochs"),
+                      ("max_start_epoch", "--max-start-epoch")):  # factor: IDC's keys only; the rest MTT's
         if key in cfg["distill"] and cfg["distill"][key] != getattr(default, key):
             args.append(f"{flag} {cfg['distill'][key]}")
     if res.get("embed_preset") and res["embed_preset"] != preset:

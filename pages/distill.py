@@ -23,7 +23,9 @@ def form(s: state.Settings, train) -> dict | None:
                                  format_func=str.upper,
                                  help="DM: distribution matching (with DSA); DC: gradient matching; IDC: gradient "
                                       "matching of multi-formation sets (each stored image holds 2 x 2 "
-                                      "images, 4 x 4 for 64-pixel faces), network trained on real data.")
+                                      "images, 4 x 4 for 64-pixel faces), network trained on real data; MTT: "
+                                      "trajectory matching against experts trained with each method's "
+                                      "objective (trained once, then cached).")
         preset = c3.selectbox("Preset", ("quick", "paper"), key="dst_preset",
                               help="quick: CPU minutes; paper: the published settings (GPU hours).")
         c4, c5, c6, c7 = st.columns(4)

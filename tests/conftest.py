@@ -61,7 +61,8 @@ def tiny_presets(monkeypatch: pytest.MonkeyPatch) -> None:
         "dc": replace(distill.PRESETS["quick"]["dc"], iterations=1, batch_real=4, width=8, outer_loop=1,
                       inner_loop=1),
         "idc": replace(distill.PRESETS["quick"]["idc"], iterations=1, batch_real=4, width=8, outer_loop=2,
-                       idc_net_data=8)})
+                       idc_net_data=8),
+        "mtt": replace(distill.PRESETS["tiny"]["mtt"], width=8)})
     monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8))
     monkeypatch.setitem(attribute_probe.PRESETS, "quick", replace(attribute_probe.PRESETS["quick"], steps=2, width=8,
                                                                   batch=16))

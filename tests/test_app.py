@@ -195,6 +195,19 @@ def test_distill_page_runs_idc_and_shows_its_decoded_sets() -> None:
     assert len(s.labels) == 10 * 2 * 4 and s.formation.shape[0] == 10 * 2
 
 
+def test_distill_page_runs_mtt_with_its_experts() -> None:
+    """MTT from the Distill form: the experts are trained (or read back), each method's set is shown, and the
+    stored sets carry their learned student step size."""
+    from engine.store import RunStore
+    at = start_run(["vanilla", "kde"], evaluate=False, algorithm="mtt")
+    assert at.success, "finished message"
+    assert len(at.get("image")) == 2
+    run = next(r for r in RunStore().list(status="finished") if r["kind"] == "distill"
+               and ((r.get("config") or {}).get("distill") or {}).get("algorithm") == "mtt")
+    sets = RunStore().open(run["id"]).sets()
+    assert set(sets) == {"vanilla", "kde"} and all(s.meta["syn_lr"] > 0 for s in sets.values())
+
+
 def test_embeddings_page_puts_a_runs_synthetic_sets_on_the_map() -> None:
     from engine.store import RunStore
     if not [r for r in RunStore().list(status="finished") if r["kind"] in ("distill", "audit")

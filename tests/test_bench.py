@@ -90,7 +90,8 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     out = tmp_path / "gpu.json"
     report = gpu_check.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text(encoding="utf-8"))["steps"].keys() == report["steps"].keys() == {
-        "pytest_cuda", "dm_paper", "idc_dc_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper"}
+        "pytest_cuda", "dm_paper", "idc_dc_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper",
+        "mtt_paper"}
     assert all(s["ok"] for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
     assert "skipped" in report["steps"]["pytest_cuda"]["summary"] or "passed" in report["steps"]["pytest_cuda"]["summary"]
     dm = report["steps"]["dm_paper"]
@@ -100,6 +101,20 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     assert t["floor_all"] < t["vanilla"] + t["cobra_alone"] and dm["floor_all_vs_vanilla"] == t["floor_all"] / t["vanilla"]
     idc = report["steps"]["idc_dc_paper"]
     assert idc["idc_vs_dc"] == idc["s_per_it_all_five"]["idc"] / idc["s_per_it_all_five"]["dc"] > 0
+    mtt = report["steps"]["mtt_paper"]
+    assert set(mtt["s_per_expert_epoch"]) == set(D.METHODS) and all(v > 0 for v in mtt["s_per_expert_epoch"].values())
+    assert mtt["loop"]["vanilla"]["s_per_it"] > 0 and mtt["loop"]["vanilla"]["peak_mb"] > 0
+    assert mtt["paper_run_all_five_minutes_projected"] > 0
+
+
+def test_bench_mtt_times_experts_and_the_loop(fresh_home) -> None:
+    """bench.bench_mtt at the tiny preset: an expert epoch per remedy, the loop alone and side by side, > 0."""
+    from bench import bench_mtt
+    report = bench_mtt.main(["--presets", "tiny", "--iters", "1"])
+    (experts,) = report["experts"]
+    assert set(experts["s_per_expert_epoch"]) == set(D.METHODS) and experts["distinct_objectives"] == 5
+    assert [r["methods"] for r in report["loop"]] == ["vanilla", "+".join(D.METHODS)]
+    assert all(r["s_per_it"] > 0 and r["peak_mb"] > 0 for r in report["loop"]) and report["audits"] is None
 
 
 def test_fidelity_study_tables_and_svg_from_tracked_audits(tmp_path, fresh_home, capsys) -> None:

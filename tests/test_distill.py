@@ -305,7 +305,7 @@ def test_bad_inputs_are_user_errors(tiny: BiasedSplit) -> None:
     with pytest.raises(InvalidArgument):
         D.config_for("fast", "dm", 10)
     with pytest.raises(InvalidArgument):
-        D.config_for("quick", "mtt", 10)
+        D.config_for("quick", "gm", 10)
     with pytest.raises(InvalidArgument):
         D.config_for("quick", "dm", 10, lr_img=-1.0)
 

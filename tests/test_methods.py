@@ -132,7 +132,7 @@ def test_balanced_dm_is_vanilla_loss_on_the_balanced_rows() -> None:
     assert methods.balanced_dm(real, b, mu_syn, methods.Context(2, 2)).item() == pytest.approx(want.item())
 
 
-@pytest.mark.parametrize("algorithm", ["dm", "dc", "idc"])
+@pytest.mark.parametrize("algorithm", ["dm", "dc", "idc", "mtt"])
 def test_five_methods_side_by_side_resume_bit_identical(tiny: BiasedSplit, tmp_path, algorithm: str) -> None:
     from engine.errors import Cancelled
     cfg = D.config_for("tiny", algorithm, 2, iterations=4, width=8, batch_real=6, checkpoint_every=1, device="cpu",

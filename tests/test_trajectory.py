@@ -44,8 +44,9 @@ def test_track_points_always_hold_start_and_end() -> None:
 
 
 @pytest.mark.parametrize("cfg", [replace(TINY, iterations=5, init="real"), replace(TINY_DC, iterations=3),
-                                 replace(TINY_DC, algorithm="idc", iterations=3, idc_net_data=8)],
-                         ids=["dm", "dc", "idc"])
+                                 replace(TINY_DC, algorithm="idc", iterations=3, idc_net_data=8),
+                                 replace(D.PRESETS["tiny"]["mtt"], ipc=2, iterations=3, width=8)],
+                         ids=["dm", "dc", "idc", "mtt"])
 def test_tracking_leaves_the_sets_unchanged(tiny, tracker, cfg) -> None:  # noqa: F811
     w = _random_weights(tiny)
     plain = D.distill(tiny, cfg, D.METHODS, weights=w)

@@ -23,7 +23,8 @@ Target = Callable[[Progress, ShouldStop], Any]
 LIVE_REFRESH_S = 2.0
 MAX_EVENTS = 5000  # progress events kept per job (loss curves); older ones are thinned
 MAX_DONE_JOBS = 64  # finished jobs kept for their pages; older ones are forgotten (their runs stay in the store)
-STAGES = {"distill": "distilling", "embed": "embedding the training images",
+STAGES = {"distill": "distilling", "experts": "training MTT's expert trajectories (cached after)",
+          "embed": "embedding the training images",
           "supcon": "training the SupCon surrogate", "kde": "KDE weights", "weights": "KDE weights",
           "data": "loading the data", "probe": "training the attribute probe", "umap": "UMAP map",
           "done": "finishing"}

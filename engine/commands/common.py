@@ -25,8 +25,9 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     from ..distill import METHODS
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
     p.add_argument("--algorithm", default="dm",
-                   help="dm (distribution matching), dc (gradient matching) or idc (gradient matching of "
-                        "multi-formation sets, IDC)")
+                   help="dm (distribution matching), dc (gradient matching), idc (gradient matching of "
+                        "multi-formation sets, IDC) or mtt (trajectory matching against experts trained with each "
+                        "method's objective, MTT)")
     p.add_argument("--ipc", default="10", help="synthetic images per class (default 10)")
     p.add_argument("--preset", default="quick",
                    help="quick (CPU, minutes), paper (published settings) or tiny (seconds; plumbing checks)")
@@ -44,6 +45,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--factor", default=None,
                    help="idc: multi-formation factor, each stored image holds factor x factor images (default "
                         "by image size as COBRA's scripts: 2; 4 for 64-pixel faces)")
+    for flag, text in MTT_FLAGS.items():
+        p.add_argument(f"--{flag}", default=None, help=f"mtt: {text} (default: the preset's)")
     p.add_argument("--track-every", default=None,
                    help="measure each method's set every N iterations (aligned share, loss; the start and the end "
                         "always): the trajectory in results.json (default: about 10 points per run; 0 = off)")
@@ -52,6 +55,15 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
                         "epochs) and record its conflicting, aligned and worst-group accuracy (costly)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: $DDAUDIT_DEVICE or auto)")
     p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
+
+
+MTT_FLAGS = {  # flag -> what it sets; each a DistillConfig field of the same name (dashes for underscores)
+    "num-experts": "expert trajectories trained per method objective",
+    "expert-train-epochs": "epochs each expert trains",
+    "syn-steps": "student steps on the synthetic set per iteration",
+    "expert-epochs": "expert epochs the student must cover (M)",
+    "max-start-epoch": "the student starts at an expert epoch below this",
+}
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -94,6 +106,13 @@ def request_args(args: argparse.Namespace) -> dict:
         if args.algorithm != "idc":
             raise InvalidArgument("--factor is IDC's multi-formation factor", "add --algorithm idc, or drop --factor")
         overrides["factor"] = parse_int(args.factor, "factor")
+    for flag in MTT_FLAGS:
+        value = getattr(args, flag.replace("-", "_"), None)
+        if value is None:
+            continue
+        if args.algorithm != "mtt":
+            raise InvalidArgument(f"--{flag} is an MTT setting", "add --algorithm mtt, or drop it")
+        overrides[flag.replace("-", "_")] = parse_int(value, flag)
     return dict(dataset=args.dataset, conflict_ratio=args.conflict_ratio, methods=args.methods,
                 algorithm=args.algorithm, ipc=args.ipc, preset=args.preset, embed_preset=args.embed_preset,
                 kernel_variance=parse_float(args.kernel_variance, "kernel-variance"), seed=args.seed,

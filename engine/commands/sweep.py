@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ipc", default="10", help="comma-separated images per class (default 10)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--preset", default="quick", help="tiny | quick | paper (default quick)")
-    p.add_argument("--algorithm", default="dm", help="dm | dc | idc (default dm)")
+    p.add_argument("--algorithm", default="dm", help="dm | dc | idc | mtt (default dm)")
     p.add_argument("--eval-seeds", default=None, help="evaluation trainings per set (default: the preset's)")
     p.add_argument("--data-root", default=None, help="folder with the raw data (or set DDAUDIT_DATA)")
     p.add_argument("--address", default=None,

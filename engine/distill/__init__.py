@@ -1,4 +1,4 @@
-"""Dataset distillation (DM, DC) with every registered method side by side.
+"""Dataset distillation (DM, DC, IDC, MTT) with every registered method side by side.
 
     from engine import distill as D
     cfg = D.config_for("quick", "dm", ipc=10)
@@ -7,7 +7,8 @@
 
 Layout, each module depending only on the engine's foundations, data and augment: config (DistillConfig,
 presets), methods (the registry: one entry per method), sampler (the shared real batch, RNG streams),
-starts (initial sets), grads (DC's two gradients), tracking (track points, the Tracker protocol),
+starts (initial sets), grads (DC's two gradients), idc and mtt (their iterations), experts (MTT's cached
+expert trajectories), tracking (track points, the Tracker protocol),
 checkpoint (State, Checkpoint), loop (the side-by-side loop), sets (SyntheticSet, files), losses (each
 method's loss on hand-made inputs). This file only re-exports.
 """

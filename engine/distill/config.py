@@ -8,7 +8,7 @@ from ..augment import DSA
 from ..errors import InvalidArgument
 
 DISTILL_VERSION = 3  # bump when a change alters the synthetic sets a config produces
-ALGORITHMS = ("dm", "dc", "idc")
+ALGORITHMS = ("dm", "dc", "idc", "mtt")
 INITS = ("method", "real", "balanced", "noise")
 KDE_SAMPLINGS = ("importance", "weighted")
 MAX_ITERATIONS = 1_000_000   # bounds every count (docs/DISTILL.md): a typo must not run forever
@@ -54,6 +54,18 @@ class DistillConfig:
     # image; 0 = by image size as COBRA's scripts (4 for 64 px and up, else 2; 3 for faces at IPC >= 100).
     factor: int = 0
     idc_net_data: int = 500       # IDC: real images the network trains on after each matching step (its n_data)
+    # MTT (Cazenavette et al. 2022; docs/DISTILL.md "MTT"): experts trained on real data (SGD lr_teacher, batch
+    # batch_train, DSA), their parameters saved each epoch; a student starts at an expert's epoch below
+    # max_start_epoch, takes syn_steps SGD steps on the set (batch_syn images each, 0 = all) with a learnable
+    # step size (initial lr_teacher, its own SGD lr_lr), and is matched to the expert expert_epochs later.
+    num_experts: int = 100
+    expert_train_epochs: int = 50  # epochs each expert trains (>= max_start_epoch - 1 + expert_epochs)
+    lr_teacher: float = 0.01
+    syn_steps: int = 20
+    expert_epochs: int = 3
+    max_start_epoch: int = 25
+    lr_lr: float = 1e-05
+    batch_syn: int = 0
 
     def loops(self) -> tuple[int, int]:
         """DC (outer, inner) loops: explicit, else DC's table by IPC."""
@@ -90,10 +102,21 @@ class DistillConfig:
         if self.algorithm != "idc":
             for name in _IDC_ONLY:
                 d.pop(name)
+        if self.algorithm != "mtt":
+            for name in MTT_ONLY:
+                d.pop(name)
         return d
+
+    def expert_key(self) -> dict:
+        """The fields that determine MTT's experts (not the matching loop's, nor the seed: like MTT's buffer,
+        experts are trained once and serve every distillation seed)."""
+        return {k: getattr(self, k) for k in ("width", "depth", "norm", "dsa", "batch_train", "lr_teacher",
+                                              "num_experts", "expert_train_epochs")}
 
 
 _IDC_ONLY = ("factor", "idc_net_data")
+MTT_ONLY = ("num_experts", "expert_train_epochs", "lr_teacher", "syn_steps", "expert_epochs", "max_start_epoch",
+            "lr_lr", "batch_syn")
 
 
 # quick: narrow net, small real batch, 10x image lr, 100 iterations. With each method starting from its
@@ -111,15 +134,28 @@ _PAPER_DC = DistillConfig(algorithm="dc", iterations=1000, batch_real=256, lr_im
 # with IDC's network trained on real data between matching steps; quick: DC's quick sizes.
 _QUICK_IDC = replace(_QUICK_DC, algorithm="idc", idc_net_data=128)
 _PAPER_IDC = replace(_PAPER_DC, algorithm="idc")
+# MTT: its code's defaults (distill.py: 5,000 iterations, syn_steps 20, expert_epochs 3, max_start_epoch 25,
+# lr_img 1000, lr_lr 1e-5, lr_teacher 0.01, the whole set per step; buffer.py: 100 experts of 50 epochs, batch 256,
+# SGD without momentum). Quick: 2 experts of 6 epochs at batch 64 (a 1,442-image split gets 23 expert steps an
+# epoch), a narrow net, 8 unrolled steps of 40 images, 50 iterations at 10x MTT's lr_img (as quick DM takes 10x
+# DM's): from one shared random-real start, 60 iterations at lr_img 1,000 moved kde/fairdd to 46.8/45.7%
+# accuracy on colored-digits (5%), at 10,000 to 67.0/76.0% (vanilla 27.0/30.7; docs/RESULTS.md).
+_PAPER_MTT = DistillConfig(algorithm="mtt", iterations=5000, lr_img=1000.0, width=128, checkpoint_every=250,
+                           batch_real=256)
+_QUICK_MTT = replace(_PAPER_MTT, iterations=50, lr_img=10000.0, width=32, checkpoint_every=10, batch_train=64,
+                     num_experts=2, expert_train_epochs=6, syn_steps=8, expert_epochs=2, max_start_epoch=4,
+                     batch_syn=40, kde_batch=32, batch_real=32)
 # tiny: seconds, for tests and the dashboard's DDAUDIT_TINY mode (shapes and plumbing, not results)
 _TINY_DM = replace(_QUICK_DM, iterations=4, batch_real=8, width=16, checkpoint_every=2, kde_batch=8)
 _TINY_DC = replace(_QUICK_DC, iterations=4, batch_real=8, width=16, checkpoint_every=2, outer_loop=1,
                    inner_loop=1, kde_batch=8)
 _TINY_IDC = replace(_TINY_DC, algorithm="idc", idc_net_data=16)
+_TINY_MTT = replace(_QUICK_MTT, iterations=4, width=16, checkpoint_every=2, num_experts=2, expert_train_epochs=2,
+                    syn_steps=2, expert_epochs=1, max_start_epoch=1, batch_train=256, kde_batch=8, batch_real=8)
 PRESETS: dict[str, dict[str, DistillConfig]] = {
-    "tiny": {"dm": _TINY_DM, "dc": _TINY_DC, "idc": _TINY_IDC},
-    "quick": {"dm": _QUICK_DM, "dc": _QUICK_DC, "idc": _QUICK_IDC},
-    "paper": {"dm": _PAPER_DM, "dc": _PAPER_DC, "idc": _PAPER_IDC},
+    "tiny": {"dm": _TINY_DM, "dc": _TINY_DC, "idc": _TINY_IDC, "mtt": _TINY_MTT},
+    "quick": {"dm": _QUICK_DM, "dc": _QUICK_DC, "idc": _QUICK_IDC, "mtt": _QUICK_MTT},
+    "paper": {"dm": _PAPER_DM, "dc": _PAPER_DC, "idc": _PAPER_IDC, "mtt": _PAPER_MTT},
 }
 
 
@@ -142,8 +178,11 @@ def config_for(preset: str, algorithm: str, ipc: int, **overrides) -> DistillCon
 
 
 _POSITIVE = ("ipc", "iterations", "batch_real", "width", "depth", "checkpoint_every", "batch_train", "kde_batch")
-_NON_NEGATIVE = ("outer_loop", "inner_loop", "group_min", "factor", "idc_net_data")
-_UPPER = {"ipc": MAX_IPC, "iterations": MAX_ITERATIONS, "batch_real": 100_000, "width": 4096,
+_NON_NEGATIVE = ("outer_loop", "inner_loop", "group_min", "factor", "idc_net_data", "batch_syn")
+_MTT_COUNTS = ("num_experts", "expert_train_epochs", "syn_steps", "expert_epochs", "max_start_epoch")
+_UPPER = {"num_experts": 10_000, "expert_train_epochs": 9_999, "syn_steps": 10_000, "expert_epochs": 9_999,
+          "max_start_epoch": 9_999, "batch_syn": MAX_IPC * 1000,
+          "ipc": MAX_IPC, "iterations": MAX_ITERATIONS, "batch_real": 100_000, "width": 4096,
           "checkpoint_every": MAX_ITERATIONS, "batch_train": 100_000, "kde_batch": 100_000,
           "outer_loop": 10_000, "inner_loop": 10_000, "group_min": 10_000, "factor": 8,
           "idc_net_data": 100_000}
@@ -171,10 +210,16 @@ def check_config(cfg: DistillConfig) -> None:
         _check_count(cfg, name, 1)
     for name in _NON_NEGATIVE:
         _check_count(cfg, name, 0)
+    for name in _MTT_COUNTS:
+        _check_count(cfg, name, 1)
+    if cfg.max_start_epoch - 1 + cfg.expert_epochs > cfg.expert_train_epochs:
+        bad(f"MTT's targets reach epoch max_start_epoch - 1 + expert_epochs = "
+            f"{cfg.max_start_epoch - 1 + cfg.expert_epochs}, but experts train {cfg.expert_train_epochs} epochs",
+            "lower --max-start-epoch or --expert-epochs, or train the experts longer (--expert-train-epochs)")
     if not isinstance(cfg.cobra_warmup, int) or isinstance(cfg.cobra_warmup, bool) or not -1 <= cfg.cobra_warmup <= 10_000:
         bad(f"cobra_warmup must be an integer from -1 to 10,000, got {cfg.cobra_warmup!r}",
             "give -1 (by IPC, as COBRA's code), 0 (no warm start) or a number of epochs")
-    for name in ("lr_img", "lr_net"):
+    for name in ("lr_img", "lr_net", "lr_teacher", "lr_lr"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             bad(f"{name} must be a positive number, got {v!r}", f"give {name} > 0")

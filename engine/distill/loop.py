@@ -21,11 +21,11 @@ from ..errors import Cancelled, InvalidArgument
 from ..images import to_float, to_uint8, to_unit
 from ..nets import ConvNet, ConvNetConfig, init_network, memory_format
 from ..progress import Event, Progress, ShouldStop
-from . import idc
+from . import experts as X, idc, mtt
 from .checkpoint import Checkpoint, State
 from .grads import real_grad, syn_grad
 from .config import DISTILL_VERSION, DistillConfig, check_config
-from .methods import METHODS, REGISTRY, Batch, Context, check_methods
+from .methods import METHODS, REGISTRY, Batch, Context, ExpertData, check_methods
 from .sampler import STREAM_BALANCED, STREAM_GROUPS, STREAM_INNER, STREAM_KDE, STREAM_MAIN, Sampler, rng
 from .sets import SyntheticSet
 from .starts import initial_sets
@@ -54,6 +54,7 @@ class _Run:
     fmt: torch.memory_format = field(default=torch.contiguous_format)
     targets: torch.Tensor | None = None  # the real labels on the device (IDC trains its network on them)
     factor: int = 1                      # IDC's multi-formation factor (1: a stored image is one image)
+    experts: dict[str, X.ExpertBank] | None = None  # MTT: each method's expert trajectories
 
     def decoded(self, syn: torch.Tensor) -> torch.Tensor:
         """A method's stored set as training images (IDC decodes its tiles; DM/DC as stored)."""
@@ -321,7 +322,21 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
     syn = {m: starts[m].clone().to(device).requires_grad_(True) for m in methods}
     opts = {m: torch.optim.SGD([syn[m]], lr=cfg.lr_img, momentum=cfg.momentum) for m in methods}
     state = State(syn, opts, {m: [] for m in methods}, torch.zeros(len(methods), dtype=torch.float64, device=device))
+    if cfg.algorithm == "mtt":  # MTT's learnable step size starts at the experts' lr, SGD momentum 0.5 (distill.py)
+        state.syn_lr = {m: torch.tensor(cfg.lr_teacher, device=device).requires_grad_(True) for m in methods}
+        state.lr_opts = {m: torch.optim.SGD([state.syn_lr[m]], lr=cfg.lr_lr, momentum=0.5) for m in methods}
     return run, state
+
+
+def _experts(run: _Run, train: BiasedSplit, weights: torch.Tensor | None, progress: Progress | None,
+             should_stop: ShouldStop | None) -> dict[str, X.ExpertBank]:
+    """MTT: each method's experts (its registry objective), from the cache or trained now."""
+    data = ExpertData(train.targets, train.attributes, weights, run.ctx.num_classes, run.ctx.num_groups,
+                      run.cfg.kde_sampling, run.cfg.group_min)
+    objectives = {m: REGISTRY[m].mtt_objective(data) for m in run.methods}
+    setup = X.ExpertSetup(run.images, run.targets, run.mean, run.std, run.net.cfg, run.dsa, run.fmt, run.device)
+    digest = X._split_digest(train)
+    return X.ensure_experts(setup, objectives, run.cfg, digest, progress, should_stop)
 
 
 def _log_losses(state: State, methods: Sequence[str], losses: torch.Tensor, log_every: int, total: int) -> None:
@@ -367,6 +382,8 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
     t_start = time.perf_counter()
     mean, std = channel_stats(train.images)
     run, state = _build(train, cfg, methods, weights, mean, std, device or pick_device(cfg.device))
+    if cfg.algorithm == "mtt":
+        run.experts = _experts(run, train, weights, progress, should_stop)
     points = set(track_points(cfg.iterations, tracker.every)) if tracker is not None else set()
     if points:
         state.trajectory, state.snapshots = {m: [] for m in methods}, {m: [] for m in methods}
@@ -389,7 +406,7 @@ def distill(train: BiasedSplit, cfg: DistillConfig, methods: Sequence[str], weig
                            real_aligned_share=tracker.real_aligned_share))
 
     log_every, it0, t_loop = max(1, cfg.iterations // 200), state.done, time.perf_counter()
-    step = {"dm": _dm_step, "dc": _dc_step, "idc": lambda *a: idc.step(*a, match=_dc_match)}[cfg.algorithm]
+    step = {"dm": _dm_step, "dc": _dc_step, "idc": lambda *a: idc.step(*a, match=_dc_match), "mtt": mtt.step}[cfg.algorithm]
     for it in range(it0, cfg.iterations):
         if should_stop is not None and should_stop():
             ckpt.save(state, cfg, methods, elapsed())
@@ -431,9 +448,10 @@ def _results(run: _Run, train: BiasedSplit, state: State, mean: torch.Tensor, st
     labels = run.decoded_labels().cpu()
     for m in methods:
         stored = state.syn[m].detach().float()
+        own = dict(meta, syn_lr=float(state.syn_lr[m].detach())) if m in state.syn_lr else dict(meta)  # MTT's learned lr
         out[m] = SyntheticSet(m, run.decoded(stored).cpu().contiguous(), labels.clone(), mean, std,
                               state.history[m][-1][1] if state.history[m] else float("nan"), seconds,
-                              state.history[m], dict(meta), list(state.trajectory.get(m, [])),
+                              state.history[m], own, list(state.trajectory.get(m, [])),
                               torch.stack(state.snapshots[m]) if state.snapshots.get(m) else None,
                               stored.cpu().contiguous() if run.factor > 1 else None)
     return out

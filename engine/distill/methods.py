@@ -188,6 +188,96 @@ def balanced_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) 
     return match_distance(gw_syn, grad_of(b.balanced[b.labels[b.balanced] == c], None))
 
 
+# --------------------------------------------------------------------------- MTT: what each method's experts minimise
+
+@dataclass(frozen=True)
+class ExpertData:
+    """What an expert objective may read about the real training split."""
+
+    targets: torch.Tensor            # class of each training image
+    groups: torch.Tensor             # its bias attribute
+    weights: torch.Tensor | None     # its KDE weight (None without weights)
+    num_classes: int
+    num_groups: int
+    kde_sampling: str = "importance"
+    group_min: int = 2               # FairDD's top-up: each group of a class at least this many rows a batch
+
+
+@dataclass(frozen=True)
+class ExpertObjective:
+    """An expert's objective, E over epochs of the batch losses sum_i v_i CE_i / sum_i v_i: each epoch is a
+    permutation of the split (draws None) or N draws with replacement with probabilities `draws`. With
+    batch_groups, each batch is first topped up (every group of each class in it to group_min images, as
+    FairDD's and COBRA's batches) and v is computed in it: balance() of its classes and these groups."""
+
+    loss_weights: torch.Tensor       # v_i, float32, one per training image
+    draws: torch.Tensor | None = None  # float64 probabilities summing to 1, or None
+    batch_groups: torch.Tensor | None = None  # each image's group: v from the batch's own group counts
+    num_groups: int = 1
+    group_min: int = 0
+
+
+def balance(targets: torch.Tensor, groups: torch.Tensor, num_classes: int, num_groups: int) -> torch.Tensor:
+    """n_c / (G_c n_{c,g}) per row: every attribute group present in a class weighs the same, the class keeps
+    its share of the rows (G_c: the groups the class has among them)."""
+    key = targets * num_groups + groups
+    n_cg = torch.bincount(key, minlength=num_classes * num_groups).double()
+    n_c = torch.bincount(targets, minlength=num_classes).double()
+    g_c = (n_cg.view(num_classes, num_groups) > 0).sum(1).double()
+    return n_c[targets] / (g_c[targets] * n_cg[key])
+
+
+def group_balance(d: ExpertData) -> torch.Tensor:
+    """balance() over the whole split: each group of a class weighs the same, the class its share."""
+    return balance(d.targets, d.groups, d.num_classes, d.num_groups)
+
+
+def kde_shares(d: ExpertData) -> torch.Tensor:
+    """n_c w_i / sum_{j in c} w_j per image: DM's within-class KDE weights, the class keeping its share."""
+    if d.weights is None:
+        raise InvalidArgument("the kde method needs per-sample weights", "pass weights (density.training_weights)")
+    w = d.weights.double().clamp_min(0)
+    tot = torch.zeros(d.num_classes, dtype=torch.float64).index_add_(0, d.targets, w)
+    n_c = torch.bincount(d.targets, minlength=d.num_classes).double()
+    return n_c[d.targets] * w / tot[d.targets].clamp_min(1e-300)
+
+
+def _probs(v: torch.Tensor) -> torch.Tensor:
+    return v.double() / v.double().sum()
+
+
+def vanilla_mtt(d: ExpertData) -> ExpertObjective:
+    """Plain cross-entropy over the split as it is (MTT's buffer.py)."""
+    return ExpertObjective(torch.ones(len(d.targets)))
+
+
+def kde_mtt(d: ExpertData) -> ExpertObjective:
+    """The KDE-reweighted objective sum_i v_i CE_i, v = kde_shares: drawn with probability v_i (importance,
+    the default, as DM's kde draws) or v_i weighting the loss of a permuted split (kde_sampling "weighted")."""
+    v = kde_shares(d)
+    if d.kde_sampling == "importance":
+        return ExpertObjective(torch.ones(len(d.targets)), _probs(v))
+    return ExpertObjective(v.float())
+
+
+def fairdd_mtt(d: ExpertData) -> ExpertObjective:
+    """Every attribute group of a class weighted equally in the loss (reweighting; a permuted split)."""
+    return ExpertObjective(group_balance(d).float())
+
+
+def cobra_mtt(d: ExpertData) -> ExpertObjective:
+    """COBRA's DC target taken into the expert's own steps: each step follows the uniform barycenter, over the
+    attribute groups of each class, of the per-group mean gradients of its batch (a permuted split, every group
+    topped up to group_min rows as COBRA's batches are; the weights come from the batch's own counts). Our
+    derivation: COBRA's paper gives no MTT definition we could find (docs/DISTILL.md "MTT")."""
+    return ExpertObjective(torch.ones(len(d.targets)), None, d.groups, d.num_groups, d.group_min)
+
+
+def balanced_mtt(d: ExpertData) -> ExpertObjective:
+    """Plain cross-entropy over group-balanced draws (resampling): probability proportional to n_c / (G_c n_{c,g})."""
+    return ExpertObjective(torch.ones(len(d.targets)), _probs(group_balance(d)))
+
+
 def _rows(*masks: torch.Tensor) -> torch.Tensor:
     """Row positions where every mask holds."""
     m = masks[0]
@@ -210,6 +300,8 @@ class Method:
     # IDC matches gradients as DC does (COBRA's IDC code uses DC's distance and per-group targets); its
     # own target is the same function over the decoded set, against a network trained on real data
     idc_loss: Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]
+    # MTT matches the student to the method's own experts: the hook says what those experts minimise
+    mtt_objective: Callable[[ExpertData], ExpertObjective]
     start: str = "real"              # its own start for init="method": real | weighted | balanced
     needs_weights: bool = False      # KDE weights (no bias labels)
     needs_groups: bool = False       # bias labels
@@ -225,16 +317,16 @@ class Method:
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method(name="vanilla", label="vanilla: plain matching", colour="#999999",
-           dm_loss=vanilla_dm, dc_loss=vanilla_dc, idc_loss=vanilla_dc),
+           dm_loss=vanilla_dm, dc_loss=vanilla_dc, idc_loss=vanilla_dc, mtt_objective=vanilla_mtt),
     Method(name="kde", label="kde: KDE-reweighted target (no bias labels)", colour="#0072B2",
-           dm_loss=kde_dm, dc_loss=kde_dc, idc_loss=kde_dc, start="weighted", needs_weights=True, weighted_draws=True),
+           dm_loss=kde_dm, dc_loss=kde_dc, idc_loss=kde_dc, mtt_objective=kde_mtt, start="weighted", needs_weights=True, weighted_draws=True),
     Method(name="fairdd", label="fairdd: every attribute group weighted equally (bias labels)", colour="#E69F00",
-           dm_loss=fairdd_dm, dc_loss=fairdd_dc, idc_loss=fairdd_dc, start="balanced", needs_groups=True, group_topup=True),
+           dm_loss=fairdd_dm, dc_loss=fairdd_dc, idc_loss=fairdd_dc, mtt_objective=fairdd_mtt, start="balanced", needs_groups=True, group_topup=True),
     Method(name="cobra", label="cobra: L1 to the uniform barycenter of the group means, warm-started net "
-           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, idc_loss=cobra_dc, start="balanced",
+           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, idc_loss=cobra_dc, mtt_objective=cobra_mtt, start="balanced",
            needs_groups=True, group_topup=True, warm_start=True),
     Method(name="balanced", label="balanced: plain matching on a group-balanced real batch (bias labels)",
-           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, idc_loss=balanced_dc, start="balanced", needs_groups=True,
+           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, idc_loss=balanced_dc, mtt_objective=balanced_mtt, start="balanced", needs_groups=True,
            group_topup=True, balanced_draws=True),
 )}
 METHODS: tuple[str, ...] = tuple(REGISTRY)  # registry order: the canonical order of tables and plots

@@ -13,6 +13,8 @@ STREAM_MAIN, STREAM_GROUPS, STREAM_INIT, STREAM_INNER = 0, 1, 2, 3
 STREAM_KDE = 16  # after the per-method inner streams (STREAM_INNER + registry index)
 STREAM_BALANCED = 17
 STREAM_REAL_NET = 18  # IDC: the real images its network trains on between matching steps
+STREAM_EXPERT = 19    # MTT: its experts (initialisation and epochs; engine/distill/experts.py)
+STREAM_MTT = 20       # MTT: each iteration's expert, start epoch, student batches and DSA
 
 
 def rng(seed: int, iteration: int, stream: int) -> torch.Generator:
