@@ -204,7 +204,8 @@ def test_distill_page_runs_mtt_with_its_experts() -> None:
     assert len(at.get("image")) == 2
     run = next(r for r in RunStore().list(status="finished") if r["kind"] == "distill"
                and ((r.get("config") or {}).get("distill") or {}).get("algorithm") == "mtt")
-    sets = RunStore().open(run["id"]).sets()
+    store = RunStore()
+    sets = store.open(run["id"]).sets()
     assert set(sets) == {"vanilla", "kde"} and all(s.meta["syn_lr"] > 0 for s in sets.values())
 
 

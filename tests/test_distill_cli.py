@@ -68,7 +68,7 @@ def test_cli_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture, monk
     ["--ipc", "two"],
     ["--iterations", "0"],
     ["--iterations", "-3"],
-    ["--algorithm", "mtt"],
+    ["--algorithm", "gm"],
     ["--preset", "slow"],
     ["--conflict-ratio", "1.5"],
     ["--dataset", "nope"],
