@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from bench.bench_distill import time_engine
+from bench.bench_distill import available, time_engine
 from engine import data, distill as D
 from engine.allocator import tune_cpu_allocator
 
@@ -29,10 +29,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}; {torch.get_num_threads()} threads; load average {load:.1f}", flush=True)
     rows = []
-    for name in args.datasets.split(","):
-        if not data.dataset_status(name)["available"]:
-            print(f"{name}: data not available, skipped", flush=True)
-            continue
+    for name in available(args.datasets):
         train = data.load_split(name, 0.05, "train", 0)
         for preset in args.presets.split(","):
             its = args.quick_iters if preset == "quick" else args.paper_iters

@@ -33,6 +33,17 @@ from engine.distill.loop import _build, _dm_batch, _Gens, channel_stats
 from engine.nets import ConvNet, ConvNetConfig, init_network
 
 
+def available(names: str) -> list[str]:
+    """The comma-separated datasets whose data is here; the others are said skipped."""
+    out = []
+    for name in names.split(","):
+        if data.dataset_status(name)["available"]:
+            out.append(name)
+        else:
+            print(f"{name}: data not available, skipped", flush=True)
+    return out
+
+
 def _standin_weights(train: data.BiasedSplit) -> torch.Tensor:
     """Stand-in KDE weights: 1 / size of the sample's class x attribute group, the weights a perfect
     density estimate would give. Their spread sets how often KDE's draws repeat or hit rows already
@@ -185,10 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"device: {describe(dev)}; torch {torch.__version__}; load average {load:.1f} on {os.cpu_count()} cores; "
           f"malloc tuned: {'yes' if tuned else 'no'}", flush=True)
     rows = []
-    for name in args.datasets.split(","):
-        if not data.dataset_status(name)["available"]:
-            print(f"{name}: data not available, skipped", flush=True)
-            continue
+    for name in available(args.datasets):
         for preset in args.presets.split(","):
             its = args.quick_iters if preset == "quick" else args.paper_iters
             for r in run(name, preset, its, str(dev), not args.no_reference):

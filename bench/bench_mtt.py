@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_distill import available
 from engine import data, distill as D
 from engine.allocator import tune_cpu_allocator
 from engine.distill import experts as X, loop, mtt
-from engine.distill.methods import REGISTRY, ExpertData
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,21 +35,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _weights(train: data.BiasedSplit) -> torch.Tensor:
+    """Stand-in KDE weights (random, seeded): the costs do not depend on their values."""
+    return torch.rand(len(train), generator=torch.Generator().manual_seed(0)) + 0.1
+
+
 def expert_epoch_seconds(train: data.BiasedSplit, cfg: D.DistillConfig, device: torch.device) -> dict:
     """Seconds of one expert epoch under each remedy's objective (one expert, one epoch, a scratch folder)."""
-    weights = torch.rand(len(train), generator=torch.Generator().manual_seed(0)) + 0.1
     mean, std = loop.channel_stats(train.images)
     run, _ = loop._build(train, cfg, ("vanilla",), None, mean, std, device)
     setup = X.ExpertSetup(run.images, run.targets, run.mean, run.std, run.net.cfg, run.dsa, run.fmt, device)
-    d = ExpertData(train.targets, train.attributes, weights, train.num_classes, max(train.num_attributes, 1),
-                   cfg.kde_sampling, cfg.group_min)
     out = {}
     one = replace(cfg, expert_train_epochs=1, max_start_epoch=1, expert_epochs=1)
-    for m in D.METHODS:
+    for m, obj in X.objectives(train, cfg, D.METHODS, _weights(train)).items():
         with tempfile.TemporaryDirectory() as folder:
             _sync(device)
             t = time.perf_counter()
-            X.train_expert(setup, REGISTRY[m].mtt_objective(d), one, 0, Path(folder))
+            X.train_expert(setup, obj, one, 0, Path(folder))
             _sync(device)
             out[m] = time.perf_counter() - t
     return out
@@ -68,9 +70,8 @@ class _Standin:
 def loop_seconds(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str, ...], iters: int,
                  device: torch.device) -> tuple[float, float]:
     """(seconds per iteration after a warm-up one, peak memory in MB: CUDA allocated, else the process's RSS)."""
-    weights = torch.rand(len(train), generator=torch.Generator().manual_seed(0)) + 0.1
     mean, std = loop.channel_stats(train.images)
-    run, state = loop._build(train, cfg, methods, weights, mean, std, device)
+    run, state = loop._build(train, cfg, methods, _weights(train), mean, std, device)
     bank = _Standin(sum(p.numel() for p in run.net.parameters()), cfg.expert_train_epochs)
     run.experts = {m: bank for m in methods}
     if device.type == "cuda":
@@ -115,17 +116,14 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     print(f"torch {torch.__version__}; {torch.get_num_threads()} threads; device {device}", flush=True)
     report: dict = {"experts": [], "loop": [], "audits": None}
-    for name in args.datasets.split(","):
-        if not data.dataset_status(name)["available"]:
-            print(f"{name}: data not available, skipped", flush=True)
-            continue
+    for name in available(args.datasets):
         train = data.load_split(name, 0.05, "train", 0)
         for preset in args.presets.split(","):
             cfg = replace(D.config_for(preset, "mtt", 10), device=args.device)
             per = expert_epoch_seconds(train, cfg, device)
-            distinct = len({X.expert_key("d", REGISTRY[m].mtt_objective(ExpertData(
-                train.targets, train.attributes, torch.rand(len(train)) + 0.1, train.num_classes,
-                max(train.num_attributes, 1), cfg.kde_sampling)), cfg, loop.ConvNetConfig()) for m in D.METHODS})
+            net_cfg = cfg.net_config(train.images.shape[1], train.num_classes, train.images.shape[2])
+            distinct = len({X.expert_key("d", obj, cfg, net_cfg)
+                            for obj in X.objectives(train, cfg, D.METHODS, _weights(train)).values()})
             every = cfg.num_experts * cfg.expert_train_epochs
             row = {"dataset": name, "preset": preset, "s_per_expert_epoch": per,
                    "experts_all_five_s": sum(per.values()) / len(per) * every * distinct, "distinct_objectives": distinct}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import attribute_probe, cache, distill, embed
 from .data import BiasedSplit
+from .distill.mtt import images_per_step
 from .pipeline import Plan, run_key
 
 COSTS_FILE = Path(__file__).with_name("costs.json")
@@ -61,7 +62,7 @@ def _scale(cfg_width: int, cfg_batch: int, quick_width: int, quick_batch: int) -
     return (cfg_width / quick_width) * (cfg_batch / quick_batch)
 
 
-def distill_seconds(plan: Plan, pixels: int, costs: dict | None = None) -> float:
+def distill_seconds(plan: Plan, pixels: int, costs: dict | None = None, classes: int = 10) -> float:
     """Iterations x seconds per iteration of the methods side by side."""
     c = costs or load_costs()
     cfg = plan.distill_cfg
@@ -72,18 +73,13 @@ def distill_seconds(plan: Plan, pixels: int, costs: dict | None = None) -> float
     overlap = (together - max(every)) / max(sum(every) - max(every), 1e-9)  # the share of the rest a paired run pays
     per_it = max(alone) + overlap * (sum(alone) - max(alone))
     quick = distill.PRESETS["quick"][cfg.algorithm]
-    if cfg.algorithm == "mtt":  # the unroll's cost: student steps x images per step (measured at IPC 10, 10 classes)
-        step = lambda k: k.syn_steps * min(k.batch_syn or 10 ** 9, k.ipc * plan_classes(plan))  # noqa: E731
-        return cfg.iterations * per_it * pixels / c["pixels"] * cfg.width / quick.width * step(cfg) / (
-            quick.syn_steps * min(quick.batch_syn or 10 ** 9, c["ipc"] * 10))
+    if cfg.algorithm == "mtt":  # the unroll's cost: student steps x images per step (measured: colored-digits'
+        # 10 classes at the costs' IPC)
+        steps = cfg.syn_steps * images_per_step(cfg, cfg.ipc * classes)
+        measured = quick.syn_steps * images_per_step(quick, c["ipc"] * 10)
+        return cfg.iterations * per_it * pixels / c["pixels"] * cfg.width / quick.width * steps / measured
     return cfg.iterations * per_it * pixels / c["pixels"] * _scale(cfg.width, cfg.batch_real, quick.width,
                                                                       quick.batch_real)
-
-
-def plan_classes(plan: Plan) -> int:
-    """The plan's dataset's number of classes."""
-    from .data import get_spec
-    return len(get_spec(plan.request.dataset).class_names)
 
 
 def experts_seconds(plan: Plan, train: BiasedSplit, pixels: int, costs: dict | None = None) -> float:
@@ -117,7 +113,7 @@ def estimate(plan: Plan, train: BiasedSplit, kind: str, baseline: bool) -> Estim
     if row is not None and row["status"] == "finished":
         return Estimate(0.0, {}, stored=True)
     pixels = int(train.images[0].numel())
-    parts = {"distill": distill_seconds(plan, pixels, c)}
+    parts = {"distill": distill_seconds(plan, pixels, c, train.num_classes)}
     if plan.distill_cfg.algorithm == "mtt":
         parts["experts"] = experts_seconds(plan, train, pixels, c)
     if plan.uses_weights and not embed._paths(train, plan.embed, plan.request.seed)[1].exists():

@@ -2,6 +2,8 @@
 cache or a stored run removes from it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine import distill, estimate, pipeline
@@ -68,3 +70,24 @@ def test_measured_costs_file_is_complete() -> None:
     for algorithm in distill.ALGORITHMS:
         assert set(c["distill"][algorithm]) >= set(distill.METHODS) | {"+".join(distill.METHODS)}
     assert c["eval_image_epoch"] > 0 and c["supcon_step"] > 0 and c["probe_step"] > 0
+
+
+def test_mtt_adds_its_missing_experts_and_scales_with_the_unroll(fresh_home) -> None:
+    """MTT: experts not on disk are counted (kde's always: its weights come later), those on disk are not;
+    the loop's time scales with student steps x images per step."""
+    from engine import data
+    from engine.distill import experts
+    train = data.load_split("colored-digits", 0.05, "train", 0)
+    costs = {**COSTS, "ipc": 10, "expert_image_epoch": 1e-4}
+    p = plan(algorithm="mtt", preset="tiny", methods=("vanilla", "kde"))
+    cfg = p.distill_cfg
+    quick = distill.PRESETS["quick"]["mtt"]
+    one_set = cfg.num_experts * cfg.expert_train_epochs * len(train) * 1e-4 * cfg.width / quick.width
+    assert estimate.experts_seconds(p, train, 3072, costs) == pytest.approx(2 * one_set)
+    distill.distill(train, replace(cfg, iterations=1), ("vanilla",))   # vanilla's experts now on disk
+    assert experts.objectives_to_train(train, cfg, ("vanilla", "kde")) == 1
+    assert estimate.experts_seconds(p, train, 3072, costs) == pytest.approx(one_set)
+    base = estimate.distill_seconds(p, 3072, costs)
+    twice = plan(algorithm="mtt", preset="tiny", methods=("vanilla", "kde"),
+                 distill_overrides={"syn_steps": 2 * cfg.syn_steps})
+    assert estimate.distill_seconds(twice, 3072, costs) == pytest.approx(2 * base)

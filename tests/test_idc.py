@@ -141,11 +141,3 @@ def test_the_reports_command_reproduces_an_idc_run(algorithm, over, shown) -> No
     assert (shown in cmd) if shown else "--factor" not in cmd  # a DM key has no factor: no "--factor None"
 
 
-def test_a_sweep_plans_idc_cells() -> None:
-    """A sweep grid with --algorithm idc plans every cell as an IDC audit (a distinct run from DC's)."""
-    from engine import pipeline, sweep
-    grid = sweep.make_grid("colored-digits", "0.05", methods="vanilla,kde", preset="tiny", algorithm="idc")
-    planned = sweep.cells(grid)
-    assert planned and all(c.plan.distill_cfg.algorithm == "idc" for c in planned)
-    dc = sweep.cells(replace(grid, algorithm="dc"))
-    assert pipeline.run_key(planned[0].plan, "audit") != pipeline.run_key(dc[0].plan, "audit")

@@ -267,15 +267,6 @@ def test_audit_cli_runs_mtt_and_the_report_reproduces_it(tmp_path: Path, capsys,
     assert "--algorithm mtt" in cmd and "--syn-steps 3" in cmd and "--factor" not in cmd
 
 
-def test_a_sweep_plans_mtt_cells() -> None:
-    from engine import pipeline, sweep
-    grid = sweep.make_grid("colored-digits", "0.05", methods="vanilla,kde", preset="tiny", algorithm="mtt")
-    planned = sweep.cells(grid)
-    assert planned and all(c.plan.distill_cfg.algorithm == "mtt" for c in planned)
-    dm = sweep.cells(replace(grid, algorithm="dm"))
-    assert pipeline.run_key(planned[0].plan, "audit") != pipeline.run_key(dm[0].plan, "audit")
-
-
 def test_cobras_expert_batches_are_topped_up_to_every_group() -> None:
     """A cobra batch gets each group of its classes up to group_min rows (FairDD's top-up, as COBRA's batches)
     before its barycenter weights are computed."""
@@ -296,3 +287,14 @@ def test_a_methods_set_does_not_depend_on_its_neighbours(tiny: BiasedSplit) -> N
     for m in ("vanilla", "cobra"):
         alone = D.distill(tiny, TINY_MTT, (m,), weights=w)
         assert torch.equal(alone[m].images, together[m].images), m
+
+
+def test_the_split_digest_follows_the_tensors_not_their_address(tiny: BiasedSplit) -> None:
+    """The remembered digest is the split's own: a new split, wherever it is allocated, gets its own."""
+    a = _subset(tiny, torch.arange(len(tiny)))
+    assert X.split_digest(a) == cache.tensor_digest(a.images, a.targets) == X.split_digest(a)
+    del a
+    for shift in (1, 2, 3):  # fresh tensors of the same shape (often at a freed address)
+        b = _subset(tiny, torch.arange(len(tiny)).roll(shift))
+        assert X.split_digest(b) == cache.tensor_digest(b.images, b.targets)
+        del b

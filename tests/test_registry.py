@@ -85,3 +85,18 @@ def test_the_engine_never_imports_the_ui_stack() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert int(done.stdout.split()[0]) > 20  # it really walked the package
+
+
+def test_a_sweep_plans_every_algorithms_cells_as_its_own_runs() -> None:
+    """A sweep grid with --algorithm A plans every cell as an A audit, and the same cell under each
+    algorithm is a distinct run (IDC's is not DC's, MTT's not DM's)."""
+    from dataclasses import replace
+
+    from engine import pipeline, sweep
+    grid = sweep.make_grid("colored-digits", "0.05", methods="vanilla,kde", preset="tiny", algorithm="dm")
+    keys = []
+    for algorithm in distill.ALGORITHMS:
+        planned = sweep.cells(replace(grid, algorithm=algorithm))
+        assert planned and all(c.plan.distill_cfg.algorithm == algorithm for c in planned)
+        keys.append(pipeline.run_key(planned[0].plan, "audit"))
+    assert len(set(map(str, keys))) == len(distill.ALGORITHMS)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ..augment import DSA
 from ..errors import InvalidArgument
+from ..nets import ConvNetConfig
 
 DISTILL_VERSION = 3  # bump when a change alters the synthetic sets a config produces
 ALGORITHMS = ("dm", "dc", "idc", "mtt")
@@ -106,6 +107,11 @@ class DistillConfig:
             for name in MTT_ONLY:
                 d.pop(name)
         return d
+
+    def net_config(self, channels: int, num_classes: int, image_size: int) -> ConvNetConfig:
+        """The ConvNet a run distills with (and MTT's experts train)."""
+        return ConvNetConfig(channels=channels, num_classes=num_classes, image_size=image_size, width=self.width,
+                             depth=self.depth, norm=self.norm)
 
     def expert_key(self) -> dict:
         """The fields that determine MTT's experts (not the matching loop's, nor the seed: like MTT's buffer,

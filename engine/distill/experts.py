@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..images import to_float
 from ..nets import ConvNet, ConvNetConfig, init_network
 from ..progress import Progress, ShouldStop, report
 from .config import DistillConfig
-from .methods import ExpertObjective, balance
+from .methods import REGISTRY, ExpertData, ExpertObjective, balance
 from .sampler import STREAM_EXPERT, rng
 
 EXPERTS_VERSION = 1   # bump when a change alters the experts a key produces
@@ -86,21 +87,26 @@ def _epoch(setup: ExpertSetup, net: ConvNet, opt: torch.optim.Optimizer, obj: Ex
     order = (torch.randperm(n, generator=g) if obj.draws is None
              else torch.multinomial(obj.draws, n, replacement=True, generator=g))
     weights = obj.loss_weights.to(setup.device)
-    pools = _group_pools(setup.targets.cpu(), obj) if obj.batch_groups is not None and obj.group_min > 0 else None
+    groups = obj.batch_groups.to(setup.device) if obj.batch_groups is not None else None
+    targets_cpu = setup.targets.cpu()
+    pools = _group_pools(targets_cpu, obj) if groups is not None and obj.group_min > 0 else None
     for s in range(0, n, batch):
         if should_stop is not None and s and s % (64 * batch) == 0 and should_stop():  # a paper epoch takes minutes
             raise Cancelled("expert training cancelled mid-epoch", "run again: finished epochs and experts are kept")
         sel = order[s:s + batch]
         if pools is not None:
-            sel = _topped_up(sel, setup.targets.cpu(), obj, pools, g)
+            sel = _topped_up(sel, targets_cpu, obj, pools, g)
         sel = sel.to(setup.device)
         x = to_float(setup.images[sel], setup.mean, setup.std)
         if setup.dsa is not None:
             x = setup.dsa.apply(x, setup.dsa.sample(len(sel), g))
         with autocast(setup.device):
             out = net(x.contiguous(memory_format=setup.fmt)).float()
-        v = weights[sel] if obj.batch_groups is None else _batch_barycenter(setup, obj, sel)
-        loss = batch_loss(out, setup.targets[sel], v)
+        y = setup.targets[sel]
+        # cobra: the batch's own balance() weights, so the step is the barycenter of its groups' mean gradients
+        v = weights[sel] if groups is None else balance(y, groups[sel], setup.net_cfg.num_classes,
+                                                        obj.num_groups).float()
+        loss = batch_loss(out, y, v)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -127,12 +133,6 @@ def _topped_up(sel: torch.Tensor, targets: torch.Tensor, obj: ExpertObjective, p
                 rest = pool[~torch.isin(pool, sel)]
                 extra.append(rest[torch.randperm(len(rest), generator=g)[:need]])
     return torch.cat(extra)
-
-
-def _batch_barycenter(setup: ExpertSetup, obj: ExpertObjective, sel: torch.Tensor) -> torch.Tensor:
-    """cobra: the batch's own balance() weights, so the step is the barycenter of its groups' mean gradients."""
-    y = setup.targets[sel]
-    return balance(y, obj.batch_groups.to(sel.device)[sel], int(setup.net_cfg.num_classes), obj.num_groups).float()
 
 
 def _path(folder: Path, e: int, partial: bool = False) -> Path:
@@ -188,8 +188,16 @@ class ExpertBank:
         self._held: OrderedDict[int, torch.Tensor] = OrderedDict()
 
     def missing(self) -> list[int]:
-        """Experts without an intact file (a corrupt one is removed, so it is trained again)."""
-        return [e for e in range(self.count) if cache.load_or_none(_path(self.folder, e)) is None]
+        """Experts without an intact file (a corrupt one is removed, so it is trained again); the intact ones
+        read here are kept (within the bound), so the loop does not read them a second time."""
+        out = []
+        for e in range(self.count):
+            loaded = cache.load_or_none(_path(self.folder, e))
+            if loaded is None:
+                out.append(e)
+            else:
+                self._hold(e, loaded[0]["trajectory"])
+        return out
 
     def trajectory(self, e: int) -> torch.Tensor:
         """Expert e's parameters after each epoch, (epochs + 1) x P, float32 on the CPU."""
@@ -197,10 +205,15 @@ class ExpertBank:
             self._held.move_to_end(e)
             return self._held[e]
         t = cache.load_tensors(_path(self.folder, e))[0]["trajectory"]
+        self._hold(e, t)
+        return t
+
+    def _hold(self, e: int, t: torch.Tensor) -> None:
+        """Keep a trajectory in memory, forgetting the least recently used beyond max_bytes (one at least)."""
         self._held[e] = t
+        self._held.move_to_end(e)
         while len(self._held) > 1 and sum(x.numel() * 4 for x in self._held.values()) > self.max_bytes:
             self._held.popitem(last=False)
-        return t
 
 
 def ensure_experts(setup: ExpertSetup, objectives: dict[str, ExpertObjective], cfg: DistillConfig,
@@ -231,35 +244,40 @@ def ensure_experts(setup: ExpertSetup, objectives: dict[str, ExpertObjective], c
     return {m: banks[keys[m]] for m in objectives}
 
 
+def objectives(train, cfg: DistillConfig, methods, weights: torch.Tensor | None = None
+               ) -> dict[str, ExpertObjective]:
+    """Each method's expert objective on a split (its registry hook)."""
+    d = ExpertData(train.targets, train.attributes, weights, train.num_classes, max(train.num_attributes, 1),
+                   cfg.kde_sampling, cfg.group_min)
+    return {m: REGISTRY[m].mtt_objective(d) for m in methods}
+
+
 def objectives_to_train(train, cfg: DistillConfig, methods, weights: torch.Tensor | None = None) -> int:
     """How many distinct expert sets a run of these methods would train now (not on disk); an objective that
     needs KDE weights not given counts as to train. For the time estimate."""
-    from .methods import REGISTRY, ExpertData
-    nc, (c, h, _) = train.num_classes, train.images.shape[1:]
-    net_cfg = ConvNetConfig(channels=c, num_classes=nc, image_size=h, width=cfg.width, depth=cfg.depth, norm=cfg.norm)
-    d = ExpertData(train.targets, train.attributes, weights, nc, max(train.num_attributes, 1), cfg.kde_sampling,
-                   cfg.group_min)
-    digest, keys, unknown = None, set(), 0
-    for m in methods:
-        if REGISTRY[m].needs_weights and weights is None:
-            unknown += 1
-            continue
-        digest = digest or _split_digest(train)
-        keys.add(expert_key(digest, REGISTRY[m].mtt_objective(d), cfg, net_cfg))
+    known = [m for m in methods if weights is not None or not REGISTRY[m].needs_weights]
+    if not known:
+        return len(methods)
+    net_cfg = cfg.net_config(train.images.shape[1], train.num_classes, train.images.shape[2])
+    digest = split_digest(train)
+    keys = {expert_key(digest, obj, cfg, net_cfg) for obj in objectives(train, cfg, known, weights).values()}
     root = cache.cache_dir("experts")
-    return unknown + sum(not all((root / k / f"expert_{e:04d}.safetensors").exists() for e in range(cfg.num_experts))
-                         for k in keys)
+    return len(methods) - len(known) + sum(
+        not all(_path(root / k, e).exists() for e in range(cfg.num_experts)) for k in keys)
 
 
-_DIGESTS: OrderedDict[tuple, str] = OrderedDict()
+_DIGESTS: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, str]] = {}
 
 
-def _split_digest(train) -> str:
-    """tensor_digest of a split's images and labels, remembered for the last few splits (the dashboard
-    re-estimates on every change)."""
-    k = (train.images.data_ptr(), tuple(train.images.shape), train.targets.data_ptr(), len(train.targets))
-    if k not in _DIGESTS:
-        _DIGESTS[k] = cache.tensor_digest(train.images, train.targets)
-        while len(_DIGESTS) > 4:
-            _DIGESTS.popitem(last=False)
-    return _DIGESTS[k]
+def split_digest(train) -> str:
+    """tensor_digest of a split's images and labels, remembered while those tensors live (the dashboard
+    re-estimates on every change); a freed split's entry is dropped, never matched by a new one."""
+    k = (id(train.images), id(train.targets))
+    hit = _DIGESTS.get(k)
+    if hit is not None and hit[0]() is train.images and hit[1]() is train.targets:
+        return hit[2]
+    for key in [key for key, (a, b, _) in _DIGESTS.items() if a() is None or b() is None]:
+        del _DIGESTS[key]
+    digest = cache.tensor_digest(train.images, train.targets)
+    _DIGESTS[k] = (weakref.ref(train.images), weakref.ref(train.targets), digest)
+    return digest

@@ -19,13 +19,13 @@ from ..data import REGISTRY as DATASETS, BiasedSplit
 from ..device import autocast, pick_device
 from ..errors import Cancelled, InvalidArgument
 from ..images import to_float, to_uint8, to_unit
-from ..nets import ConvNet, ConvNetConfig, init_network, memory_format
+from ..nets import ConvNet, init_network, memory_format
 from ..progress import Event, Progress, ShouldStop
 from . import experts as X, idc, mtt
 from .checkpoint import Checkpoint, State
 from .grads import real_grad, syn_grad
 from .config import DISTILL_VERSION, DistillConfig, check_config
-from .methods import METHODS, REGISTRY, Batch, Context, ExpertData, check_methods
+from .methods import METHODS, REGISTRY, Batch, Context, check_methods
 from .sampler import STREAM_BALANCED, STREAM_GROUPS, STREAM_INNER, STREAM_KDE, STREAM_MAIN, Sampler, rng
 from .sets import SyntheticSet
 from .starts import initial_sets
@@ -306,7 +306,7 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
     spec = DATASETS.get(train.dataset)
     dsa = DSA(cfg.dsa, flip=not (spec and spec.digits)) if cfg.dsa != "none" else None
     nc, (c, h, _) = train.num_classes, train.images.shape[1:]
-    net_cfg = ConvNetConfig(channels=c, num_classes=nc, image_size=h, width=cfg.width, depth=cfg.depth, norm=cfg.norm)
+    net_cfg = cfg.net_config(c, nc, h)
     fmt = memory_format(device)
     factor = cfg.formation(h)
     importance = any(REGISTRY[m].weighted_draws for m in methods) and cfg.kde_sampling == "importance"
@@ -331,12 +331,9 @@ def _build(train: BiasedSplit, cfg: DistillConfig, methods: tuple[str, ...], wei
 def _experts(run: _Run, train: BiasedSplit, weights: torch.Tensor | None, progress: Progress | None,
              should_stop: ShouldStop | None) -> dict[str, X.ExpertBank]:
     """MTT: each method's experts (its registry objective), from the cache or trained now."""
-    data = ExpertData(train.targets, train.attributes, weights, run.ctx.num_classes, run.ctx.num_groups,
-                      run.cfg.kde_sampling, run.cfg.group_min)
-    objectives = {m: REGISTRY[m].mtt_objective(data) for m in run.methods}
     setup = X.ExpertSetup(run.images, run.targets, run.mean, run.std, run.net.cfg, run.dsa, run.fmt, run.device)
-    digest = X._split_digest(train)
-    return X.ensure_experts(setup, objectives, run.cfg, digest, progress, should_stop)
+    return X.ensure_experts(setup, X.objectives(train, run.cfg, run.methods, weights), run.cfg,
+                            X.split_digest(train), progress, should_stop)
 
 
 def _log_losses(state: State, methods: Sequence[str], losses: torch.Tensor, log_every: int, total: int) -> None:

@@ -39,6 +39,11 @@ def unflatten(net: torch.nn.Module, flat: torch.Tensor) -> dict[str, torch.Tenso
     return out
 
 
+def images_per_step(cfg, n_images: int) -> int:
+    """Synthetic images in each student step: batch_syn, or the whole set (0, or more than the set holds)."""
+    return min(cfg.batch_syn or n_images, n_images)
+
+
 @dataclass(frozen=True)
 class StudentPlan:
     """One iteration's draws, shared by every method: the expert, the start epoch, each step's images and DSA."""
@@ -54,10 +59,9 @@ def plan(cfg, n_images: int, dsa: DSA | None, seed: int, it: int) -> StudentPlan
     g = rng(seed, it, STREAM_MTT)
     expert = int(torch.randint(cfg.num_experts, (1,), generator=g))
     start = int(torch.randint(cfg.max_start_epoch, (1,), generator=g))
-    size = cfg.batch_syn or n_images
     batches: list[torch.Tensor] = []
     while len(batches) < cfg.syn_steps:
-        batches += list(torch.randperm(n_images, generator=g).split(size))
+        batches += list(torch.randperm(n_images, generator=g).split(images_per_step(cfg, n_images)))
     batches = batches[:cfg.syn_steps]
     augment = [dsa.sample(len(b), g) if dsa is not None else None for b in batches]
     return StudentPlan(expert, start, batches, augment)
