@@ -123,15 +123,18 @@ def _topped_up(sel: torch.Tensor, targets: torch.Tensor, obj: ExpertObjective, p
                g: torch.Generator) -> torch.Tensor:
     """The batch plus, for each class in it, images of its groups with fewer than group_min rows there (drawn
     without replacement from the group's other images): the barycenter then covers every group of the class."""
-    groups = obj.batch_groups.cpu()
-    have = torch.bincount(targets[sel] * obj.num_groups + groups[sel], minlength=len(pools) * obj.num_groups)
+    num_groups = obj.num_groups
+    have = torch.bincount(targets[sel] * num_groups + obj.batch_groups.cpu()[sel], minlength=len(pools) * num_groups)
+    sizes = torch.tensor([len(pool) for row in pools for pool in row])
+    need = (sizes.clamp(max=obj.group_min) - have).view(len(pools), num_groups)
+    need[have.view(len(pools), num_groups).sum(1) == 0] = 0  # only the classes the batch holds
+    in_batch = torch.zeros(len(targets), dtype=torch.bool)
+    in_batch[sel] = True
     extra = [sel]
-    for c in torch.unique(targets[sel]).tolist():
-        for k, pool in enumerate(pools[c]):
-            need = min(obj.group_min, len(pool)) - int(have[c * obj.num_groups + k])
-            if need > 0:
-                rest = pool[~torch.isin(pool, sel)]
-                extra.append(rest[torch.randperm(len(rest), generator=g)[:need]])
+    for c, k in torch.nonzero(need > 0).tolist():  # class-major, as the draws have always been made
+        pool = pools[c][k]
+        rest = pool[~in_batch[pool]]
+        extra.append(rest[torch.randperm(len(rest), generator=g)[:int(need[c, k])]])
     return torch.cat(extra)
 
 
