@@ -117,6 +117,26 @@ def test_bench_mtt_times_experts_and_the_loop(fresh_home) -> None:
     assert all(r["s_per_it"] > 0 and r["peak_mb"] > 0 for r in report["loop"]) and report["audits"] is None
 
 
+def test_mtt_experts_reports_each_objectives_expert_and_its_reach(fresh_home) -> None:
+    """bench.mtt_experts at the tiny preset: the audit's own experts (trained once, then read back), one row
+    per epoch, every expert from the same initialisation, and the student's distance to cover."""
+    from bench import mtt_experts
+    from engine.distill import experts as X
+    argv = ["--preset", "tiny", "--methods", "vanilla,fairdd"]
+    out = mtt_experts.main(argv)
+    cfg = D.config_for("tiny", "mtt", 10)
+    assert set(out) == {"vanilla", "fairdd"}
+    for row in out.values():
+        assert len(row["epochs"]) == cfg.expert_train_epochs + 1 and len(row["moves"]) == cfg.max_start_epoch + 1
+        assert all(x > 0 for x in row["moves"])
+        assert all(0 <= r[k] <= 100 for r in row["epochs"] for k in r)
+    assert out["vanilla"]["epochs"][0] == out["fairdd"]["epochs"][0]  # expert 0's init is shared (EXPERT_SEED)
+    assert out["vanilla"]["epochs"][-1] != out["fairdd"]["epochs"][-1]  # ...the objectives then differ
+    folders = sorted(p.name for p in X.cache.cache_dir("experts").iterdir())
+    assert len(folders) == 2 and mtt_experts.main(argv) == out  # the second call reads the same experts back
+    assert sorted(p.name for p in X.cache.cache_dir("experts").iterdir()) == folders
+
+
 def test_fidelity_study_tables_and_svg_from_tracked_audits(tmp_path, fresh_home, capsys) -> None:
     import xml.etree.ElementTree as ET
 
