@@ -52,7 +52,7 @@ def eval_cost(train: data.BiasedSplit) -> float:
 
 
 def expert_cost(train: data.BiasedSplit) -> float:
-    """Seconds per image-epoch of one quick MTT expert (vanilla's objective, one epoch, a scratch folder)."""
+    """Seconds per image-epoch of one quick MTT expert epoch, averaged over the five objectives (a scratch folder)."""
     from bench.bench_mtt import expert_epoch_seconds
     cfg = replace(D.config_for("quick", "mtt", 10), device="cpu")
     per = expert_epoch_seconds(train, cfg, torch.device("cpu"))

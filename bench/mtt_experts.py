@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--expert {args.expert}: the preset trains experts 0..{cfg.num_experts - 1}")
     mean, std = loop.channel_stats(train.images)
     run, _ = loop._build(train, cfg, p.methods, weights, mean, std, p.device)
-    setup = X.ExpertSetup(run.images, run.targets, run.mean, run.std, run.net.cfg, run.dsa, run.fmt, run.device)
-    banks = X.ensure_experts(setup, X.objectives(train, cfg, p.methods, weights), cfg, X.split_digest(train))
+    banks = loop._experts(run, train, weights, None, None)  # the distillation's own path to its experts
     out = {}
     for m in p.methods:
         t = banks[m].trajectory(args.expert)

@@ -14,6 +14,7 @@ from engine.data import BiasedSplit
 from engine.distill import experts as X, mtt
 from engine.distill import methods as M
 from engine.distill.methods import REGISTRY, ExpertData
+from engine.distill.sampler import GroupPools
 from engine.errors import Cancelled, InvalidArgument
 from engine.nets import ConvNet, ConvNetConfig
 
@@ -272,8 +273,10 @@ def test_cobras_expert_batches_are_topped_up_to_every_group() -> None:
     before its barycenter weights are computed."""
     obj = _objective("cobra")
     obj = replace(obj, group_min=2)
-    pools = X._group_pools(TARGETS, obj)
-    sel = X._topped_up(torch.tensor([0, 1, 4]), TARGETS, obj, pools, torch.Generator().manual_seed(0))
+    pools = GroupPools(TARGETS, obj.batch_groups, 2, obj.num_groups)
+    batch = torch.tensor([0, 1, 4])
+    sel = torch.cat([batch, pools.top_up(batch, TARGETS, obj.batch_groups, obj.group_min,
+                                         torch.Generator().manual_seed(0))])
     assert sel.tolist() == [0, 1, 4, 3, 5]  # class 0's only group-1 image, class 1's other group-0 image
     assert torch.allclose(M.balance(TARGETS[sel], GROUPS[sel], 2, 2),
                           torch.tensor([0.75, 0.75, 1.0, 1.5, 1.0], dtype=torch.float64))

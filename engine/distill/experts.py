@@ -29,7 +29,7 @@ from ..nets import ConvNet, ConvNetConfig, init_network
 from ..progress import Progress, ShouldStop, report
 from .config import DistillConfig
 from .methods import REGISTRY, ExpertData, ExpertObjective, balance
-from .sampler import STREAM_EXPERT, rng
+from .sampler import STREAM_EXPERT, GroupPools, rng
 
 EXPERTS_VERSION = 1   # bump when a change alters the experts a key produces
 EXPERT_STAGE = "experts"
@@ -89,13 +89,15 @@ def _epoch(setup: ExpertSetup, net: ConvNet, opt: torch.optim.Optimizer, obj: Ex
     weights = obj.loss_weights.to(setup.device)
     groups = obj.batch_groups.to(setup.device) if obj.batch_groups is not None else None
     targets_cpu = setup.targets.cpu()
-    pools = _group_pools(targets_cpu, obj) if groups is not None and obj.group_min > 0 else None
+    groups_cpu = obj.batch_groups.cpu() if groups is not None else None
+    pools = (GroupPools(targets_cpu, groups_cpu, setup.net_cfg.num_classes, obj.num_groups)
+             if groups_cpu is not None and obj.group_min > 0 else None)
     for s in range(0, n, batch):
         if should_stop is not None and s and s % (64 * batch) == 0 and should_stop():  # a paper epoch takes minutes
             raise Cancelled("expert training cancelled mid-epoch", "run again: finished epochs and experts are kept")
         sel = order[s:s + batch]
-        if pools is not None:
-            sel = _topped_up(sel, targets_cpu, obj, pools, g)
+        if pools is not None:  # every group of each class in the batch to group_min rows (FairDD's top-up)
+            sel = torch.cat([sel, pools.top_up(sel, targets_cpu, groups_cpu, obj.group_min, g)])
         sel = sel.to(setup.device)
         x = to_float(setup.images[sel], setup.mean, setup.std)
         if setup.dsa is not None:
@@ -110,32 +112,6 @@ def _epoch(setup: ExpertSetup, net: ConvNet, opt: torch.optim.Optimizer, obj: Ex
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-
-
-def _group_pools(targets: torch.Tensor, obj: ExpertObjective) -> list[list[torch.Tensor]]:
-    """The split's image indices of each (class, group)."""
-    groups = obj.batch_groups.cpu()
-    return [[torch.nonzero((targets == c) & (groups == k)).flatten() for k in range(obj.num_groups)]
-            for c in range(int(targets.max()) + 1)]
-
-
-def _topped_up(sel: torch.Tensor, targets: torch.Tensor, obj: ExpertObjective, pools: list[list[torch.Tensor]],
-               g: torch.Generator) -> torch.Tensor:
-    """The batch plus, for each class in it, images of its groups with fewer than group_min rows there (drawn
-    without replacement from the group's other images): the barycenter then covers every group of the class."""
-    num_groups = obj.num_groups
-    have = torch.bincount(targets[sel] * num_groups + obj.batch_groups.cpu()[sel], minlength=len(pools) * num_groups)
-    sizes = torch.tensor([len(pool) for row in pools for pool in row])
-    need = (sizes.clamp(max=obj.group_min) - have).view(len(pools), num_groups)
-    need[have.view(len(pools), num_groups).sum(1) == 0] = 0  # only the classes the batch holds
-    in_batch = torch.zeros(len(targets), dtype=torch.bool)
-    in_batch[sel] = True
-    extra = [sel]
-    for c, k in torch.nonzero(need > 0).tolist():  # class-major, as the draws have always been made
-        pool = pools[c][k]
-        rest = pool[~in_batch[pool]]
-        extra.append(rest[torch.randperm(len(rest), generator=g)[:int(need[c, k])]])
-    return torch.cat(extra)
 
 
 def _path(folder: Path, e: int, partial: bool = False) -> Path:

@@ -29,6 +29,33 @@ def draw_probs(weights: torch.Tensor) -> torch.Tensor:
     return p if float(p.sum()) > 0 else torch.ones_like(p)
 
 
+class GroupPools:
+    """The split's image indices of each (class, attribute group): FairDD's top-up draws from them."""
+
+    def __init__(self, targets: torch.Tensor, groups: torch.Tensor, num_classes: int, num_groups: int):
+        self.num_rows, self.num_groups = len(targets), num_groups
+        self.pools = [[torch.nonzero((targets == c) & (groups == g)).flatten() for g in range(num_groups)]
+                      for c in range(num_classes)]
+        self.sizes = torch.tensor([[len(pool) for pool in row] for row in self.pools], dtype=torch.long)
+
+    def top_up(self, batch: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor, group_min: int,
+               gen: torch.Generator) -> torch.Tensor:
+        """The extra images that bring every group of each class in the batch to min(group_min, its size)
+        rows, drawn without replacement from the group's images not in the batch; class-major, group-minor."""
+        have = torch.bincount(targets[batch] * self.num_groups + groups[batch],
+                              minlength=self.sizes.numel()).view_as(self.sizes)
+        need = self.sizes.clamp(max=group_min) - have
+        need[have.sum(1) == 0] = 0  # only the classes the batch holds
+        in_batch = torch.zeros(self.num_rows, dtype=torch.bool)
+        in_batch[batch] = True
+        extra = [batch[:0]]
+        for c, g in torch.nonzero(need > 0).tolist():
+            pool = self.pools[c][g]
+            rest = pool[~in_batch[pool]]
+            extra.append(rest[torch.randperm(len(rest), generator=gen)[:int(need[c, g])]])
+        return torch.cat(extra)
+
+
 @dataclass
 class Draw:
     """One iteration's real rows: training-split indices, labels, the uniform part, the rows only the
@@ -49,8 +76,8 @@ class Sampler:
                  kde_weights: torch.Tensor | None = None, kde_batch: int = 0, balanced: bool = False):
         self.num_classes, self.num_groups = train.num_classes, max(train.num_attributes, 1)
         self.by_class = [torch.nonzero(train.targets == c).flatten() for c in range(self.num_classes)]
-        self.by_group = [[torch.nonzero((train.targets == c) & (train.attributes == g)).flatten()
-                          for g in range(self.num_groups)] for c in range(self.num_classes)]
+        self.groups = GroupPools(train.targets, train.attributes, self.num_classes, self.num_groups)
+        self.by_group = self.groups.pools
         self.batch_real, self.group_min, self.group_topup = batch_real, group_min, group_topup
         self.attributes, self.targets = train.attributes, train.targets
         # importance sampling for kde: per-class probabilities, computed once (None = no kde rows)
@@ -86,16 +113,9 @@ class Sampler:
 
     def _top_up(self, idx: list, labels: list, gen_groups: torch.Generator) -> None:
         """Rare groups topped up to group_min from their own pool (own RNG stream: vanilla's batch is unchanged)."""
-        for c in range(self.num_classes):
-            have = torch.bincount(self.attributes[idx[c]], minlength=self.num_groups)
-            for g, pool in enumerate(self.by_group[c]):
-                need = min(self.group_min, len(pool)) - int(have[g])
-                if need <= 0:
-                    continue
-                rest = pool[~torch.isin(pool, idx[c])]
-                extra = rest[torch.randperm(len(rest), generator=gen_groups)[:need]]
-                idx.append(extra)
-                labels.append(torch.full((len(extra),), c, dtype=torch.long))
+        extra = self.groups.top_up(torch.cat(idx), self.targets, self.attributes, self.group_min, gen_groups)
+        idx.append(extra)
+        labels.append(self.targets[extra])
 
     def _rows_of(self, idx: list, labels: list, drawn: torch.Tensor) -> torch.Tensor:
         """Drawn images as row positions. A draw of an image already in the batch reuses its row (DSA
