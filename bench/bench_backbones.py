@@ -39,13 +39,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     cfg = D.config_for(preset, algorithm, 10, iterations=its + 1, device="cpu",
                                        checkpoint_every=10 ** 6)
                     times[algorithm] = time_engine(train, cfg, methods)
-                run_s = times["idc"] * D.PRESETS[preset]["idc"].iterations
+                run_s = times["idc"] * D.default_config(preset, "idc").iterations
                 row = {"dataset": name, "preset": preset, "methods": "+".join(methods), **times,
                        "idc_over_dc": times["idc"] / times["dc"], "idc_run_s": run_s}
                 rows.append(row)
                 print(f"{name:<15} {preset:<6} {'all five' if len(methods) > 1 else 'vanilla':<9} DC {times['dc']:8.3f} "
                       f"s/it  IDC {times['idc']:8.3f} s/it  (x{row['idc_over_dc']:.2f}; a {preset} IDC run of "
-                      f"{D.PRESETS[preset]['idc'].iterations} it ~ {run_s:.0f} s)", flush=True)
+                      f"{D.default_config(preset, 'idc').iterations} it ~ {run_s:.0f} s)", flush=True)
     return rows
 
 

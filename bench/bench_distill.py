@@ -29,7 +29,9 @@ from engine import distill as D
 from engine.allocator import tune_cpu_allocator
 from engine.augment import DSA
 from engine.device import describe, pick_device
-from engine.distill.loop import _build, _dm_batch, _Gens, channel_stats
+from engine.distill.backbones.dm import shared_batch
+from engine.distill.loop import build, channel_stats
+from engine.distill.toolkit import Gens
 from engine.nets import ConvNet, ConvNetConfig, init_network
 
 
@@ -63,7 +65,8 @@ def _real_rows(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[str
     sampler = D.Sampler(train, cfg.batch_real, cfg.group_min, any(D.REGISTRY[m].group_topup for m in methods),
                         kde_weights=_standin_weights(train) if kde else None, kde_batch=cfg.kde_batch,
                         balanced=any(D.REGISTRY[m].balanced_draws for m in methods))
-    d = sampler.draw(D.rng(cfg.seed, 0, 0), D.rng(cfg.seed, 0, 1), D.rng(cfg.seed, 0, 16), D.rng(cfg.seed, 0, 17))
+    g = Gens.at(cfg.seed, 0)
+    d = sampler.draw(g.main, g.groups, g.kde, g.balanced)
     own = sum(int((~d.drawn_only).sum()) for m in methods if D.REGISTRY[m].warm_start and cfg.warmup_epochs() > 0)
     return len(d.index) + own  # a warm-started method embeds its rows again through its own network
 
@@ -85,15 +88,15 @@ def time_shared_prep(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tup
     network's init, the DSA parameters, drawing and augmenting the real batch (first iteration excluded)."""
     weighted = any(D.REGISTRY[m].needs_weights for m in methods)
     mean, std = channel_stats(train.images)
-    run, _ = _build(train, cfg, methods, _standin_weights(train) if weighted else None, mean, std,
-                    pick_device(cfg.device))
+    run, _ = build(train, cfg, methods, _standin_weights(train) if weighted else None, mean, std,
+                   pick_device(cfg.device))
     times = []
     for it in range(iterations + 1):
         _sync(cfg.device)
         t = time.perf_counter()
-        gens = _Gens.at(cfg.seed, it)
+        gens = Gens.at(cfg.seed, it)
         init_network(run.net, gens.main)  # as distill() does before each step
-        _dm_batch(run, gens)
+        shared_batch(run, gens)
         _sync(cfg.device)
         times.append(time.perf_counter() - t)
     return sum(times[1:]) / iterations
@@ -170,7 +173,7 @@ def run(dataset: str, preset: str, iterations: int, device: str, reference: bool
         rows.append({"dataset": dataset, "preset": preset, "what": "+".join(methods) + note, "s_per_it": s,
                      "it_per_s": 1 / s, "real_img_per_s": real / s, "ratio": s / base,
                      # the preset's whole run, extrapolated from the measured s/it (setup not included)
-                     "preset_run_s": s * D.PRESETS[preset]["dm"].iterations})
+                     "preset_run_s": s * D.default_config(preset, "dm").iterations})
     if k > 0:
         rows.append(floor_row(rows, train, cfg, iterations))
     if reference:
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 print(f"{r['dataset']:<15} {r['preset']:<6} {r['what']:<52} {r['s_per_it']:8.3f} s/it "
                       f"{r['it_per_s']:7.2f} it/s {r['real_img_per_s']:9.0f} real img/s  x{r['ratio']:.2f}"
-                      + (f"  {preset} run of {D.PRESETS[preset]['dm'].iterations} it ~ {r['preset_run_s']:.0f} s"
+                      + (f"  {preset} run of {D.default_config(preset, 'dm').iterations} it ~ {r['preset_run_s']:.0f} s"
                          if "preset_run_s" in r else ""), flush=True)
     return {"device": describe(dev), "rows": rows}
 

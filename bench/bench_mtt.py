@@ -25,7 +25,9 @@ import torch
 from bench.bench_distill import available
 from engine import data, distill as D
 from engine.allocator import tune_cpu_allocator
-from engine.distill import experts as X, loop, mtt
+from engine.distill import experts as X, loop
+from engine.distill.backbones import mtt
+from engine.distill.toolkit import Gens
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,10 +45,10 @@ def _weights(train: data.BiasedSplit) -> torch.Tensor:
 def expert_epoch_seconds(train: data.BiasedSplit, cfg: D.DistillConfig, device: torch.device) -> dict:
     """Seconds of one expert epoch under each remedy's objective (one expert, one epoch, a scratch folder)."""
     mean, std = loop.channel_stats(train.images)
-    run, _ = loop._build(train, cfg, ("vanilla",), None, mean, std, device)
+    run, _ = loop.build(train, cfg, ("vanilla",), None, mean, std, device)
     setup = X.ExpertSetup(run.images, run.targets, run.mean, run.std, run.net.cfg, run.dsa, run.fmt, device)
     out = {}
-    one = replace(cfg, expert_train_epochs=1, max_start_epoch=1, expert_epochs=1)
+    one = cfg.replace(expert_train_epochs=1, max_start_epoch=1, expert_epochs=1)
     for m, obj in X.objectives(train, cfg, D.METHODS, _weights(train)).items():
         with tempfile.TemporaryDirectory() as folder:
             _sync(device)
@@ -71,16 +73,16 @@ def loop_seconds(train: data.BiasedSplit, cfg: D.DistillConfig, methods: tuple[s
                  device: torch.device) -> tuple[float, float]:
     """(seconds per iteration after a warm-up one, peak memory in MB: CUDA allocated, else the process's RSS)."""
     mean, std = loop.channel_stats(train.images)
-    run, state = loop._build(train, cfg, methods, _weights(train), mean, std, device)
-    bank = _Standin(sum(p.numel() for p in run.net.parameters()), cfg.expert_train_epochs)
-    run.experts = {m: bank for m in methods}
+    run, state = loop.build(train, cfg, methods, _weights(train), mean, std, device)
+    mtt.learn_step_size(run, state)
+    bank = _Standin(sum(p.numel() for p in run.net.parameters()), cfg.options.expert_train_epochs)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
     for it in range(iters + 1):
         _sync(device)
         t = time.perf_counter()
-        mtt.step(run, state, loop._Gens.at(0, it))
+        mtt.step(run, state, Gens.at(0, it), {m: bank for m in methods})
         _sync(device)
         times.append(time.perf_counter() - t)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
@@ -124,12 +126,12 @@ def main(argv: list[str] | None = None) -> dict:
             net_cfg = cfg.net_config(train.images.shape[1], train.num_classes, train.images.shape[2])
             distinct = len({X.expert_key("d", obj, cfg, net_cfg)
                             for obj in X.objectives(train, cfg, D.METHODS, _weights(train)).values()})
-            every = cfg.num_experts * cfg.expert_train_epochs
+            every = cfg.options.num_experts * cfg.options.expert_train_epochs
             row = {"dataset": name, "preset": preset, "s_per_expert_epoch": per,
                    "experts_all_five_s": sum(per.values()) / len(per) * every * distinct, "distinct_objectives": distinct}
             report["experts"].append(row)
             print(f"{name:<15} {preset:<6} expert epoch: " + ", ".join(f"{m} {s:.2f} s" for m, s in per.items())
-                  + f"; {cfg.num_experts} experts x {cfg.expert_train_epochs} epochs x {distinct} objectives "
+                  + f"; {cfg.options.num_experts} experts x {cfg.options.expert_train_epochs} epochs x {distinct} objectives "
                   f"~ {row['experts_all_five_s']:.0f} s", flush=True)
             for methods in (("vanilla",), D.METHODS):
                 if preset == "paper" and len(methods) > 1 and not args.paper_five:

@@ -88,7 +88,7 @@ def step_dm(args, device: str) -> dict:
     shared = B.time_shared_prep(train, cfg, ("vanilla", "cobra"), its)
     rows["floor_all"] = rows["vanilla"] + rows["cobra_alone"] - shared
     rows["reference_loop"] = B.time_per_class_loop(train, replace(cfg, iterations=its), its)
-    n_paper = distill.PRESETS["paper"]["dm"].iterations
+    n_paper = distill.default_config("paper", "dm").iterations
     out = {"dataset": name, "preset": preset, "iterations_timed": its, "s_per_it": rows,
            "vanilla_vs_reference_speedup": rows["reference_loop"] / rows["vanilla"],
            "all_vs_vanilla": rows["all"] / rows["vanilla"],
@@ -162,7 +162,7 @@ def step_idc(args, device: str) -> dict:
         cfg = distill.config_for(preset, algorithm, 10 if not args.smoke else 2, iterations=args.idc_iters + 1,
                                  device=device, checkpoint_every=10 ** 6)
         rows[algorithm] = B.time_engine(train, cfg, distill.METHODS)
-    n_paper = distill.PRESETS["paper"]["idc"].iterations
+    n_paper = distill.default_config("paper", "idc").iterations
     return {"dataset": name, "preset": preset, "iterations_timed": args.idc_iters, "s_per_it_all_five": rows,
             "idc_vs_dc": rows["idc"] / rows["dc"], "paper_run_idc_minutes_projected": rows["idc"] * n_paper / 60}
 
@@ -183,7 +183,7 @@ def step_mtt(args, device: str) -> dict:
         s, peak = B.loop_seconds(train, cfg, methods, args.mtt_iters, dev)
         loops["+".join(methods)] = {"s_per_it": s, "peak_mb": peak}
     five = loops["+".join(distill.METHODS)]["s_per_it"]
-    expert_min = sum(experts.values()) * cfg.num_experts * cfg.expert_train_epochs / 60
+    expert_min = sum(experts.values()) * cfg.options.num_experts * cfg.options.expert_train_epochs / 60
     return {"dataset": train.dataset, "preset": preset, "s_per_expert_epoch": experts, "loop": loops,
             "experts_all_five_minutes_projected": expert_min,
             "paper_run_all_five_minutes_projected": five * cfg.iterations / 60}

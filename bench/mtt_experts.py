@@ -15,6 +15,7 @@ import json
 
 from engine import distill as D, evaluate, pipeline, stages
 from engine.distill import experts as X, loop
+from engine.distill.backbones import mtt
 from engine.nets import ConvNet
 
 
@@ -33,11 +34,12 @@ def main(argv: list[str] | None = None) -> dict:
     wr = stages.plan_weights(p, train)
     weights = wr.weights if wr else None
     cfg = p.distill_cfg
-    if not 0 <= args.expert < cfg.num_experts:
-        raise SystemExit(f"--expert {args.expert}: the preset trains experts 0..{cfg.num_experts - 1}")
+    o = cfg.options
+    if not 0 <= args.expert < o.num_experts:
+        raise SystemExit(f"--expert {args.expert}: the preset trains experts 0..{o.num_experts - 1}")
     mean, std = loop.channel_stats(train.images)
-    run, _ = loop._build(train, cfg, p.methods, weights, mean, std, p.device)
-    banks = loop._experts(run, train, weights, None, None)  # the distillation's own path to its experts
+    run, _ = loop.build(train, cfg, p.methods, weights, mean, std, p.device)
+    banks = mtt.experts_for(run, train, weights)  # the distillation's own path to its experts
     out = {}
     for m in p.methods:
         t = banks[m].trajectory(args.expert)
@@ -48,13 +50,13 @@ def main(argv: list[str] | None = None) -> dict:
             net.eval()
             r = evaluate.evaluate_net(net, test, mean, std)
             rows.append({k: r[k] for k in ("accuracy", "aligned_accuracy", "conflicting_accuracy")})
-        moves = [float((t[s + cfg.expert_epochs] - t[s]).norm()) for s in range(cfg.max_start_epoch + 1)]
+        moves = [float((t[s + o.expert_epochs] - t[s]).norm()) for s in range(o.max_start_epoch + 1)]
         out[m] = {"epochs": rows, "moves": moves}
         last = rows[-1]
         by_epoch = " ".join(f"{r['conflicting_accuracy']:.1f}" for r in rows)
         print(f"{m:<9} expert {args.expert} epoch {len(t) - 1}: accuracy {last['accuracy']:5.1f}  aligned "
               f"{last['aligned_accuracy']:5.1f}  conflicting {last['conflicting_accuracy']:5.1f}  (conflicting by "
-              f"epoch: {by_epoch});  {cfg.expert_epochs}-epoch move from start epoch 0..{cfg.max_start_epoch}: "
+              f"epoch: {by_epoch});  {o.expert_epochs}-epoch move from start epoch 0..{o.max_start_epoch}: "
               + " ".join(f"{x:.2f}" for x in moves), flush=True)
     print(json.dumps(out))
     return out

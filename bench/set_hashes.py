@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DDAUDIT_HOME"] = tempfile.mkdtemp(prefix="ddaudit-hashes-")
     torch.set_num_threads(1)
     from engine import cache, data, distill
-    algorithms = tuple(args.algorithms.split(",")) if args.algorithms else tuple(distill.ALGORITHMS)
+    algorithms = tuple(args.algorithms.split(",")) if args.algorithms else distill.algorithms()
     train = data.load_split("colored-digits", 0.05, "train", seed=0)
     weights = torch.rand(len(train), generator=torch.Generator().manual_seed(0)) + 0.05
     hashes: dict[str, str] = {}

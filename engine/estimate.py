@@ -5,9 +5,9 @@ Distillation: the measured seconds per iteration of each method alone, combined 
 five-method run showed (a paired run shares its real batch); evaluation: epochs x images x the measured
 seconds per image-epoch, per set and training; SupCon and the probe: steps x seconds per step. Costs scale
 with the pixels per image against colored-digits'; the paper preset's wider nets and larger batches are
-extrapolated from quick (width and batch ratios), not measured. MTT adds its experts (sets not on disk x
-experts x epochs x images x the measured seconds per expert image-epoch); its loop scales with student
-steps x images per step.
+extrapolated from quick (each backbone's cost_scale: width and batch ratios; MTT's unroll), not measured. A
+backbone adds its own parts (extra_seconds: MTT's experts, the sets not on disk x experts x epochs x images x
+the measured seconds per expert image-epoch).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pathlib import Path
 
 from . import attribute_probe, cache, distill, embed
 from .data import BiasedSplit
-from .distill.mtt import images_per_step
 from .pipeline import Plan, run_key
 
 COSTS_FILE = Path(__file__).with_name("costs.json")
@@ -58,40 +57,20 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def _scale(cfg_width: int, cfg_batch: int, quick_width: int, quick_batch: int) -> float:
-    return (cfg_width / quick_width) * (cfg_batch / quick_batch)
-
-
 def distill_seconds(plan: Plan, pixels: int, costs: dict | None = None, classes: int = 10) -> float:
-    """Iterations x seconds per iteration of the methods side by side."""
+    """Iterations x seconds per iteration of the methods side by side (the backbone's measured row, scaled by
+    its cost_scale from its quick preset to this config)."""
     c = costs or load_costs()
     cfg = plan.distill_cfg
-    table = c["distill"][cfg.algorithm]
+    backbone = distill.BACKBONES[cfg.algorithm]
+    table = c["distill"][backbone.cost_key or backbone.name]
     alone = [table[m] for m in plan.methods]
     every = [table[m] for m in distill.METHODS]
     together = table["+".join(distill.METHODS)]
     overlap = (together - max(every)) / max(sum(every) - max(every), 1e-9)  # the share of the rest a paired run pays
     per_it = max(alone) + overlap * (sum(alone) - max(alone))
-    quick = distill.PRESETS["quick"][cfg.algorithm]
-    if cfg.algorithm == "mtt":  # the unroll's cost: student steps x images per step (measured: colored-digits'
-        # 10 classes at the costs' IPC)
-        steps = cfg.syn_steps * images_per_step(cfg, cfg.ipc * classes)
-        measured = quick.syn_steps * images_per_step(quick, c["ipc"] * 10)
-        return cfg.iterations * per_it * pixels / c["pixels"] * cfg.width / quick.width * steps / measured
-    return cfg.iterations * per_it * pixels / c["pixels"] * _scale(cfg.width, cfg.batch_real, quick.width,
-                                                                      quick.batch_real)
-
-
-def experts_seconds(plan: Plan, train: BiasedSplit, pixels: int, costs: dict | None = None) -> float:
-    """MTT: the expert sets not on disk x experts x epochs x images x seconds per image-epoch (a kde objective
-    counts as to train: its weights are not known before the run)."""
-    from .distill.experts import objectives_to_train
-    c = costs or load_costs()
-    cfg = plan.distill_cfg
-    todo = objectives_to_train(train, cfg, plan.methods)
-    quick = distill.PRESETS["quick"]["mtt"]
-    return (todo * cfg.num_experts * cfg.expert_train_epochs * len(train) * c["expert_image_epoch"] * pixels
-            / c["pixels"] * cfg.width / quick.width)
+    scale = backbone.cost_scale(cfg, distill.default_config("quick", cfg.algorithm, cfg.ipc), classes, c)
+    return cfg.iterations * per_it * pixels / c["pixels"] * scale
 
 
 def evaluate_seconds(plan: Plan, train: BiasedSplit, baseline: bool, costs: dict | None = None) -> float:
@@ -99,7 +78,8 @@ def evaluate_seconds(plan: Plan, train: BiasedSplit, baseline: bool, costs: dict
     c = costs or load_costs()
     e = plan.eval_cfg
     pixels = int(train.images[0].numel())
-    images = plan.request.ipc * train.num_classes * plan.distill_cfg.formation(int(train.images.shape[-1])) ** 2
+    form = distill.BACKBONES[plan.distill_cfg.algorithm].form(plan.distill_cfg, int(train.images.shape[-1]))
+    images = plan.request.ipc * train.num_classes * form.per_stored
     sets = len(plan.methods) + bool(baseline)
     width = (e.width / 32) ** 2
     return sets * len(plan.seeds) * e.epochs * images * c["eval_image_epoch"] * pixels / c["pixels"] * width
@@ -114,8 +94,8 @@ def estimate(plan: Plan, train: BiasedSplit, kind: str, baseline: bool) -> Estim
         return Estimate(0.0, {}, stored=True)
     pixels = int(train.images[0].numel())
     parts = {"distill": distill_seconds(plan, pixels, c, train.num_classes)}
-    if plan.distill_cfg.algorithm == "mtt":
-        parts["experts"] = experts_seconds(plan, train, pixels, c)
+    parts.update(distill.BACKBONES[plan.distill_cfg.algorithm].extra_seconds(plan.distill_cfg, plan.methods, train,
+                                                                             pixels, c))
     if plan.uses_weights and not embed._paths(train, plan.embed, plan.request.seed)[1].exists():
         parts["SupCon"] = plan.embed.steps * c["supcon_step"] * pixels / c["pixels"]
     if kind == "audit":

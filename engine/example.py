@@ -23,8 +23,7 @@ from . import cache, distill, pipeline
 from .distill.sets import SET_FILE, TRAJECTORY_FILE
 from .errors import DDAuditError, InvalidArgument
 from .version import __version__
-from .store import RunStore
-from .store.records import CONFIG_FILE, REPORT_FILE, STATUS_FILE, STORE_VERSION, run_id_for
+from .store import STORE_VERSION, RunStore, holds_run, run_id_for
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "example"
 MANIFEST = "manifest.json"
@@ -115,7 +114,7 @@ def install(force: bool = False) -> RunStore | None:
     bundle = read_manifest()
     if bundle is None or stale(bundle):
         return None
-    missing = any(not (root / r["id"] / STATUS_FILE).is_file() for r in bundle.get("runs", []))
+    missing = any(not holds_run(root / r["id"]) for r in bundle.get("runs", []))
     if force or missing or read_manifest(root) != bundle:
         tmp = root.parent / f".example-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         shutil.copytree(ASSET_DIR / "runs", tmp)
@@ -159,12 +158,11 @@ def _home(path: Path) -> Iterator[None]:
             os.environ["DDAUDIT_HOME"] = old
 
 
-def _copy_run(store: RunStore, run_id: str, out: Path, drop: tuple[str, ...] = ()) -> None:
-    """A finished run's record and result files into out/runs/<id> (no checkpoints, no log)."""
+def _copy_run(store: RunStore, run_id: str, out: Path, drop: tuple[str, ...] = (), report: bool = True) -> None:
+    """A finished run's record and result files into out/runs/<id> (no checkpoints, no log; its report only with
+    `report`)."""
     run = store.open(run_id)
-    target = out / "runs" / run_id
-    run.copy_to(target, skip=drop)
-    shutil.copy2(run.dir / STATUS_FILE, target / STATUS_FILE)
+    run.copy_to(out / "runs" / run_id, skip=drop + (() if report else (run.report_path.name,)), record=True)
 
 
 def _pack(folder: Path) -> None:
@@ -195,11 +193,11 @@ def build(out: Path = ASSET_DIR, home: Path | None = None, say=print) -> dict:
         staging = out.parent / f".{out.name}-{uuid.uuid4().hex[:6]}"
         roles = {"audit": audit_run.id, "demo": demo_run.id, "sweep": summary["run_id"]}
         for role, rid in roles.items():  # one report is bundled (the audit's): each holds plotly.js (~2 MB gzipped)
-            _copy_run(store, rid, staging, drop=(REPORT_FILE,) if role == "demo" else ())
+            _copy_run(store, rid, staging, report=role != "demo")
         for rid in dict.fromkeys(cell_ids):
             if rid not in roles.values():
                 _copy_run(store, rid, staging, drop=CELL_DROPS)
-        runs = [{"id": r["id"], "kind": r["kind"], "config": cache.read_json(staging / "runs" / r["id"] / CONFIG_FILE)}
+        runs = [{"id": r["id"], "kind": r["kind"], "config": r["config"]}  # the index holds config.json's content
                 for r in store.list(status="finished") if (staging / "runs" / r["id"]).is_dir()]
         manifest = {"ddaudit": __version__, "store": STORE_VERSION, "bundle": BUNDLE_VERSION, "command": BUILD_COMMAND,
                     "made": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0, 1), "roles": roles,

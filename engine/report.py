@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import cache, distill, figures, trajectory_figures
+from . import cache, distill, figures
 from .errors import InvalidArgument
 from .store import Run, RunStore
 
@@ -136,14 +136,13 @@ def command(info: dict, res: dict) -> str:
     args = ["python -m engine audit", f"--dataset {res['dataset']}", f"--conflict-ratio {res['conflict_ratio']}",
             f"--methods {','.join(cfg['methods'])}", f"--algorithm {res['algorithm']}", f"--ipc {res['ipc']}",
             f"--preset {preset}", f"--seed {res['seed']}", f"--eval-seeds {len(res['eval_seeds'])}"]
-    default = distill.PRESETS[preset][res["algorithm"]]
-    for key, flag in (("iterations", "--iterations"), ("init", "--init"), ("cobra_warmup", "--cobra-warmup"),
-                      ("factor", "--factor"), ("num_experts", "--num-experts"),
-                      ("expert_train_epochs", "--expert-train-epochs"), ("syn_steps", "--syn-steps"),
-                      ("expert_epochs", "--expert-epochs"),
-                      ("max_start_epoch", "--max-start-epoch")):  # factor: IDC's keys only; the rest MTT's
-        if key in cfg["distill"] and cfg["distill"][key] != getattr(default, key):
-            args.append(f"{flag} {cfg['distill'][key]}")
+    backbone = distill.BACKBONES.get(res["algorithm"])
+    if backbone is not None:  # a run of a backbone this version lacks: its command names the algorithm alone
+        default = backbone.config(preset, res["ipc"])
+        for key, flag in (("iterations", "--iterations"), ("init", "--init"), ("cobra_warmup", "--cobra-warmup")):
+            if key in cfg["distill"] and cfg["distill"][key] != getattr(default, key):
+                args.append(f"{flag} {cfg['distill'][key]}")
+        args += backbone.reproduce_flags(cfg["distill"], preset)
     if res.get("embed_preset") and res["embed_preset"] != preset:
         args.append(f"--embed-preset {res['embed_preset']}")
     if cfg.get("kernel_variance") is not None:
@@ -223,9 +222,9 @@ def _trajectory_section(res: dict) -> str:
     traj = res.get("trajectory")
     if not traj:
         return ""
-    plots = _plot(trajectory_figures.trajectory_curves({"run": traj}, "aligned_share", res.get("real_aligned_share")))
-    if "conflicting_accuracy" in trajectory_figures.available_metrics(traj):
-        plots += _plot(trajectory_figures.trajectory_curves({"run": traj}, "conflicting_accuracy"))
+    plots = _plot(figures.trajectory.trajectory_curves({"run": traj}, "aligned_share", res.get("real_aligned_share")))
+    if "conflicting_accuracy" in figures.trajectory.available_metrics(traj):
+        plots += _plot(figures.trajectory.trajectory_curves({"run": traj}, "conflicting_accuracy"))
     return ("<h2>During distillation</h2><p>Each method's synthetic set measured every "
             f"{res.get('track', {}).get('every', '?')} iterations; above the dotted real-data line is amplification.</p>"
             + plots)

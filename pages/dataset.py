@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.data import BiasedSplit
-from engine import example, figures, trajectory_figures
+from engine import example, figures
 from ui import distill_jobs, distill_view, jobs, run_store, state
 
 DEMO_STORY = """In **colored-digits** 95% of each digit's training images are drawn in that digit's own colour: colour
@@ -46,7 +46,7 @@ def bundled_demo() -> None:
         return
     st.caption("Its finished form, from the bundled example (`make assets` ran it):")
     left, right = st.columns([1, 1])
-    left.plotly_chart(trajectory_figures.trajectory_curves({"demo": res["trajectory"]}, "aligned_share",
+    left.plotly_chart(figures.trajectory.trajectory_curves({"demo": res["trajectory"]}, "aligned_share",
                                                            res.get("real_aligned_share")), key="demo_bundled_curve")
     grids = run_store.grids(rid)
     for col, (m, p) in zip(right.columns(max(1, len(grids))), grids.items()):

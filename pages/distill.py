@@ -10,7 +10,7 @@ from ui import distill_jobs, distill_view, jobs, state
 def form(s: state.Settings, train) -> dict | None:
     """The run settings and the time they should take; returns them when Start is pressed. Plain widgets,
     not an st.form: the estimate follows every change before Start."""
-    methods_all, algorithms = list(distill.METHODS), list(distill.ALGORITHMS)
+    methods_all, algorithms = list(distill.METHODS), list(distill.algorithms())
     tiny = state.tiny()
     with st.container(border=True):
         c1, c2, c3 = st.columns([3, 1, 1])
@@ -20,12 +20,8 @@ def form(s: state.Settings, train) -> dict | None:
                                       "(vanilla, the label-free KDE and the label-using FairDD) shows the contrast "
                                       "in about a minute on 2 cores; add COBRA and balanced here.")
         algorithm = c2.selectbox("Algorithm", algorithms, key="dst_algorithm",
-                                 format_func=str.upper,
-                                 help="DM: distribution matching (with DSA); DC: gradient matching; IDC: gradient "
-                                      "matching of multi-formation sets (each stored image holds 2 x 2 "
-                                      "images, 4 x 4 for 64-pixel faces), network trained on real data; MTT: "
-                                      "trajectory matching against experts trained with each method's "
-                                      "objective (trained once, then cached).")
+                                 format_func=lambda a: distill.BACKBONES[a].label,
+                                 help="; ".join(f"{b.label}: {b.summary}" for b in distill.BACKBONES.values()) + ".")
         preset = c3.selectbox("Preset", ("quick", "paper"), key="dst_preset",
                               help="quick: CPU minutes; paper: the published settings (GPU hours).")
         c4, c5, c6, c7 = st.columns(4)
@@ -40,6 +36,7 @@ def form(s: state.Settings, train) -> dict | None:
                                      help="Fresh ConvNets trained on each set; 2 or more give a ± spread. "
                                           "The dashboard defaults to 1 to keep a CPU run to minutes; "
                                           "the CLI uses the preset's (3 for quick, 5 for paper).")
+        own = backbone_options(preset, algorithm)
         evaluate = c7.checkbox("Evaluate + audit after distilling", value=True, key="dst_evaluate",
                                help="Train fresh ConvNets on each synthetic set, measure group accuracies and "
                                     "the attribute probe's aligned share (Results page).")
@@ -54,7 +51,7 @@ def form(s: state.Settings, train) -> dict | None:
                        f"temperature {temp:g} (set them on the Embeddings page).")
         choice = {"methods": distill_jobs.order(methods), "algorithm": algorithm, "preset": preset, "ipc": int(ipc),
                   "iterations": int(iterations) or None, "evaluate": bool(evaluate), "eval_seeds": int(eval_seeds),
-                  "baseline": bool(baseline)}
+                  "baseline": bool(baseline), "options": own}
         if methods:
             st.caption(f"Estimated time: {distill_jobs.estimate_text(s, choice, train)}", help=distill_jobs.ESTIMATE_HELP)
         go = st.button("Start distillation", type="primary", key="dst_start")
@@ -65,6 +62,19 @@ def form(s: state.Settings, train) -> dict | None:
                  icon=":material/error:")
         return None
     return choice
+
+
+def backbone_options(preset: str, algorithm: str) -> dict:
+    """The chosen backbone's own settings, one field each (defaults: the preset's), as {name: value}."""
+    fields = distill_jobs.backbone_fields(preset, algorithm)
+    if not fields:
+        return {}
+    values = {}
+    for col, (option, default) in zip(st.columns(len(fields)), fields):
+        kind = float if option.kind is float else int
+        values[option.name] = col.number_input(option.label, kind(option.low), kind(option.high), kind(default),
+                                               key=f"dst_{algorithm}_{option.name}", help=f"{option.help}.")
+    return values
 
 
 def current_job() -> jobs.Job | None:

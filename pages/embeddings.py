@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine import figures, trajectory_figures
+from engine import figures
 from ui import jobs, maps, run_store, state
 
 COLOUR_BY = ("class", "attribute", "aligned / conflicting", "KDE density", "KDE weight")
@@ -103,7 +103,7 @@ def overlay_controls(s: state.Settings, key: str) -> tuple[str | None, list[str]
 def synthetic_selection(event, placed_images: dict) -> None:
     """The synthetic images picked on the map, in a grid."""
     points = getattr(getattr(event, "selection", None), "points", None) or []
-    picked = [(m, i) for m, i in trajectory_figures.synthetic_points(points) if m in placed_images]
+    picked = [(m, i) for m, i in figures.trajectory.synthetic_points(points) if m in placed_images]
     if not picked:
         return
     st.subheader(f"Selected synthetic images: {len(picked)}")
@@ -211,7 +211,7 @@ def draw(s: state.Settings) -> None:
     if run_id is not None and methods:
         placed, images = maps.placed_sets(key, run_id, train, z[res["row_ids"]], res["coords"], s.seed)
         placed = {m: placed[m] for m in methods if m in placed}
-        fig = trajectory_figures.add_synthetic(fig, placed, list(train.class_names), paths=paths,
+        fig = figures.trajectory.add_synthetic(fig, placed, list(train.class_names), paths=paths,
                                                thumbnails={m: images[m] for m in placed} if thumbs else None)
     left, right = st.columns([3, 2])
     with left:

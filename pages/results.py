@@ -3,52 +3,11 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import streamlit as st
 
-from engine import figures, trajectory, trajectory_figures
+from engine import figures
 from ui import import_jobs, jobs, run_store, state
-
-
-def is_audit(metrics: object) -> bool:
-    """True for an audit result: methods with an accuracy each."""
-    return isinstance(metrics, dict) and isinstance(metrics.get("methods"), dict) and any(
-        isinstance(v, dict) and "accuracy" in v for v in metrics["methods"].values())
-
-
-def sources() -> dict[str, tuple[str, str]]:
-    """Label -> (kind, handle) for every audit result available: this server's jobs and the run store."""
-    out: dict[str, tuple[str, str]] = {}
-    for job in jobs.registry().jobs("distill") + jobs.registry().jobs("import"):
-        res = job.result or {}
-        if job.status == "finished" and is_audit(res.get("audit")):
-            out[f"this session: {job.label}"] = ("job", job.id)
-    known_runs = {jobs.registry().by_id(h).result.get("run_id") for k, h in out.values()}
-    for r in run_store.finished(("audit", "import")):
-        met = r.get("metrics") or {}
-        if r["id"] in known_runs or not any(k.startswith("methods.") and k.endswith(".accuracy") for k in met):
-            continue
-        cfg = r.get("config") or {}
-        where = f"({cfg.get('dataset', '?')} @ {cfg.get('conflict_ratio', '?')}, {r['created'][:10]})"
-        label = f"bundled example: {example_label(cfg)} {where}" if r.get("example") else f"run {r['id']} {where}"
-        out[label] = ("run", r["id"])
-    return out
-
-
-def example_label(cfg: dict) -> str:
-    """What a bundled example run is, in words."""
-    dist = cfg.get("distill") or {}
-    what = "the noise-start demo" if dist.get("init") == "noise" else "an audit" if len(cfg.get("methods") or []) > 3 \
-        else "a sweep cell"
-    return f"{what}, {'+'.join(cfg.get('methods') or [])}, IPC {dist.get('ipc', '?')}"
-
-
-def load(kind: str, handle: str) -> tuple[dict, str | None]:
-    """The audit result dict and the stored run's id (for grids and the report) of a source."""
-    if kind == "job":
-        res = jobs.registry().by_id(handle).result or {}
-        return res["audit"], res.get("run_id")
-    return run_store.results(handle), handle
+from ui.result_sources import amplification_table, build_report, is_audit, load, sources, verdict_text
 
 
 def evaluation_note(seeds: object) -> str:
@@ -68,10 +27,10 @@ def trajectory_panel(res: dict, key: str, src: dict[str, tuple[str, str]]) -> No
         st.caption("This run has no trajectory (run before tracking existed, or with --track-every 0): run it "
                    "again to see how each set moved while it was distilled.")
         return
-    metrics = trajectory_figures.available_metrics(traj)
+    metrics = figures.trajectory.available_metrics(traj)
     others = {lab: v for lab, v in src.items() if v[1] != key}
     c1, c2 = st.columns([1, 2])
-    metric = c1.selectbox("Metric", metrics, format_func=lambda k: trajectory_figures.METRICS[k],
+    metric = c1.selectbox("Metric", metrics, format_func=lambda k: figures.trajectory.METRICS[k],
                           key=f"res_traj_metric_{key}",
                           help="Accuracies appear when the run was tracked with --track-eval (one short "
                                "evaluation training per point).")
@@ -84,22 +43,12 @@ def trajectory_panel(res: dict, key: str, src: dict[str, tuple[str, str]]) -> No
         if other:
             runs[others[lab][1]] = other
     ref = res.get("real_aligned_share") if metric == "aligned_share" else None
-    st.plotly_chart(trajectory_figures.trajectory_curves(runs, metric, ref), key=f"res_traj_{key}")
-    if isinstance(res.get("real_aligned_share"), (int, float)):
-        amp = {m: trajectory.amplification(pts, res["real_aligned_share"]) for m, pts in traj.items()}
-        st.dataframe(pd.DataFrame(amp).T.rename(columns=lambda c: f"{c} (points above real)"),
-                     key=f"res_amp_{key}")
+    st.plotly_chart(figures.trajectory.trajectory_curves(runs, metric, ref), key=f"res_traj_{key}")
+    amp = amplification_table(res)
+    if amp is not None:
+        st.dataframe(amp, key=f"res_amp_{key}")
         st.caption("Aligned share minus the real data's share at the start, at its peak and at the end: "
                    "positive is amplification.")
-
-
-def verdict_text(res: dict) -> str | None:
-    """The report's verdict in words (None when the result lacks what it reads, e.g. an import without vanilla)."""
-    from engine import report
-    try:
-        return report.verdict(res)
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None) -> None:
@@ -167,7 +116,6 @@ def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None
 
 def report_panel(run_id: str) -> None:
     """Build the run's shareable HTML report on demand (also saved into the run's folder), then offer it."""
-    from engine import report
     made = run_store.report_path(run_id)
     if made is None:  # removed since this session computed it
         return
@@ -177,7 +125,7 @@ def report_panel(run_id: str) -> None:
                  help="One self-contained file that opens offline in any browser: verdict, setting, data, KDE "
                       "diagnostics, grids, metrics with published numbers, heatmaps, probe accuracy."):
         with st.spinner("Building the report..."):
-            report.write([run_id])
+            build_report(run_id)
     if made.is_file():
         st.download_button("Download report (HTML)", made.read_bytes(), f"{run_id}.html", "text/html",
                            key=f"rep_dl_{run_id}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine import distill, sweep, sweep_figures
+from engine import distill, figures, sweep
 from ui import jobs, run_store, state, sweep_jobs
 
 KV_CHOICES = ("0.01", "0.03", "0.1", "0.3", "1", "3", "10", sweep.SUGGESTED)
@@ -45,19 +45,19 @@ def form(s: state.Settings) -> sweep.Grid | None:
 def plots(summary: dict) -> None:
     """Outcome and weight diagnostics against s², amplification against the ratio, and the way to a run."""
     rows = summary["rows"]
-    metric = st.radio("Outcome", list(sweep_figures.METRIC_LABELS), horizontal=True, key="sw_metric",
-                      format_func=lambda m: sweep_figures.METRIC_LABELS[m])
+    metric = st.radio("Outcome", list(figures.sweep.METRIC_LABELS), horizontal=True, key="sw_metric",
+                      format_func=lambda m: figures.sweep.METRIC_LABELS[m])
     left, right = st.columns(2)
-    left.plotly_chart(sweep_figures.metric_vs_kernel_variance(rows, metric), key="sw_metric_fig")
-    right.plotly_chart(sweep_figures.weights_vs_kernel_variance(rows), key="sw_weights_fig")
+    left.plotly_chart(figures.sweep.metric_vs_kernel_variance(rows, metric), key="sw_metric_fig")
+    right.plotly_chart(figures.sweep.weights_vs_kernel_variance(rows), key="sw_weights_fig")
     st.caption("Left: what each kernel variance does to the distilled set (mean ± std over seeds; weight-free "
                "methods as flat lines). Right: the weight-only view of the same variances: does it predict the left?")
     best = pd.DataFrame([{k: b[k] for k in ("conflict_ratio", "ipc", "method", "best_by_conflicting_accuracy",
                                               "best_by_worst_group_accuracy")} for b in summary["best_kernel_variance"]])
     if not best.empty:
         st.dataframe(best, hide_index=True, key="sw_best")
-    st.plotly_chart(sweep_figures.amplification_vs_ratio(summary), key="sw_amp_fig")
-    choices = sweep_figures.point_choices(rows)
+    st.plotly_chart(figures.sweep.amplification_vs_ratio(summary), key="sw_amp_fig")
+    choices = figures.sweep.point_choices(rows)
     c1, c2 = st.columns([3, 1])
     point = c1.selectbox("A point of the plots", list(choices), key="sw_point")
     if c2.button("Open its run", key="sw_open") and point:

@@ -56,13 +56,13 @@ def tiny_presets(monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
 
     from engine import attribute_probe, distill, embed, evaluate
-    monkeypatch.setitem(distill.PRESETS, "quick", {
-        "dm": replace(distill.PRESETS["quick"]["dm"], iterations=3, batch_real=8, width=8, checkpoint_every=2),
-        "dc": replace(distill.PRESETS["quick"]["dc"], iterations=1, batch_real=4, width=8, outer_loop=1,
-                      inner_loop=1),
-        "idc": replace(distill.PRESETS["quick"]["idc"], iterations=1, batch_real=4, width=8, outer_loop=2,
-                       idc_net_data=8),
-        "mtt": replace(distill.PRESETS["tiny"]["mtt"], width=8)})
+    quick = {"dm": lambda c: c.replace(iterations=3, batch_real=8, width=8, checkpoint_every=2),
+             "dc": lambda c: c.replace(iterations=1, batch_real=4, width=8, outer_loop=1, inner_loop=1),
+             "idc": lambda c: c.replace(iterations=1, batch_real=4, width=8, outer_loop=2, idc_net_data=8)}
+    for name, backbone in distill.BACKBONES.items():
+        shrunk = (quick[name](backbone.presets["quick"]) if name in quick
+                  else replace(backbone.presets["tiny"], width=8))  # others (MTT): their tiny preset, narrower
+        monkeypatch.setitem(backbone.presets, "quick", shrunk)
     monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=2, width=8))
     monkeypatch.setitem(attribute_probe.PRESETS, "quick", replace(attribute_probe.PRESETS["quick"], steps=2, width=8,
                                                                   batch=16))

@@ -174,9 +174,8 @@ def test_store_key_follows_the_resolved_presets(tmp_path, monkeypatch):
     cfg = pipeline.Request(dataset="colored-digits", conflict_ratio=0.05)
     before = key(cfg)
     assert before == key(cfg)
-    quick = dict(distill.PRESETS["quick"])
-    quick["dm"] = replace(quick["dm"], iterations=quick["dm"].iterations + 1)
-    monkeypatch.setitem(distill.PRESETS, "quick", quick)
+    dm = distill.BACKBONES["dm"].presets
+    monkeypatch.setitem(dm, "quick", replace(dm["quick"], iterations=dm["quick"].iterations + 1))
     assert key(cfg) != before
     monkeypatch.undo()
     monkeypatch.setitem(evaluate.PRESETS, "quick", replace(evaluate.PRESETS["quick"], epochs=1))

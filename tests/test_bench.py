@@ -40,7 +40,7 @@ def test_bench_distill_runs_end_to_end_at_one_iteration() -> None:
     engine_rows = [r for r in rows if "preset_run_s" in r]
     assert len(engine_rows) == 9  # 6 side-by-side cases + kde, fairdd, balanced alone
     for r in engine_rows:  # the whole quick run, extrapolated from the measured iteration time
-        assert r["preset_run_s"] == r["s_per_it"] * D.PRESETS["quick"]["dm"].iterations
+        assert r["preset_run_s"] == r["s_per_it"] * D.default_config("quick", "dm").iterations
 
 
 def test_starts_script_evaluates_every_method_start(monkeypatch, fresh_home) -> None:
@@ -124,10 +124,10 @@ def test_mtt_experts_reports_each_objectives_expert_and_its_reach(fresh_home) ->
     from engine.distill import experts as X
     argv = ["--preset", "tiny", "--methods", "vanilla,fairdd"]
     out = mtt_experts.main(argv)
-    cfg = D.config_for("tiny", "mtt", 10)
+    o = D.config_for("tiny", "mtt", 10).options
     assert set(out) == {"vanilla", "fairdd"}
     for row in out.values():
-        assert len(row["epochs"]) == cfg.expert_train_epochs + 1 and len(row["moves"]) == cfg.max_start_epoch + 1
+        assert len(row["epochs"]) == o.expert_train_epochs + 1 and len(row["moves"]) == o.max_start_epoch + 1
         assert all(x > 0 for x in row["moves"])
         assert all(0 <= r[k] <= 100 for r in row["epochs"] for k in r)
     assert out["vanilla"]["epochs"][0] == out["fairdd"]["epochs"][0]  # expert 0's init is shared (EXPERT_SEED)
@@ -161,18 +161,16 @@ def test_fidelity_study_tables_and_svg_from_tracked_audits(tmp_path, fresh_home,
 
 def test_bench_backbones_times_dc_and_idc_side_by_side(monkeypatch) -> None:
     """bench.bench_backbones at shrunk quick presets: a DC and an IDC time for vanilla and all five, > 0."""
-    from dataclasses import replace
-
     from bench import bench_backbones
-    quick = dict(D.PRESETS["quick"])
-    for alg in ("dc", "idc"):
-        quick[alg] = replace(quick[alg], batch_real=4, width=8, outer_loop=2, inner_loop=1, idc_net_data=8)
-    monkeypatch.setitem(D.PRESETS, "quick", quick)
+    for alg, own in (("dc", {}), ("idc", {"idc_net_data": 8})):
+        presets = D.BACKBONES[alg].presets
+        monkeypatch.setitem(presets, "quick", presets["quick"].replace(batch_real=4, width=8, outer_loop=2,
+                                                                       inner_loop=1, **own))
     rows = bench_backbones.main(["--datasets", "colored-digits", "--presets", "quick", "--quick-iters", "1"])
     assert [r["methods"] for r in rows] == ["vanilla", "+".join(D.METHODS)]
     for r in rows:
         assert r["dc"] > 0 and r["idc"] > 0 and r["idc_over_dc"] == r["idc"] / r["dc"]
-        assert r["idc_run_s"] == r["idc"] * D.PRESETS["quick"]["idc"].iterations
+        assert r["idc_run_s"] == r["idc"] * D.default_config("quick", "idc").iterations
 
 
 def test_soak_slope_is_least_squares_per_switch() -> None:

@@ -41,7 +41,7 @@ def _cfg(algorithm: str, device: str, **kw) -> distill.DistillConfig:
                               cobra_warmup=2, **kw)
 
 
-@pytest.mark.parametrize("algorithm", distill.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", distill.algorithms())
 @pytest.mark.parametrize("method", distill.METHODS)
 def test_every_method_and_algorithm_on_cuda(small, method: str, algorithm: str) -> None:
     cfg = _cfg(algorithm, "cuda")

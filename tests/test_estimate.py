@@ -10,7 +10,7 @@ from engine import distill, estimate, pipeline
 
 COSTS = {"pixels": 3072, "eval_image_epoch": 0.001, "supcon_step": 0.1, "probe_step": 0.05,
          "distill": {a: {"vanilla": 0.1, "kde": 0.2, "fairdd": 0.3, "cobra": 1.0, "balanced": 0.3,
-                         "vanilla+kde+fairdd+cobra+balanced": 1.5} for a in distill.ALGORITHMS}}
+                         "vanilla+kde+fairdd+cobra+balanced": 1.5} for a in distill.algorithms()}}
 
 
 def plan(**kw) -> pipeline.Plan:
@@ -67,7 +67,7 @@ def test_duration_words() -> None:
 def test_measured_costs_file_is_complete() -> None:
     c = estimate.load_costs()
     assert c["command"].startswith("python -m bench.bench_costs")
-    for algorithm in distill.ALGORITHMS:
+    for algorithm in distill.algorithms():
         assert set(c["distill"][algorithm]) >= set(distill.METHODS) | {"+".join(distill.METHODS)}
     assert c["eval_image_epoch"] > 0 and c["supcon_step"] > 0 and c["probe_step"] > 0
 
@@ -80,14 +80,18 @@ def test_mtt_adds_its_missing_experts_and_scales_with_the_unroll(fresh_home) -> 
     train = data.load_split("colored-digits", 0.05, "train", 0)
     costs = {**COSTS, "ipc": 10, "expert_image_epoch": 1e-4}
     p = plan(algorithm="mtt", preset="tiny", methods=("vanilla", "kde"))
-    cfg = p.distill_cfg
-    quick = distill.PRESETS["quick"]["mtt"]
-    one_set = cfg.num_experts * cfg.expert_train_epochs * len(train) * 1e-4 * cfg.width / quick.width
-    assert estimate.experts_seconds(p, train, 3072, costs) == pytest.approx(2 * one_set)
+    cfg, o = p.distill_cfg, p.distill_cfg.options
+    quick = distill.default_config("quick", "mtt")
+    one_set = o.num_experts * o.expert_train_epochs * len(train) * 1e-4 * cfg.width / quick.width
+
+    def experts_seconds() -> float:
+        return distill.BACKBONES["mtt"].extra_seconds(cfg, p.methods, train, 3072, costs)["experts"]
+
+    assert experts_seconds() == pytest.approx(2 * one_set)
     distill.distill(train, replace(cfg, iterations=1), ("vanilla",))   # vanilla's experts now on disk
     assert experts.objectives_to_train(train, cfg, ("vanilla", "kde")) == 1
-    assert estimate.experts_seconds(p, train, 3072, costs) == pytest.approx(one_set)
+    assert experts_seconds() == pytest.approx(one_set)
     base = estimate.distill_seconds(p, 3072, costs)
     twice = plan(algorithm="mtt", preset="tiny", methods=("vanilla", "kde"),
-                 distill_overrides={"syn_steps": 2 * cfg.syn_steps})
+                 distill_overrides={"syn_steps": 2 * o.syn_steps})
     assert estimate.distill_seconds(twice, 3072, costs) == pytest.approx(2 * base)

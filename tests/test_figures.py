@@ -195,7 +195,7 @@ def _sweep_rows() -> list[dict]:
 
 
 def test_sweep_table_is_mean_and_std_over_seeds_at_the_variance_used() -> None:
-    from engine import sweep_figures as sf
+    from engine.figures import sweep as sf
     t = sf.by_kernel_variance(_sweep_rows(), "conflicting_accuracy")
     assert list(t["kernel_variance"]) == ["0.1", "suggested"] and list(t["x"]) == [0.1, 0.37]
     assert list(t["mean"]) == [42.0, 53.0] and t["std"].round(4).tolist() == [round(2 * 2 ** 0.5, 4), round(3 * 2 ** 0.5, 4)]
@@ -207,7 +207,7 @@ def test_sweep_table_is_mean_and_std_over_seeds_at_the_variance_used() -> None:
 
 
 def test_amplification_figure_and_point_choices() -> None:
-    from engine import sweep_figures as sf
+    from engine.figures import sweep as sf
     summary = {"amplification": {"vanilla": [{"conflict_ratio": 0.01, "ipc": 10, "mean": 3.0, "std": 1.0, "n": 2},
                                              {"conflict_ratio": 0.05, "ipc": 10, "mean": 1.0, "std": 0.5, "n": 2}]}}
     fig = sf.amplification_vs_ratio(summary)
@@ -224,7 +224,7 @@ def _traj(shares, accs=None):
 
 
 def test_trajectory_curves_one_line_per_method_and_run_with_reference() -> None:
-    from engine import trajectory_figures as tf
+    from engine.figures import trajectory as tf
     runs = {"shared": {"vanilla": _traj([90, 95, 97]), "kde": _traj([90, 80, 70])},
             "own": {"vanilla": _traj([96, 96, 97])}}
     fig = tf.trajectory_curves(runs, "aligned_share", reference=95.0)
@@ -240,7 +240,7 @@ def test_trajectory_curves_one_line_per_method_and_run_with_reference() -> None:
 
 
 def test_add_synthetic_draws_stars_paths_and_thumbnails_on_a_copy() -> None:
-    from engine import trajectory_figures as tf
+    from engine.figures import trajectory as tf
     base = figures.embedding_scatter(np.array([[0.0, 0.0], [10.0, 5.0]]), np.array([0, 1]), np.array([0, 1]),
                                      kind="categorical", label="class", categories=["a", "b"])
     path = np.stack([np.zeros((3, 2)), np.ones((3, 2)), np.full((3, 2), 2.0)])  # 3 points x 3 images

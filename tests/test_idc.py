@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from engine import cli, distill as D
-from engine.distill import idc
+from engine.distill.backbones import idc
 from engine.errors import InvalidArgument
 
 from .test_distill import TINY_DC, _random_weights, tiny  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY_IDC = replace(TINY_DC, algorithm="idc", iterations=2, outer_loop=2, idc_net_data=8)
+TINY_IDC = replace(TINY_DC, algorithm="idc", iterations=2, outer_loop=2, options=idc.IDCOptions(idc_net_data=8))
 
 
 def test_decode_upsamples_each_tile_to_a_whole_image() -> None:
@@ -70,25 +70,23 @@ def test_each_remedys_idc_target_on_hand_computed_gradients(method: str) -> None
             "kde": _distance(g_syn, _ce_grad(w, x_real, c, torch.tensor([0.1, 0.1, 0.1, 0.1, 1.0, 2.0]) / 3.4)),
             "fairdd": (_distance(g_syn, mean(g0)) + _distance(g_syn, mean(g1))) / 2,
             "cobra": _distance(g_syn, (mean(g0) + mean(g1)) / 2)}[method]
-    got = D.dc_class_loss(net, xs, c, x_real, method, groups=groups, weights=weights, algorithm="idc")
+    got = D.dc_class_loss(net, xs, c, x_real, method, groups=groups, weights=weights)  # IDC matches with dc_loss
     assert float(got.detach()) == pytest.approx(want, rel=1e-5, abs=1e-6)
-    assert float(got.detach()) == pytest.approx(float(D.dc_class_loss(net, xs, c, x_real, method, groups=groups,
-                                                             weights=weights, algorithm="dc").detach()))
 
 
 def test_one_group_makes_fairdd_and_cobra_vanillas_target() -> None:
     torch.manual_seed(1)
     net = torch.nn.Linear(5, 3, bias=False)
     x_real, xs = torch.randn(6, 5), torch.randn(4, 5)
-    losses = {m: float(D.dc_class_loss(net, xs, 0, x_real, m, groups=torch.zeros(6, dtype=torch.long),
-                                       algorithm="idc")) for m in ("vanilla", "fairdd", "cobra")}
+    losses = {m: float(D.dc_class_loss(net, xs, 0, x_real, m, groups=torch.zeros(6, dtype=torch.long)).detach())
+              for m in ("vanilla", "fairdd", "cobra")}
     assert losses["fairdd"] == pytest.approx(losses["vanilla"]) and losses["cobra"] == pytest.approx(losses["vanilla"])
 
 
 def test_the_network_trains_on_real_data_between_matching_steps(tiny) -> None:  # noqa: F811
-    runs = {n: D.distill(tiny, replace(TINY_IDC, idc_net_data=n), ["vanilla"])["vanilla"].images for n in (8, 16)}
+    runs = {n: D.distill(tiny, TINY_IDC.replace(idc_net_data=n), ["vanilla"])["vanilla"].images for n in (8, 16)}
     assert not torch.equal(runs[8], runs[16])  # what the network saw of the real data changed the matching
-    one = {n: D.distill(tiny, replace(TINY_IDC, outer_loop=1, idc_net_data=n), ["vanilla"])["vanilla"].images
+    one = {n: D.distill(tiny, TINY_IDC.replace(outer_loop=1, idc_net_data=n), ["vanilla"])["vanilla"].images
            for n in (8, 16)}
     assert torch.equal(one[8], one[16])  # one matching step per iteration: the network is never trained
 
@@ -107,7 +105,7 @@ def test_the_set_is_decoded_and_its_stored_form_kept_beside(tiny, tmp_path) -> N
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--algorithm", "dm", "--factor", "2"], "IDC's multi-formation factor"),
+    (["--algorithm", "dm", "--factor", "2"], "--factor is a setting of IDC (multi-formation factor"),
     (["--algorithm", "idc", "--factor", "3"], "does not divide"),
     (["--algorithm", "idc", "--ipc", "40"], "smallest class"),
 ])
@@ -121,8 +119,10 @@ def test_bad_idc_settings_are_refused_clearly(argv, match, tmp_path, capsys, tin
 
 def test_factor_zero_follows_the_image_size() -> None:
     cfg = D.config_for("quick", "idc", 10)
-    assert cfg.formation(32) == 2 and cfg.formation(64) == 4 and replace(cfg, ipc=100).formation(64) == 3
-    assert replace(cfg, factor=1).formation(32) == 1 and D.config_for("quick", "dc", 10).formation(32) == 1
+    assert idc.factor_for(cfg, 32) == 2 and idc.factor_for(cfg, 64) == 4 and idc.factor_for(cfg.replace(ipc=100), 64) == 3
+    assert idc.factor_for(cfg.replace(factor=1), 32) == 1
+    assert D.BACKBONES["dc"].form(D.config_for("quick", "dc", 10), 32).per_stored == 1
+    assert D.BACKBONES["idc"].form(cfg, 32).per_stored == 4 and D.BACKBONES["idc"].form(cfg, 64).per_stored == 16
     with pytest.raises(InvalidArgument, match="factor"):
         D.config_for("quick", "idc", 10, factor=-1)
     assert "factor" not in D.config_for("quick", "dc", 10).key() and "factor" in cfg.key()

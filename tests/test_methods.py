@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from engine import distill as D
-from engine.distill import grads, loop, methods
+from engine.distill import grads, methods, toolkit
+from engine.distill.backbones import dm
 from engine.data import BiasedSplit, load_split
 from engine.nets import ConvNet, ConvNetConfig
 
@@ -79,7 +80,7 @@ def test_cobra_dc_matches_the_mean_of_group_gradients() -> None:
 
 def test_warm_start_trains_a_copy_and_changes_only_cobra(tiny: BiasedSplit, monkeypatch) -> None:
     seen = []
-    real_train = loop._train_net
+    real_train = toolkit.train_on_set
 
     def spy(run, net, opt, data, g, epochs):
         before = [p.detach().clone() for p in net.parameters()]
@@ -87,7 +88,7 @@ def test_warm_start_trains_a_copy_and_changes_only_cobra(tiny: BiasedSplit, monk
         real_train(run, net, opt, data, g, epochs)
         seen.append((epochs, any(not torch.equal(a, p) for a, p in zip(before, net.parameters())),
                      all(torch.equal(a, p) for a, p in zip(shared, run.net.parameters()))))
-    monkeypatch.setattr(loop, "_train_net", spy)
+    monkeypatch.setattr(dm, "train_on_set", spy)
     warm = D.distill(tiny, TINY, ("vanilla", "cobra"))
     assert seen and all(e == 2 and changed and shared_same for e, changed, shared_same in seen)
     monkeypatch.undo()

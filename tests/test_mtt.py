@@ -11,9 +11,11 @@ import torch.nn.functional as F
 
 from engine import cache, cli, distill as D
 from engine.data import BiasedSplit
-from engine.distill import experts as X, mtt
-from engine.distill import methods as M
-from engine.distill.methods import REGISTRY, ExpertData
+from engine.distill import experts as X
+from engine.distill import objectives as M
+from engine.distill.backbones import mtt
+from engine.distill.methods import REGISTRY
+from engine.distill.objectives import ExpertData
 from engine.distill.sampler import GroupPools
 from engine.errors import Cancelled, InvalidArgument
 from engine.nets import ConvNet, ConvNetConfig
@@ -22,7 +24,8 @@ from .test_distill import TINY, _random_weights, _subset, tiny  # noqa: F401  (f
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY_MTT = replace(TINY, algorithm="mtt", iterations=3, lr_img=100.0, checkpoint_every=1, batch_train=16,
-                   num_experts=2, expert_train_epochs=2, syn_steps=2, expert_epochs=1, max_start_epoch=2)
+                   options=mtt.MTTOptions(num_experts=2, expert_train_epochs=2, syn_steps=2, expert_epochs=1,
+                                          max_start_epoch=2))
 
 
 # --------------------------------------------------------------------------- the loss and the step size
@@ -157,8 +160,8 @@ def _run(split: BiasedSplit, cfg=TINY_MTT, methods=("vanilla",), **kw):
 def test_expert_cache_miss_hit_and_corruption(tiny: BiasedSplit, fresh_home: Path) -> None:
     first, ev = _run(tiny)
     files = _expert_files(fresh_home)
-    assert len(files) == TINY_MTT.num_experts and not ev[0].cached
-    assert ev[-1].step == TINY_MTT.num_experts * TINY_MTT.expert_train_epochs  # every epoch trained
+    assert len(files) == TINY_MTT.options.num_experts and not ev[0].cached
+    assert ev[-1].step == TINY_MTT.options.num_experts * TINY_MTT.options.expert_train_epochs  # every epoch trained
     times = [f.stat().st_mtime_ns for f in files]
     again, ev = _run(tiny)                                   # hit: nothing trained, nothing rewritten
     assert ev[0].cached and len(ev) == 1 and [f.stat().st_mtime_ns for f in files] == times
@@ -167,7 +170,7 @@ def test_expert_cache_miss_hit_and_corruption(tiny: BiasedSplit, fresh_home: Pat
     raw[-5] ^= 0xFF
     files[1].write_bytes(bytes(raw))                         # corruption: that expert alone is trained again
     third, ev = _run(tiny)
-    assert ev[-1].step == TINY_MTT.expert_train_epochs and files[0].stat().st_mtime_ns == times[0]
+    assert ev[-1].step == TINY_MTT.options.expert_train_epochs and files[0].stat().st_mtime_ns == times[0]
     assert torch.equal(third["vanilla"].images, first["vanilla"].images)  # the same expert, rebuilt
 
 
@@ -180,7 +183,7 @@ def test_methods_with_one_objective_share_experts(tiny: BiasedSplit, fresh_home:
 
 
 def test_a_killed_expert_training_resumes_to_the_same_trajectory(tiny: BiasedSplit, tmp_path: Path) -> None:
-    cfg = replace(TINY_MTT, expert_train_epochs=3)
+    cfg = TINY_MTT.replace(expert_train_epochs=3)
     setup, _ = _built(tiny, cfg)
     obj = REGISTRY["vanilla"].mtt_objective(ExpertData(tiny.targets, tiny.attributes, None, 4, 10))
     whole, cut = tmp_path / "whole", tmp_path / "cut"
@@ -199,7 +202,7 @@ def test_a_killed_expert_training_resumes_to_the_same_trajectory(tiny: BiasedSpl
 def _built(split: BiasedSplit, cfg):
     from engine.distill import loop
     mean, std = loop.channel_stats(split.images)
-    run, _ = loop._build(split, cfg, ("vanilla",), None, mean, std, torch.device("cpu"))
+    run, _ = loop.build(split, cfg, ("vanilla",), None, mean, std, torch.device("cpu"))
     return X.ExpertSetup(run.images, run.targets, run.mean, run.std, run.net.cfg, run.dsa, run.fmt, run.device), run
 
 
@@ -215,7 +218,7 @@ def test_resume_is_bit_identical_and_the_step_size_is_kept(tiny: BiasedSplit, tm
     resumed = D.distill(tiny, TINY_MTT, methods, weights=w, checkpoint_dir=tmp_path / "b")
     for m in methods:
         assert torch.equal(whole[m].images, resumed[m].images)
-        assert whole[m].meta["syn_lr"] == resumed[m].meta["syn_lr"] != TINY_MTT.lr_teacher  # learned, then kept
+        assert whole[m].meta["syn_lr"] == resumed[m].meta["syn_lr"] != TINY_MTT.options.lr_teacher  # learned, then kept
         assert whole[m].loss_history == resumed[m].loss_history
     assert not torch.equal(whole["vanilla"].images, whole["fairdd"].images)  # own experts, own sets
 
@@ -225,11 +228,11 @@ def test_mtt_settings_are_checked_and_refused_elsewhere(tiny: BiasedSplit, capsy
         D.config_for("quick", "mtt", 10, max_start_epoch=10, expert_train_epochs=6)
     with pytest.raises(InvalidArgument):
         D.config_for("quick", "mtt", 10, syn_steps=0)
-    assert D.config_for("quick", "mtt", 10).key()["syn_steps"] == D.PRESETS["quick"]["mtt"].syn_steps
+    assert D.config_for("quick", "mtt", 10).key()["syn_steps"] == D.default_config("quick", "mtt").options.syn_steps
     assert "syn_steps" not in D.config_for("quick", "dm", 10).key()  # DM/DC/IDC keys (run ids) unchanged
     rc = cli.main(["distill", "--conflict-ratio", "0.1", "--syn-steps", "3", "--out", "/tmp/never"])
     err = capsys.readouterr().err
-    assert rc != 0 and "--syn-steps is an MTT setting" in err and "Traceback" not in err
+    assert rc != 0 and "--syn-steps is a setting of MTT" in err and "Traceback" not in err
 
 
 def test_cobra_experts_weigh_groups_within_each_batch(tiny: BiasedSplit, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def small_train() -> data.BiasedSplit:
     return digits_subset(3, 12, ratio=0.2)
 
 
-@pytest.mark.parametrize("algorithm", distill.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", distill.algorithms())
 @pytest.mark.parametrize("method", distill.METHODS)
 def test_every_method_and_algorithm_distills(method: str, algorithm: str, small_train: data.BiasedSplit) -> None:
     spec = distill.REGISTRY[method]
@@ -54,7 +54,7 @@ def test_every_method_and_algorithm_distills(method: str, algorithm: str, small_
     w = torch.rand(len(small_train), generator=torch.Generator().manual_seed(0)) + 0.1 if spec.needs_weights else None
     start = distill.initial_sets(small_train, cfg, *distill.channel_stats(small_train.images), (method,), w)[method]
     s = distill.distill(small_train, cfg, (method,), weights=w)[method]
-    per = 2 * cfg.formation(32) ** 2  # training images per class: IDC decodes factor^2 from each stored one
+    per = 2 * distill.BACKBONES[algorithm].form(cfg, 32).per_stored  # training images per class (IDC: factor^2 each)
     assert s.images.shape == (3 * per, 3, 32, 32) and s.labels.tolist() == [c for c in range(3) for _ in range(per)]
     assert all(torch.isfinite(torch.tensor(v)) for _, v in s.loss_history) and s.loss_history
     assert torch.isfinite(s.images).all()
@@ -67,7 +67,7 @@ def test_every_registry_entry_is_complete() -> None:
     for name, m in distill.REGISTRY.items():
         assert m.name == name and m.label.startswith(name) and m.colour.startswith("#")
         assert m.start in ("real", "weighted", "balanced") and callable(m.dm_loss) and callable(m.dc_loss)
-        assert callable(m.idc_loss) and m.grad_loss("idc") is m.idc_loss and m.grad_loss("dc") is m.dc_loss
+        assert callable(m.mtt_objective)
         assert not (m.weighted_draws and not m.needs_weights), "importance draws need weights"
     for name, spec in data.REGISTRY.items():
         assert spec.name == name and spec.source.how_to
@@ -76,9 +76,9 @@ def test_every_registry_entry_is_complete() -> None:
 
 def test_the_engine_never_imports_the_ui_stack() -> None:
     """Every engine module imports without streamlit or plotly (the GPU machine has neither), and only
-    the map module needs umap and only the figure (figures, sweep_figures, trajectory_figures) and report modules plotly."""
+    the map module needs umap and only the figure package (engine.figures.*) and the report need plotly."""
     code = ("import pkgutil, importlib, sys, engine\n"
-            "mods = [m.name for m in pkgutil.walk_packages(engine.__path__, 'engine.') if m.name not in ('engine.projection', 'engine.figures', 'engine.sweep_figures', 'engine.trajectory_figures', 'engine.report', 'engine.__main__')]\n"
+            "mods = [m.name for m in pkgutil.walk_packages(engine.__path__, 'engine.') if m.name not in ('engine.projection', 'engine.report', 'engine.__main__') and not m.name.startswith('engine.figures')]\n"
             "[importlib.import_module(m) for m in mods]\n"
             "bad = sorted(k for k in ('streamlit', 'plotly', 'umap') if k in sys.modules)\n"
             "print(len(mods), bad); sys.exit(1 if bad else 0)")
@@ -95,8 +95,8 @@ def test_a_sweep_plans_every_algorithms_cells_as_its_own_runs() -> None:
     from engine import pipeline, sweep
     grid = sweep.make_grid("colored-digits", "0.05", methods="vanilla,kde", preset="tiny", algorithm="dm")
     keys = []
-    for algorithm in distill.ALGORITHMS:
+    for algorithm in distill.algorithms():
         planned = sweep.cells(replace(grid, algorithm=algorithm))
         assert planned and all(c.plan.distill_cfg.algorithm == algorithm for c in planned)
         keys.append(pipeline.run_key(planned[0].plan, "audit"))
-    assert len(set(map(str, keys))) == len(distill.ALGORITHMS)
+    assert len(set(map(str, keys))) == len(distill.algorithms())

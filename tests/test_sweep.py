@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine import cli, sweep
+from engine.sweep import ray_run
 from engine.errors import Cancelled
 from engine.store import RunStore
 
@@ -176,7 +177,7 @@ def test_a_cells_own_error_comes_back_as_it_is(monkeypatch, tmp_path) -> None:
     from engine.errors import DataUnavailable
     grid = sweep.make_grid("cmnist", "0.05", "suggested", "vanilla", "2", "0", preset="tiny",
                            data_root=str(tmp_path))  # an empty folder: no MNIST in it
-    monkeypatch.setattr(sweep, "prepare", lambda g, *a, **k: sweep.cells(g))
+    monkeypatch.setattr(ray_run, "prepare", lambda g, *a, **k: sweep.cells(g))  # run_sweep's own lookup
     with pytest.raises(DataUnavailable, match="MNIST not found"):
         sweep.run_sweep(grid)
     assert RunStore().list(kind="sweep") == []  # refused before any work was saved: no run left behind
@@ -209,7 +210,7 @@ def test_a_token_found_here_is_used_to_join_by_itself(monkeypatch, tmp_path) -> 
     token.write_text("0123456789abcdef0123456789abcdef", encoding="utf-8")
     for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(sweep, "TOKEN_FILE", tmp_path / "none")
+    monkeypatch.setattr(ray_run, "TOKEN_FILE", tmp_path / "none")
     assert sweep.auth_token_source() is None and sweep.use_token("10.0.0.1:6379") is None
     assert "RAY_AUTH_MODE" not in os.environ
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))

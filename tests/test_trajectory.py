@@ -13,7 +13,7 @@ import torch
 
 from engine import attribute_probe, audit, distill as D, evaluate, pipeline, trajectory
 from engine.data import load_split
-from engine.distill import idc
+from engine.distill.backbones import idc
 from engine.errors import Cancelled, InvalidArgument
 from engine.images import to_float, to_uint8
 from engine.results import ACCURACIES
@@ -44,8 +44,8 @@ def test_track_points_always_hold_start_and_end() -> None:
 
 
 @pytest.mark.parametrize("cfg", [replace(TINY, iterations=5, init="real"), replace(TINY_DC, iterations=3),
-                                 replace(TINY_DC, algorithm="idc", iterations=3, idc_net_data=8),
-                                 replace(D.PRESETS["tiny"]["mtt"], ipc=2, iterations=3, width=8)],
+                                 replace(TINY_DC, algorithm="idc", iterations=3, options=idc.IDCOptions(idc_net_data=8)),
+                                 replace(D.default_config("tiny", "mtt"), ipc=2, iterations=3, width=8)],
                          ids=["dm", "dc", "idc", "mtt"])
 def test_tracking_leaves_the_sets_unchanged(tiny, tracker, cfg) -> None:  # noqa: F811
     w = _random_weights(tiny)
@@ -64,7 +64,7 @@ def test_tracking_leaves_the_sets_unchanged(tiny, tracker, cfg) -> None:  # noqa
         assert plain[m].trajectory == [] and plain[m].snapshots is None
     # the start snapshot is the start the loop was given (init="real": one shared real start)
     starts = D.initial_sets(tiny, cfg, tracked["vanilla"].mean, tracked["vanilla"].std, D.METHODS, w)
-    start = idc.decode(starts["vanilla"], cfg.formation(32))  # IDC: the stored start's tiles, as training images
+    start = D.BACKBONES[cfg.algorithm].form(cfg, 32).decode(starts["vanilla"])  # IDC: the stored tiles, decoded
     assert torch.equal(tracked["vanilla"].snapshots[0], to_uint8(D.to_unit(start, tracked["vanilla"].mean,
                                                                            tracked["vanilla"].std)))
 

@@ -33,7 +33,20 @@ def order(methods: Sequence[str]) -> list[str]:
 
 def default_iterations(preset: str, algorithm: str) -> int:
     """Iterations of a distillation preset (for the help text)."""
-    return distill.PRESETS[state.preset(preset)][algorithm].iterations
+    return distill.default_config(state.preset(preset), algorithm).iterations
+
+
+def backbone_fields(preset: str, algorithm: str) -> list[tuple[distill.Option, float]]:
+    """The chosen backbone's own settings the Distill form shows (those with a label), each with the preset's value."""
+    backbone = distill.BACKBONES[algorithm]
+    defaults = backbone.defaults(state.preset(preset))
+    return [(o, defaults[o.name]) for o in backbone.options if o.label]
+
+
+def own_overrides(preset: str, algorithm: str, values: dict) -> dict:
+    """The form's backbone settings that differ from the preset's (the others are the preset's anyway)."""
+    defaults = distill.BACKBONES[algorithm].defaults(state.preset(preset))
+    return {k: v for k, v in values.items() if k in defaults and v != defaults[k]}
 
 
 def loss_history(events: Sequence[Event]) -> dict[str, list[tuple[int, float]]]:
@@ -73,7 +86,8 @@ def request(s: state.Settings, choice: dict) -> pipeline.Request:
         temperature=temp if weighted else 1.0, seed=s.seed,
         eval_seeds=int(choice.get("eval_seeds") or UI_EVAL_SEEDS), baseline=bool(choice.get("baseline", UI_BASELINE)),
         track_every=choice.get("track_every"),
-        distill_overrides={k: choice[k] for k in ("iterations", "init") if choice.get(k)})
+        distill_overrides={**{k: choice[k] for k in ("iterations", "init") if choice.get(k)},
+                           **own_overrides(choice["preset"], choice["algorithm"], choice.get("options") or {})})
 
 
 def estimate_text(s: state.Settings, choice: dict, train: BiasedSplit) -> str:
@@ -104,7 +118,7 @@ def start_request(req: pipeline.Request, kind: str, train: BiasedSplit, label: s
     plan = pipeline.plan(req)
     distill.check_ipc(train, plan.request.ipc, plan.distill_cfg)  # IPC against the data: refused now, not in the thread
     cfg = plan.distill_cfg
-    label = label or (f"{'+'.join(plan.methods)} · {cfg.algorithm.upper()} · IPC {cfg.ipc} · {cfg.iterations} it · "
+    label = label or (f"{'+'.join(plan.methods)} · {distill.BACKBONES[cfg.algorithm].label} · IPC {cfg.ipc} · {cfg.iterations} it · "
                       f"{req.dataset} @ {req.conflict_ratio:.1%}" + (" · evaluated" if kind == "audit" else ""))
 
     def target(progress: Progress, should_stop: ShouldStop) -> dict:

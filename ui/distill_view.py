@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine import distill, figures, trajectory_figures
+from engine import distill, figures
 from ui import distill_jobs, jobs
 
 
@@ -18,7 +18,7 @@ def live_curves(job: jobs.Job) -> None:
     if hist:
         left.plotly_chart(figures.loss_curves(hist), key=f"live_loss_{job.id}")
     if track:
-        right.plotly_chart(trajectory_figures.trajectory_curves({"run": track}, "aligned_share", real),
+        right.plotly_chart(figures.trajectory.trajectory_curves({"run": track}, "aligned_share", real),
                            key=f"live_track_{job.id}")
 
 
@@ -35,7 +35,7 @@ def show_result(job: jobs.Job) -> None:
         left.plotly_chart(figures.loss_curves(hist), key=f"final_loss_{job.id}")
     if track:
         real = (res.get("audit") or {}).get("real_aligned_share", distill_jobs.track_points(job.snapshot())[1])
-        right.plotly_chart(trajectory_figures.trajectory_curves({"run": track}, "aligned_share", real),
+        right.plotly_chart(figures.trajectory.trajectory_curves({"run": track}, "aligned_share", real),
                            key=f"final_track_{job.id}")
         right.caption("The attribute probe's share of bias-aligned images in each synthetic set while it was "
                       "distilled; above the dotted real-data line is amplification. Results shows every tracked metric; "

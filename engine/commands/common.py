@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..data import DEFAULT_DATASET
+from ..distill import backbones
 from ..errors import InvalidArgument
 from ..progress import Event, Progress
 
@@ -24,10 +25,7 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     """The distillation options `distill` and `audit` share (validated by the engine, not argparse)."""
     from ..distill import METHODS
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
-    p.add_argument("--algorithm", default="dm",
-                   help="dm (distribution matching), dc (gradient matching), idc (gradient matching of "
-                        "multi-formation sets, IDC) or mtt (trajectory matching against experts trained with each "
-                        "method's objective, MTT)")
+    add_backbone_args(p)
     p.add_argument("--ipc", default="10", help="synthetic images per class (default 10)")
     p.add_argument("--preset", default="quick",
                    help="quick (CPU, minutes), paper (published settings) or tiny (seconds; plumbing checks)")
@@ -42,11 +40,6 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
                    help="cobra (DM): epochs its network is trained on its set each iteration; default by IPC as in "
                         "COBRA's code (10; 50 at IPC 50; 100 at IPC 100), 0 = no warm start (about halves a five-way DM "
                         "iteration on CPU)")
-    p.add_argument("--factor", default=None,
-                   help="idc: multi-formation factor, each stored image holds factor x factor images (default "
-                        "by image size as COBRA's scripts: 2; 4 for 64-pixel faces)")
-    for flag, text in MTT_FLAGS.items():
-        p.add_argument(f"--{flag}", default=None, help=f"mtt: {text} (default: the preset's)")
     p.add_argument("--track-every", default=None,
                    help="measure each method's set every N iterations (aligned share, loss; the start and the end "
                         "always): the trajectory in results.json (default: about 10 points per run; 0 = off)")
@@ -57,13 +50,28 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="recompute even if an identical finished run is stored")
 
 
-MTT_FLAGS = {  # flag -> what it sets; each a DistillConfig field of the same name (dashes for underscores)
-    "num-experts": "expert trajectories trained per method objective",
-    "expert-train-epochs": "epochs each expert trains",
-    "syn-steps": "student steps on the synthetic set per iteration",
-    "expert-epochs": "expert epochs the student must cover (M)",
-    "max-start-epoch": "the student starts at an expert epoch below this",
-}
+def add_backbone_args(p: argparse.ArgumentParser) -> None:
+    """--algorithm and every registered backbone's own flags (refused under the others: backbone_overrides)."""
+    p.add_argument("--algorithm", default="dm",
+                   help="the backbone: " + "; ".join(f"{b.name} ({b.summary})" for b in backbones.REGISTRY.values()))
+    for flag, option in backbones.flag_options().items():
+        owners = ", ".join(b.name for b in backbones.flag_owners(flag))
+        p.add_argument(f"--{flag}", default=None, help=f"{owners}: {option.help} (default: the preset's)")
+
+
+def backbone_overrides(args: argparse.Namespace) -> dict:
+    """The backbone flags given, as distillation overrides by field; a flag of another backbone is refused."""
+    overrides = {}
+    for flag, option in backbones.flag_options().items():
+        value = getattr(args, flag.replace("-", "_"), None)
+        if value is None:
+            continue
+        owners = backbones.flag_owners(flag)
+        if args.algorithm not in [b.name for b in owners]:
+            raise InvalidArgument(f"--{flag} is a setting of {' and '.join(b.label for b in owners)} ({option.help})",
+                                  f"add {' or '.join(f'--algorithm {b.name}' for b in owners)}, or drop --{flag}")
+        overrides[option.name] = (parse_float if option.kind is float else parse_int)(value, flag)
+    return overrides
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -102,17 +110,7 @@ def request_args(args: argparse.Namespace) -> dict:
         overrides["init"] = args.init
     if args.cobra_warmup is not None:
         overrides["cobra_warmup"] = parse_int(args.cobra_warmup, "cobra-warmup")
-    if args.factor is not None:
-        if args.algorithm != "idc":
-            raise InvalidArgument("--factor is IDC's multi-formation factor", "add --algorithm idc, or drop --factor")
-        overrides["factor"] = parse_int(args.factor, "factor")
-    for flag in MTT_FLAGS:
-        value = getattr(args, flag.replace("-", "_"), None)
-        if value is None:
-            continue
-        if args.algorithm != "mtt":
-            raise InvalidArgument(f"--{flag} is an MTT setting", "add --algorithm mtt, or drop it")
-        overrides[flag.replace("-", "_")] = parse_int(value, flag)
+    overrides.update(backbone_overrides(args))
     return dict(dataset=args.dataset, conflict_ratio=args.conflict_ratio, methods=args.methods,
                 algorithm=args.algorithm, ipc=args.ipc, preset=args.preset, embed_preset=args.embed_preset,
                 kernel_variance=parse_float(args.kernel_variance, "kernel-variance"), seed=args.seed,
@@ -152,17 +150,12 @@ def progress_printer() -> tuple[Progress, Callable[[], None]]:
     return update, close
 
 
-def _holds_run(folder: Path) -> bool:
-    """A run store's root (index.sqlite) or one run's folder (config.json beside status.json)."""
-    from ..store.records import CONFIG_FILE, INDEX_FILE, STATUS_FILE
-    return (folder / INDEX_FILE).exists() or ((folder / CONFIG_FILE).is_file() and (folder / STATUS_FILE).is_file())
-
-
 def _outside_store(path: Path) -> None:
     """Refuse a path inside ddaudit's home or inside any folder that holds a run."""
     from ..cache import home
+    from ..store import holds_run
     resolved, store = path.resolve(), home().resolve()
-    if resolved == store or store in resolved.parents or any(_holds_run(p) for p in (resolved, *resolved.parents)):
+    if resolved == store or store in resolved.parents or any(holds_run(p) for p in (resolved, *resolved.parents)):
         raise InvalidArgument(f"--out {path} is inside ddaudit's run store ({store})",
                               "pass a path outside DDAUDIT_HOME; every run already has its own folder there "
                               "(python -m engine runs show RUN_ID)")

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..cli import emit
-from .common import add_json, check_out, parse_float, parse_int, progress_printer
+from .common import add_backbone_args, add_json, backbone_overrides, check_out, parse_float, parse_int, progress_printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ipc", default="10", help="comma-separated images per class (default 10)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--preset", default="quick", help="tiny | quick | paper (default quick)")
-    p.add_argument("--algorithm", default="dm", help="dm | dc | idc | mtt (default dm)")
+    add_backbone_args(p)
     p.add_argument("--eval-seeds", default=None, help="evaluation trainings per set (default: the preset's)")
     p.add_argument("--data-root", default=None, help="folder with the raw data (or set DDAUDIT_DATA)")
     p.add_argument("--address", default=None,
@@ -30,11 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _overrides(args: argparse.Namespace) -> dict:
+    """The backbone's own flags as the grid's distillation overrides (none: the grid's key is unchanged)."""
+    own = backbone_overrides(args)
+    return {"overrides": {"distill": own}} if own else {}
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import sweep
     grid = sweep.make_grid(args.dataset, args.conflict_ratio, args.kernel_variance, args.methods, args.ipc, args.seeds,
                            preset=args.preset, algorithm=args.algorithm, eval_seeds=parse_int(args.eval_seeds, "--eval-seeds"),
-                           data_root=args.data_root)
+                           data_root=args.data_root, **_overrides(args))
     cpus = parse_float(args.cpus_per_cell, "--cpus-per-cell", positive=True)
     gpus = parse_float(args.gpus_per_cell, "--gpus-per-cell") or 0.0
     n = len(sweep.prepare(grid, args.address, cpus, gpus))  # a bad grid or missing data fails here, before Ray

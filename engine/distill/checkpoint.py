@@ -31,9 +31,10 @@ class State:
     snapshots: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     track_acc: torch.Tensor | None = None
     track_n: int = 0
-    # MTT: each method's learnable student step size and its optimiser (empty under DM/DC/IDC)
-    syn_lr: dict[str, torch.Tensor] = field(default_factory=dict)
-    lr_opts: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    # a backbone's own learned values beside the images, by name then method, and their optimisers (MTT's
+    # student step size "syn_lr"); each is checkpointed and its final value saved in the set's metadata
+    learned: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    learned_opts: dict[str, dict[str, torch.optim.Optimizer]] = field(default_factory=dict)
 
     def last_tracked(self) -> int:
         """The iteration of the latest track point (-1: none yet)."""
@@ -65,12 +66,15 @@ class Checkpoint:
             if f"{m}.momentum" in tensors:
                 state.opts[m].state[state.syn[m]]["momentum_buffer"] = tensors[f"{m}.momentum"].to(
                     state.syn[m].device).clone()
-            if m in state.syn_lr:  # MTT: the fingerprint names the algorithm, so these keys are there
+            for name, values in state.learned.items():  # the fingerprint names the backbone: these keys are there
+                if m not in values:
+                    continue
+                value = values[m]
                 with torch.no_grad():
-                    state.syn_lr[m].copy_(tensors[f"{m}.syn_lr"].reshape(()).to(state.syn_lr[m].device))
-                if f"{m}.syn_lr_momentum" in tensors:
-                    state.lr_opts[m].state[state.syn_lr[m]]["momentum_buffer"] = tensors[f"{m}.syn_lr_momentum"].reshape(
-                        ()).to(state.syn_lr[m].device).clone()
+                    value.copy_(tensors[f"{m}.{name}"].reshape(value.shape).to(value.device))
+                if f"{m}.{name}_momentum" in tensors:
+                    state.learned_opts[name][m].state[value]["momentum_buffer"] = tensors[f"{m}.{name}_momentum"].reshape(
+                        value.shape).to(value.device).clone()
         if self.tracking:  # the fingerprint names the tracking, so these keys are there
             state.trajectory = {m: list(meta["trajectory"][m]) for m in methods}
             state.snapshots = {m: list(tensors[f"{m}.snapshots"].unbind(0)) if f"{m}.snapshots" in tensors else []
@@ -88,11 +92,13 @@ class Checkpoint:
             buf = state.opts[m].state.get(state.syn[m], {}).get("momentum_buffer")
             if buf is not None:
                 tensors[f"{m}.momentum"] = buf
-            if m in state.syn_lr:
-                tensors[f"{m}.syn_lr"] = state.syn_lr[m].detach().reshape(1)  # safetensors: no 0-d views
-                lr_buf = state.lr_opts[m].state.get(state.syn_lr[m], {}).get("momentum_buffer")
-                if lr_buf is not None:
-                    tensors[f"{m}.syn_lr_momentum"] = lr_buf.reshape(1)
+            for name, values in state.learned.items():
+                if m not in values:
+                    continue
+                tensors[f"{m}.{name}"] = values[m].detach().reshape(-1)  # safetensors: no 0-d views
+                buf = state.learned_opts[name][m].state.get(values[m], {}).get("momentum_buffer")
+                if buf is not None:
+                    tensors[f"{m}.{name}_momentum"] = buf.reshape(-1)
         if self.tracking:
             tensors["track_acc"] = state.track_acc
             meta.update(trajectory=state.trajectory, track_n=state.track_n)

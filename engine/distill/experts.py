@@ -22,19 +22,22 @@ import torch.nn.functional as F
 
 from .. import cache
 from ..augment import DSA
-from ..device import autocast
 from ..errors import Cancelled
 from ..images import to_float
 from ..nets import ConvNet, ConvNetConfig, init_network
 from ..progress import Progress, ShouldStop, report
+from . import streams
 from .config import DistillConfig
-from .methods import REGISTRY, ExpertData, ExpertObjective, balance
-from .sampler import STREAM_EXPERT, GroupPools, rng
+from .methods import REGISTRY
+from .objectives import ExpertData, ExpertObjective, balance
+from .sampler import GroupPools
+from .toolkit import train_step
 
 EXPERTS_VERSION = 1   # bump when a change alters the experts a key produces
 EXPERT_STAGE = "experts"
 EXPERT_SEED = 0        # experts serve every distillation seed (MTT's buffer is trained once)
 _EPOCH_SLOTS = 10_000  # rng iteration of expert e, epoch k: e * _EPOCH_SLOTS + k (k = 0: its initialisation)
+EXPERT = streams.claim("expert", __name__)  # each expert's initialisation and epochs
 
 
 @dataclass
@@ -65,13 +68,21 @@ def load_flat(net: torch.nn.Module, flat: torch.Tensor) -> None:
             i += p.numel()
 
 
+def train_key(cfg: DistillConfig) -> dict:
+    """The settings that determine MTT's experts (not the matching loop's, nor the seed: like MTT's buffer,
+    experts are trained once and serve every distillation seed)."""
+    o = cfg.options
+    return {"width": cfg.width, "depth": cfg.depth, "norm": cfg.norm, "dsa": cfg.dsa, "batch_train": cfg.batch_train,
+            "lr_teacher": o.lr_teacher, "num_experts": o.num_experts, "expert_train_epochs": o.expert_train_epochs}
+
+
 def expert_key(data_digest: str, obj: ExpertObjective, cfg: DistillConfig, net_cfg: ConvNetConfig) -> str:
     """The cache key of a set of experts: the split, the objective, the network and the training settings."""
     draws = cache.tensor_digest(obj.draws.double()) if obj.draws is not None else None
     extra = ({"batch_groups": cache.tensor_digest(obj.batch_groups.long()), "num_groups": obj.num_groups,
               "group_min": obj.group_min} if obj.batch_groups is not None else {})  # absent otherwise: earlier keys unchanged
     return cache.cache_key(data=data_digest, loss_weights=cache.tensor_digest(obj.loss_weights.float()), draws=draws,
-                           train=cfg.expert_key(), net=str(net_cfg), version=EXPERTS_VERSION, **extra)
+                           train=train_key(cfg), net=str(net_cfg), version=EXPERTS_VERSION, **extra)
 
 
 def batch_loss(logits: torch.Tensor, targets: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -99,19 +110,12 @@ def _epoch(setup: ExpertSetup, net: ConvNet, opt: torch.optim.Optimizer, obj: Ex
         if pools is not None:  # every group of each class in the batch to group_min rows (FairDD's top-up)
             sel = torch.cat([sel, pools.top_up(sel, targets_cpu, groups_cpu, obj.group_min, g)])
         sel = sel.to(setup.device)
-        x = to_float(setup.images[sel], setup.mean, setup.std)
-        if setup.dsa is not None:
-            x = setup.dsa.apply(x, setup.dsa.sample(len(sel), g))
-        with autocast(setup.device):
-            out = net(x.contiguous(memory_format=setup.fmt)).float()
         y = setup.targets[sel]
         # cobra: the batch's own balance() weights, so the step is the barycenter of its groups' mean gradients
         v = weights[sel] if groups is None else balance(y, groups[sel], setup.net_cfg.num_classes,
                                                         obj.num_groups).float()
-        loss = batch_loss(out, y, v)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(net, opt, to_float(setup.images[sel], setup.mean, setup.std), g, setup.dsa, setup.fmt,
+                   setup.device, lambda out, y=y, v=v: batch_loss(out, y, v))
 
 
 def _path(folder: Path, e: int, partial: bool = False) -> Path:
@@ -128,18 +132,18 @@ def train_expert(setup: ExpertSetup, obj: ExpertObjective, cfg: DistillConfig, e
         rows = list(saved[0]["trajectory"].unbind(0))
         load_flat(net, rows[-1].to(setup.device))
     else:
-        init_network(net, rng(EXPERT_SEED, e * _EPOCH_SLOTS, STREAM_EXPERT))
+        init_network(net, streams.rng(EXPERT_SEED, e * _EPOCH_SLOTS, EXPERT))
         rows = [flat_params(net).cpu()]
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr_teacher, momentum=0.0, weight_decay=0.0)  # buffer.py's
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.options.lr_teacher, momentum=0.0, weight_decay=0.0)  # buffer.py's
     net.train()
-    for k in range(len(rows), cfg.expert_train_epochs + 1):
+    for k in range(len(rows), cfg.options.expert_train_epochs + 1):
         if should_stop is not None and should_stop():
             raise Cancelled(f"expert training cancelled (expert {e + 1}, epoch {k})",
                             "run again: finished epochs and experts are kept")
-        _epoch(setup, net, opt, obj, cfg.batch_train, rng(EXPERT_SEED, e * _EPOCH_SLOTS + k, STREAM_EXPERT),
+        _epoch(setup, net, opt, obj, cfg.batch_train, streams.rng(EXPERT_SEED, e * _EPOCH_SLOTS + k, EXPERT),
                should_stop)
         rows.append(flat_params(net).cpu())
-        if k < cfg.expert_train_epochs:
+        if k < cfg.options.expert_train_epochs:
             cache.save_tensors(_path(folder, e, partial=True), {"trajectory": torch.stack(rows)}, {"expert": e})
         if on_epoch is not None:
             on_epoch()
@@ -200,9 +204,9 @@ def ensure_experts(setup: ExpertSetup, objectives: dict[str, ExpertObjective], c
                    ) -> dict[str, ExpertBank]:
     """Every method's experts, trained where the cache lacks them (methods with one objective share one set)."""
     keys = {m: expert_key(data_digest, obj, cfg, setup.net_cfg) for m, obj in objectives.items()}
-    banks = {k: ExpertBank(cache.cache_dir("experts") / k, cfg.num_experts) for k in dict.fromkeys(keys.values())}
+    banks = {k: ExpertBank(cache.cache_dir("experts") / k, cfg.options.num_experts) for k in dict.fromkeys(keys.values())}
     todo = {k: b.missing() for k, b in banks.items()}
-    total = sum(len(v) for v in todo.values()) * cfg.expert_train_epochs
+    total = sum(len(v) for v in todo.values()) * cfg.options.expert_train_epochs
     done = [0]
 
     def tick() -> None:
@@ -242,7 +246,7 @@ def objectives_to_train(train, cfg: DistillConfig, methods, weights: torch.Tenso
     keys = {expert_key(digest, obj, cfg, net_cfg) for obj in objectives(train, cfg, known, weights).values()}
     root = cache.cache_dir("experts")
     return len(methods) - len(known) + sum(
-        not all(_path(root / k, e).exists() for e in range(cfg.num_experts)) for k in keys)
+        not all(_path(root / k, e).exists() for e in range(cfg.options.num_experts)) for k in keys)
 
 
 _DIGESTS: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, str]] = {}

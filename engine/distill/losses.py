@@ -1,4 +1,4 @@
-"""Each method's loss on hand-made inputs, outside the loop: the registry's DM, DC and IDC losses called on a
+"""Each method's loss on hand-made inputs, outside the loop: the registry's DM and DC (= IDC) losses called on a
 Batch built from given rows (tests and benches check the losses against hand-computed values)."""
 from __future__ import annotations
 
@@ -24,10 +24,9 @@ def dm_losses(real: torch.Tensor, real_labels: torch.Tensor, uniform: torch.Tens
 
 def dc_class_loss(net: torch.nn.Module, xs: torch.Tensor, c: int, x_real: torch.Tensor, method: str,
                   groups: torch.Tensor | None = None, weights: torch.Tensor | None = None,
-                  reduction: str = "mean", device: torch.device = torch.device("cpu"),
-                  algorithm: str = "dc") -> torch.Tensor:
-    """One method's gradient-matching loss (DC or IDC target) of class c, every x_real row being of class c
-    (kde without weights: the rows are its draws, matched plainly)."""
+                  reduction: str = "mean", device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """One method's gradient-matching loss (its dc_loss: DC's and IDC's target) of class c, every x_real row being
+    of class c (kde without weights: the rows are its draws, matched plainly)."""
     n = len(x_real)
     labels = torch.full((n,), c, dtype=torch.long, device=x_real.device)
     rows = torch.ones(n, dtype=torch.bool, device=x_real.device)
@@ -36,4 +35,4 @@ def dc_class_loss(net: torch.nn.Module, xs: torch.Tensor, c: int, x_real: torch.
     b = Batch(x_real, labels, groups if groups is not None else torch.zeros_like(labels), rows, ~rows, take, weights,
               every)
     grad_of = lambda r, w: real_grad(net, x_real[r], c, w, device)  # noqa: E731
-    return get(method).grad_loss(algorithm)(syn_grad(net, xs, c, device), grad_of, b, c, Context(c + 1, 1, reduction))
+    return get(method).dc_loss(syn_grad(net, xs, c, device), grad_of, b, c, Context(c + 1, 1, reduction))

@@ -2,8 +2,8 @@
 
 A method is its matching target. Every method sees the same shared real batch (`Batch`) and the same
 random network; what differs is which real rows it uses and how it turns their features (DM) or
-gradients (DC, IDC) into a target for its synthetic set. Adding a method is one `Method(...)` entry
-below plus its tests (docs/DESIGN.md); append new ones (the index names a method's RNG stream).
+gradients (DC, IDC) or its experts' objective (MTT: objectives.py) into a target for its synthetic set. Adding a method is one `Method(...)` entry
+below plus its tests (docs/DESIGN.md); the registry's order is the order of tables and plots.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import InvalidArgument
+from .objectives import ExpertData, ExpertObjective, balanced_mtt, cobra_mtt, fairdd_mtt, kde_mtt, vanilla_mtt
 
 Grads = Sequence[torch.Tensor]
 GradOf = Callable[[torch.Tensor, "torch.Tensor | None"], list[torch.Tensor]]  # (rows, weights) -> real grads
@@ -188,96 +189,6 @@ def balanced_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) 
     return match_distance(gw_syn, grad_of(b.balanced[b.labels[b.balanced] == c], None))
 
 
-# --------------------------------------------------------------------------- MTT: what each method's experts minimise
-
-@dataclass(frozen=True)
-class ExpertData:
-    """What an expert objective may read about the real training split."""
-
-    targets: torch.Tensor            # class of each training image
-    groups: torch.Tensor             # its bias attribute
-    weights: torch.Tensor | None     # its KDE weight (None without weights)
-    num_classes: int
-    num_groups: int
-    kde_sampling: str = "importance"
-    group_min: int = 2               # FairDD's top-up: each group of a class at least this many rows a batch
-
-
-@dataclass(frozen=True)
-class ExpertObjective:
-    """An expert's objective, E over epochs of the batch losses sum_i v_i CE_i / sum_i v_i: each epoch is a
-    permutation of the split (draws None) or N draws with replacement with probabilities `draws`. With
-    batch_groups, each batch is first topped up (every group of each class in it to group_min images, as
-    FairDD's and COBRA's batches) and v is computed in it: balance() of its classes and these groups."""
-
-    loss_weights: torch.Tensor       # v_i, float32, one per training image
-    draws: torch.Tensor | None = None  # float64 probabilities summing to 1, or None
-    batch_groups: torch.Tensor | None = None  # each image's group: v from the batch's own group counts
-    num_groups: int = 1
-    group_min: int = 0
-
-
-def balance(targets: torch.Tensor, groups: torch.Tensor, num_classes: int, num_groups: int) -> torch.Tensor:
-    """n_c / (G_c n_{c,g}) per row: every attribute group present in a class weighs the same, the class keeps
-    its share of the rows (G_c: the groups the class has among them)."""
-    key = targets * num_groups + groups
-    n_cg = torch.bincount(key, minlength=num_classes * num_groups).double()
-    n_c = torch.bincount(targets, minlength=num_classes).double()
-    g_c = (n_cg.view(num_classes, num_groups) > 0).sum(1).double()
-    return n_c[targets] / (g_c[targets] * n_cg[key])
-
-
-def group_balance(d: ExpertData) -> torch.Tensor:
-    """balance() over the whole split: each group of a class weighs the same, the class its share."""
-    return balance(d.targets, d.groups, d.num_classes, d.num_groups)
-
-
-def kde_shares(d: ExpertData) -> torch.Tensor:
-    """n_c w_i / sum_{j in c} w_j per image: DM's within-class KDE weights, the class keeping its share."""
-    if d.weights is None:
-        raise InvalidArgument("the kde method needs per-sample weights", "pass weights (density.training_weights)")
-    w = d.weights.double().clamp_min(0)
-    tot = torch.zeros(d.num_classes, dtype=torch.float64).index_add_(0, d.targets, w)
-    n_c = torch.bincount(d.targets, minlength=d.num_classes).double()
-    return n_c[d.targets] * w / tot[d.targets].clamp_min(1e-300)
-
-
-def _probs(v: torch.Tensor) -> torch.Tensor:
-    return v.double() / v.double().sum()
-
-
-def vanilla_mtt(d: ExpertData) -> ExpertObjective:
-    """Plain cross-entropy over the split as it is (MTT's buffer.py)."""
-    return ExpertObjective(torch.ones(len(d.targets)))
-
-
-def kde_mtt(d: ExpertData) -> ExpertObjective:
-    """The KDE-reweighted objective sum_i v_i CE_i, v = kde_shares: drawn with probability v_i (importance,
-    the default, as DM's kde draws) or v_i weighting the loss of a permuted split (kde_sampling "weighted")."""
-    v = kde_shares(d)
-    if d.kde_sampling == "importance":
-        return ExpertObjective(torch.ones(len(d.targets)), _probs(v))
-    return ExpertObjective(v.float())
-
-
-def fairdd_mtt(d: ExpertData) -> ExpertObjective:
-    """Every attribute group of a class weighted equally in the loss (reweighting; a permuted split)."""
-    return ExpertObjective(group_balance(d).float())
-
-
-def cobra_mtt(d: ExpertData) -> ExpertObjective:
-    """COBRA's DC target taken into the expert's own steps: each step follows the uniform barycenter, over the
-    attribute groups of each class, of the per-group mean gradients of its batch (a permuted split, every group
-    topped up to group_min rows as COBRA's batches are; the weights come from the batch's own counts). Our
-    derivation: COBRA's paper gives no MTT definition we could find (docs/DISTILL.md "MTT")."""
-    return ExpertObjective(torch.ones(len(d.targets)), None, d.groups, d.num_groups, d.group_min)
-
-
-def balanced_mtt(d: ExpertData) -> ExpertObjective:
-    """Plain cross-entropy over group-balanced draws (resampling): probability proportional to n_c / (G_c n_{c,g})."""
-    return ExpertObjective(torch.ones(len(d.targets)), _probs(group_balance(d)))
-
-
 def _rows(*masks: torch.Tensor) -> torch.Tensor:
     """Row positions where every mask holds."""
     m = masks[0]
@@ -290,16 +201,15 @@ def _rows(*masks: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, kw_only=True)
 class Method:
-    """One distillation method: what it needs, where it starts, its DM, DC and IDC targets."""
+    """One distillation method: what it needs, where it starts, its target under each kind of matching."""
 
     name: str
     label: str                       # one line for menus and tables
     colour: str                      # plot colour (Okabe-Ito, colour-blind safe)
     dm_loss: Callable[[torch.Tensor, Batch, torch.Tensor, Context], torch.Tensor]
+    # every gradient-matching backbone's target (DC; IDC on its decoded set, as COBRA's IDC code uses DC's
+    # distance and per-group targets)
     dc_loss: Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]
-    # IDC matches gradients as DC does (COBRA's IDC code uses DC's distance and per-group targets); its
-    # own target is the same function over the decoded set, against a network trained on real data
-    idc_loss: Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]
     # MTT matches the student to the method's own experts: the hook says what those experts minimise
     mtt_objective: Callable[[ExpertData], ExpertObjective]
     start: str = "real"              # its own start for init="method": real | weighted | balanced
@@ -310,23 +220,19 @@ class Method:
     balanced_draws: bool = False     # the sampler draws a group-balanced batch per class
     warm_start: bool = False         # DM: its own copy of the random net, trained on its set first
 
-    def grad_loss(self, algorithm: str) -> Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]:
-        """The gradient-matching target under DC or IDC."""
-        return self.idc_loss if algorithm == "idc" else self.dc_loss
-
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method(name="vanilla", label="vanilla: plain matching", colour="#999999",
-           dm_loss=vanilla_dm, dc_loss=vanilla_dc, idc_loss=vanilla_dc, mtt_objective=vanilla_mtt),
+           dm_loss=vanilla_dm, dc_loss=vanilla_dc, mtt_objective=vanilla_mtt),
     Method(name="kde", label="kde: KDE-reweighted target (no bias labels)", colour="#0072B2",
-           dm_loss=kde_dm, dc_loss=kde_dc, idc_loss=kde_dc, mtt_objective=kde_mtt, start="weighted", needs_weights=True, weighted_draws=True),
+           dm_loss=kde_dm, dc_loss=kde_dc, mtt_objective=kde_mtt, start="weighted", needs_weights=True, weighted_draws=True),
     Method(name="fairdd", label="fairdd: every attribute group weighted equally (bias labels)", colour="#E69F00",
-           dm_loss=fairdd_dm, dc_loss=fairdd_dc, idc_loss=fairdd_dc, mtt_objective=fairdd_mtt, start="balanced", needs_groups=True, group_topup=True),
+           dm_loss=fairdd_dm, dc_loss=fairdd_dc, mtt_objective=fairdd_mtt, start="balanced", needs_groups=True, group_topup=True),
     Method(name="cobra", label="cobra: L1 to the uniform barycenter of the group means, warm-started net "
-           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, idc_loss=cobra_dc, mtt_objective=cobra_mtt, start="balanced",
+           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, mtt_objective=cobra_mtt, start="balanced",
            needs_groups=True, group_topup=True, warm_start=True),
     Method(name="balanced", label="balanced: plain matching on a group-balanced real batch (bias labels)",
-           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, idc_loss=balanced_dc, mtt_objective=balanced_mtt, start="balanced", needs_groups=True,
+           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, mtt_objective=balanced_mtt, start="balanced", needs_groups=True,
            group_topup=True, balanced_draws=True),
 )}
 METHODS: tuple[str, ...] = tuple(REGISTRY)  # registry order: the canonical order of tables and plots

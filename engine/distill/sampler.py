@@ -1,26 +1,11 @@
-"""The shared real batch: per-iteration RNG streams and the sampler every method draws from."""
+"""The shared real batch: the sampler every method draws from (its random streams: engine/distill/streams.py)."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 
 from ..data import BiasedSplit
-
-# RNG streams, each a pure function of (seed, iteration, stream): resume needs no RNG state
-STREAM_MAIN, STREAM_GROUPS, STREAM_INIT, STREAM_INNER = 0, 1, 2, 3
-STREAM_KDE = 16  # after the per-method inner streams (STREAM_INNER + registry index)
-STREAM_BALANCED = 17
-STREAM_REAL_NET = 18  # IDC: the real images its network trains on between matching steps
-STREAM_EXPERT = 19    # MTT: its experts (initialisation and epochs; engine/distill/experts.py)
-STREAM_MTT = 20       # MTT: each iteration's expert, start epoch, student batches and DSA
-
-
-def rng(seed: int, iteration: int, stream: int) -> torch.Generator:
-    """A CPU generator determined by (seed, iteration, stream)."""
-    h = hashlib.sha256(f"ddaudit-distill:{seed}:{iteration}:{stream}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & (2 ** 63 - 1))
 
 
 def draw_probs(weights: torch.Tensor) -> torch.Tensor:

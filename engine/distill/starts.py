@@ -9,37 +9,41 @@ import torch
 from ..data import BiasedSplit
 from ..errors import InvalidArgument
 from ..images import to_float
-from . import idc
+from . import streams
 from .config import DistillConfig
 from .methods import REGISTRY
-from .sampler import STREAM_INIT, draw_probs, rng
+from .sampler import draw_probs
+from .toolkit import StoredForm
+
+INIT = streams.claim("init", __name__)
 
 
 def initial_sets(train: BiasedSplit, cfg: DistillConfig, mean: torch.Tensor, std: torch.Tensor,
-                 methods: Sequence[str] = ("vanilla",), weights: torch.Tensor | None = None
-                 ) -> dict[str, torch.Tensor]:
+                 methods: Sequence[str] = ("vanilla",), weights: torch.Tensor | None = None,
+                 form: StoredForm | None = None) -> dict[str, torch.Tensor]:
     """Every method's start: init "method" gives each its registry start (vanilla random real, kde drawn
-    with probability w_i, fairdd attribute-balanced), otherwise one shared start of kind cfg.init. Under
-    IDC each stored image starts as factor^2 such images shrunk into its tiles (IDC's "mix" start).
+    with probability w_i, fairdd attribute-balanced), otherwise one shared start of kind cfg.init. A stored
+    image of a backbone's `form` starts as the training images it decodes to, encoded (IDC: factor^2 images
+    shrunk into its tiles, IDC's "mix" start). Backbone.initial_sets passes the backbone's form.
 
     Why own starts: with 95% aligned images in the start, 300 CPU iterations recolour only part of
     them, so a shared random start holds every method near the biased distribution (docs/DISTILL.md).
     """
     kind = {m: REGISTRY[m].start if cfg.init == "method" else cfg.init for m in methods}
-    factor = cfg.formation(train.images.shape[-1])
-    start_cfg = replace(cfg, ipc=cfg.ipc * factor ** 2)  # IDC: factor^2 start images per stored one
+    form = form or StoredForm()
+    start_cfg = replace(cfg, ipc=cfg.ipc * form.per_stored)  # IDC: factor^2 start images per stored one
     by_kind: dict[str, torch.Tensor] = {}
     for k in dict.fromkeys(kind.values()):
         if k == "weighted" and weights is None:
             raise InvalidArgument("the kde initialisation needs per-sample KDE weights", "pass weights, or init='real'")
-        by_kind[k] = idc.encode(start(train, start_cfg, k, mean, std, weights), cfg.ipc, factor)
+        by_kind[k] = form.encode(start(train, start_cfg, k, mean, std, weights), cfg.ipc)
     return {m: by_kind[kind[m]] for m in methods}
 
 
 def start(train: BiasedSplit, cfg: DistillConfig, kind: str, mean: torch.Tensor, std: torch.Tensor,
           weights: torch.Tensor | None) -> torch.Tensor:
     """One starting set: noise, random real, real drawn with probability w_i, or attribute-balanced real."""
-    gen = rng(cfg.seed, -1, STREAM_INIT)  # the same stream for every kind: vanilla's start never changes
+    gen = streams.rng(cfg.seed, -1, INIT)  # the same stream for every kind: vanilla's start never changes
     c, h, w = train.images.shape[1:]
     if kind == "noise":
         return torch.randn(train.num_classes * cfg.ipc, c, h, w, generator=gen)

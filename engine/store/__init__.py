@@ -23,9 +23,9 @@ and keep); queue (the machine's compute slots, see docs/RUNS.md) stands apart, o
 """
 from __future__ import annotations
 
-from .records import BUSY_TIMEOUT_S, CANCEL_FLAG, STATUSES, STORE_VERSION, headline, run_id_for
+from .records import BUSY_TIMEOUT_S, CANCEL_FLAG, STATUSES, STORE_VERSION, headline, holds_run, run_id_for
 from .run import Run
 from .store import RunStore, matches
 
-__all__ = ["BUSY_TIMEOUT_S", "CANCEL_FLAG", "STATUSES", "STORE_VERSION", "Run", "RunStore", "headline", "matches",
-           "run_id_for"]
+__all__ = ["BUSY_TIMEOUT_S", "CANCEL_FLAG", "STATUSES", "STORE_VERSION", "Run", "RunStore", "headline", "holds_run",
+           "matches", "run_id_for"]

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 
 from .. import cache
 from ..errors import CorruptArtifact, DDAuditError, InvalidArgument
-from .records import (BUSY_TIMEOUT_S, CONFIG_FILE, INDEX_FILE, METRICS_FILE, STATUS_FILE, STATUSES, headline,
-                      now)
+from .records import (BUSY_TIMEOUT_S, CONFIG_FILE, INDEX_FILE, METRICS_FILE, STATUS_FILE, STATUSES, check_status,
+                      headline, now)
 
 log = logging.getLogger("ddaudit")
 
@@ -127,6 +127,17 @@ class RunIndex:
     def write_status(self, row: dict) -> None:
         cache.atomic_write_json(self.root / row["id"] / STATUS_FILE,
                                 {k: row.get(k) for k in COLUMNS if k not in ("config", "metrics")})
+
+    def set_status(self, run_id: str, kind: str, config: dict, status: str, metrics: dict | None = None,
+                   error: str | None = None) -> None:
+        """A run's new status: status.json (the truth) first, then the index row (metrics kept unless given)."""
+        status = check_status(status)
+        old = self.get_row(run_id) or {}
+        row = {**old, "id": run_id, "kind": kind, "config": config, "status": status, "updated": now(),
+               "error": error, "metrics": metrics if metrics is not None else old.get("metrics", {})}
+        row.setdefault("created", row["updated"])
+        self.write_status(row)
+        self.db(lambda con: self.upsert(con, row))
 
     def upsert(self, con: sqlite3.Connection, row: dict) -> None:
         values = [row.get(k) for k in COLUMNS]

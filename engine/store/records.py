@@ -118,3 +118,9 @@ def check_status(status: str) -> str:
     if status not in STATUSES:
         raise InvalidArgument(f"unknown run status {status!r}", f"use one of: {', '.join(STATUSES)}")
     return status
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether a folder is a run store's root (index.sqlite) or one run's folder (config.json beside status.json)."""
+    folder = Path(folder)
+    return (folder / INDEX_FILE).exists() or ((folder / CONFIG_FILE).is_file() and (folder / STATUS_FILE).is_file())

@@ -13,27 +13,28 @@ from .. import cache
 from ..distill import sets as set_files
 from ..errors import InvalidArgument
 from ..results import ordered
+from .index import RunIndex
 from .records import (CANCEL_FLAG, CHECKPOINTS, CONFIG_FILE, LOG_FILE, METRICS_FILE, REPORT_FILE, RESULTS_FILE,
                       STATUS_FILE, headline, now, plain)
 
 if TYPE_CHECKING:
     from ..distill import SyntheticSet
-    from .store import RunStore
 
 log = logging.getLogger("ddaudit")
 
 
 class Run:
-    """One run's folder: write results into `dir`, checkpoints into `checkpoint_dir`."""
+    """One run's folder: write results into `dir`, checkpoints into `checkpoint_dir`; its status goes through
+    the store's index (status.json, then the index row), never the store itself."""
 
-    def __init__(self, store: "RunStore", run_id: str, kind: str, config: dict,
+    def __init__(self, index: RunIndex, run_id: str, kind: str, config: dict,
                  reused: bool = False, resumed: bool = False, created: str | None = None):
-        self.store = store
+        self.index = index
         self.id = run_id
         self.kind = kind
         self.config = config
         self.created = created    # when the run was first started (ISO time), where known
-        self.dir = store.root / run_id
+        self.dir = index.root / run_id
         self.checkpoint_dir = self.dir / CHECKPOINTS
         self.reused = reused      # an identical finished run was found; nothing to compute
         self.resumed = resumed    # an earlier attempt left checkpoints in checkpoint_dir
@@ -47,7 +48,7 @@ class Run:
     @property
     def status(self) -> str:
         """The status on disk (status.json), i.e. the truth."""
-        return self.store.index.read_status(self.dir)["status"]
+        return self.index.read_status(self.dir)["status"]
 
     @property
     def metrics(self) -> dict:
@@ -109,15 +110,17 @@ class Run:
                 continue
             cache.atomic_write_bytes(self.path(*parts), blob)
 
-    def copy_to(self, folder: str | Path, skip: tuple[str, ...] = ()) -> None:
+    def copy_to(self, folder: str | Path, skip: tuple[str, ...] = (), record: bool = False) -> None:
         """A plain copy of the run's results, sets and grids (result_files) in `folder` (`--out`); file names
-        in `skip` are left out."""
+        in `skip` are left out; with `record`, its status record too (a run another store can list)."""
         for rel, path in self.result_files().items():
             if Path(rel).name in skip:
                 continue
             target = Path(folder, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+        if record:
+            shutil.copy2(self.dir / STATUS_FILE, Path(folder, STATUS_FILE))
 
     def checkpoints(self) -> list[Path]:
         """Checkpoint files, oldest first."""
@@ -163,21 +166,25 @@ class Run:
         """True once someone asked to cancel this run (pass as `should_stop=` to long functions)."""
         return (self.dir / CANCEL_FLAG).exists()
 
+    def set_status(self, status: str, metrics: dict | None = None, error: str | None = None) -> None:
+        """Write status.json (the truth) first, then the index row."""
+        self.index.set_status(self.id, self.kind, self.config, status, metrics, error)
+
     def finish(self, metrics: dict | None = None) -> None:
         """Mark finished: metrics.json first, then status.json, then the index."""
         if metrics is None:
             metrics = self.metrics
         metrics = plain(metrics)
         cache.atomic_write_json(self.dir / METRICS_FILE, metrics)
-        self.store.set_status(self, "finished", metrics=headline(metrics))
+        self.set_status("finished", metrics=headline(metrics))
         self.log("finished")
 
     def fail(self, error: str) -> None:
         """Mark failed with a one-line reason; checkpoints are kept for a resume."""
-        self.store.set_status(self, "failed", error=str(error)[:2000])
+        self.set_status("failed", error=str(error)[:2000])
         self.log(f"failed: {error}")
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Mark cancelled; checkpoints are kept for a resume."""
-        self.store.set_status(self, "cancelled", error=reason)
+        self.set_status("cancelled", error=reason)
         self.log(reason)

@@ -76,7 +76,7 @@ class RunStore:
             raise DDAuditError(f"run {run_id} is already running (process {old['pid']} on {old['host']})",
                                "wait for it to finish, or cancel it: python -m engine runs cancel " + run_id)
         if action == "reuse":
-            run = Run(self, run_id, kind, cfg, reused=True)
+            run = Run(self.index, run_id, kind, cfg, reused=True)
             run.log("reused: an identical finished run exists")
             return run, True
         if action == "fresh" and run_dir.exists():
@@ -89,7 +89,7 @@ class RunStore:
         cache.atomic_write_json(run_dir / CONFIG_FILE, cfg)
         self.index.write_status(row)
         (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
-        run = Run(self, run_id, kind, cfg)
+        run = Run(self.index, run_id, kind, cfg)
         run.attempt = row["attempts"]
         points = run.checkpoints()
         run.resumed = bool(points)
@@ -165,13 +165,7 @@ class RunStore:
 
     def set_status(self, run: Run, status: str, metrics: dict | None = None, error: str | None = None) -> None:
         """Write status.json (the truth) first, then the index row."""
-        status = check_status(status)
-        old = self.index.get_row(run.id) or {}
-        row = {**old, "id": run.id, "kind": run.kind, "config": run.config, "status": status, "updated": now(),
-               "error": error, "metrics": metrics if metrics is not None else old.get("metrics", {})}
-        row.setdefault("created", row["updated"])
-        self.index.write_status(row)
-        self.index.db(lambda con: self.index.upsert(con, row))
+        run.set_status(status, metrics, error)
 
     def reconcile(self) -> list[str]:
         """Mark 'running' runs whose process is gone as failed (interrupted); returns their ids."""
@@ -191,7 +185,7 @@ class RunStore:
             row = self.index.get_row(row["id"])
             if row is None or row["status"] != "running":
                 continue
-            run = Run(self, row["id"], row["kind"], row["config"])
+            run = Run(self.index, row["id"], row["kind"], row["config"])
             self.set_status(run, "failed", error=f"interrupted: process {row['pid']} on {row['host']} died")
             run.log(f"interrupted: process {row['pid']} died; start the run again to resume")
             fixed.append(row["id"])
@@ -256,7 +250,7 @@ class RunStore:
     def finished(self, kind: str | tuple[str, ...], **where) -> list[Run]:
         """Finished runs of a kind (or kinds), newest first, whose config has every `where` value
         (e.g. finished("audit", dataset="colored-digits", seed=0)); read them through Run."""
-        return [Run(self, r["id"], r["kind"], r["config"], created=r["created"])
+        return [Run(self.index, r["id"], r["kind"], r["config"], created=r["created"])
                 for r in self.list(status="finished") if matches(r, kind, **where)]
 
     def open(self, run_id: str) -> Run:
@@ -264,7 +258,7 @@ class RunStore:
         row = self.index.get_row(cache.safe_name(run_id))
         if row is None:
             raise InvalidArgument(f"no run named {run_id!r}", "list the runs with `python -m engine runs list`")
-        return Run(self, row["id"], row["kind"], row["config"])
+        return Run(self.index, row["id"], row["kind"], row["config"])
 
     def request_cancel(self, run_id: str) -> None:
         """Ask a running run (maybe in another process) to stop at its next step."""

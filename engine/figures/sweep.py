@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .figures import method_colour
+from .common import method_colour
 
 METRIC_LABELS = {"conflicting_accuracy": "conflicting accuracy (%)", "worst_group_accuracy": "worst-group accuracy (%)",
                  "accuracy": "accuracy (%)", "synthetic_aligned_share": "synthetic aligned share (%)"}

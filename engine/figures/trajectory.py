@@ -7,9 +7,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import _LAYOUT, method_colour
-from .results import ordered
-from .images import png_bytes
+from ..images import png_bytes
+from ..results import ordered
+from .common import LAYOUT, method_colour
 
 METRICS = {"aligned_share": "synthetic aligned share (%)", "conflicting_accuracy": "conflicting accuracy (%)",
            "aligned_accuracy": "aligned accuracy (%)", "worst_group_accuracy": "worst-group accuracy (%)",
@@ -44,7 +44,7 @@ def trajectory_curves(runs: Mapping[str, Mapping[str, Sequence[dict]]], metric: 
     log_y = metric == "loss" and all(v > 0 for t in fig.data for v in t.y) and len(fig.data) > 0
     fig.update_layout(title=METRICS.get(metric, metric) + " during distillation", xaxis_title="iteration",
                       yaxis_title=METRICS.get(metric, metric), yaxis_type="log" if log_y else "linear", height=340,
-                      legend=dict(orientation="h", y=-0.3), **_LAYOUT)
+                      legend=dict(orientation="h", y=-0.3), **LAYOUT)
     return fig
 
 
