@@ -88,7 +88,7 @@ def test_a_toy_backbone_audits_through_the_cli_with_its_own_flag(toy, fresh_home
     assert rc == 0, err
     res = json.loads(out)
     assert res["algorithm"] == "toy" and set(res["methods"]) >= {"vanilla", "fairdd"}
-    key = json.loads((tmp_path / "a" / "config.json").read_text())  # the stored run's key, copied to --out
+    key = json.loads((tmp_path / "a" / "config.json").read_text(encoding="utf-8"))  # the stored run's key, copied to --out
     assert key["distill"]["algorithm"] == "toy" and key["distill"]["toy_steps"] == 2
     cmd = report.command({"config": key}, res)
     assert "--algorithm toy" in cmd and "--toy-steps 2" in cmd  # the report reproduces the toy's own flag
