@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8501
 STAMP := $(VENV)/.installed
 
-.PHONY: install app test test-fast bench assets screenshots gpu-data gpu-check clean
+.PHONY: install app serve test test-fast bench assets screenshots gpu-data gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ install: $(STAMP)
 app: install
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true \
 		--browser.gatherUsageStats false
+
+# A class on one server (docs/SERVE.md): make serve ADDRESS=0.0.0.0 PORT=8501 [LIMITS=limits.toml]
+serve: install
+	$(BIN)/python -m engine serve --address "$(ADDRESS)" --port $(PORT) $(if $(LIMITS),--limits "$(LIMITS)")
 
 test: install
 	$(BIN)/python -m pytest -q

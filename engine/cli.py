@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "engine.commands.sweep",
     "engine.commands.export",
     "engine.commands.example",
+    "engine.commands.serve",
 )
 
 

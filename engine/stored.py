@@ -29,10 +29,11 @@ def _stopper(should_stop: ShouldStop | None, run: Run) -> ShouldStop:
 
 @contextlib.contextmanager
 def _claimed(kind: str, key: dict, force: bool, progress: Progress | None, should_stop: ShouldStop | None,
-             queued: bool) -> Iterator[Run]:
+             queued: bool, claimant: str | None = None) -> Iterator[Run]:
     """The stored run for `key`, claimed once this host has a free compute slot (store.queue). No wait when
     the claim is settled already: an identical finished run is reused, an identical run computing in a live
-    process is refused as busy; `queued=False` (a sweep cell that Ray schedules) never waits."""
+    process is refused as busy; `queued=False` (a sweep cell that Ray schedules) never waits. `claimant`: who
+    asks (a dashboard's browser session): the queue serves claimants in turn."""
     store = RunStore()
     store.index.ensure_ready()
     run_id = run_id_for(kind, key)
@@ -44,7 +45,7 @@ def _claimed(kind: str, key: dict, force: bool, progress: Progress | None, shoul
         with store.run(kind, key, force=force) as run:
             yield run
         return
-    with compute_slot(f"{kind} {run_id}", progress, should_stop):
+    with compute_slot(f"{kind} {run_id}", progress, should_stop, claimant):
         with store.run(kind, key, force=force) as run:
             yield run
 
@@ -60,13 +61,13 @@ def _train(p: Plan, train: BiasedSplit | None) -> BiasedSplit:
 def distill_stored(req: Request | Plan, force: bool = False, progress: Progress | None = None,
                    should_stop: ShouldStop | None = None,
                    train: BiasedSplit | None = None,
-                   queued: bool = True) -> tuple[dict[str, distill.SyntheticSet], Run]:
+                   queued: bool = True, claimant: str | None = None) -> tuple[dict[str, distill.SyntheticSet], Run]:
     """Distillation only, as a run of kind 'distill': (sets, run); an identical finished run is reused.
     `train`: the plan's training split when the caller already holds it (the dashboard's cached split);
     the run waits for a free compute slot of this host first unless `queued` is False."""
     p = _plan(req)
     train = _train(p, train)
-    with _claimed("distill", run_key(p, "distill"), force, progress, should_stop, queued) as run:
+    with _claimed("distill", run_key(p, "distill"), force, progress, should_stop, queued, claimant) as run:
         if run.reused and set(run.methods()) >= set(p.methods):
             return run.sets(p.methods), run
         stop = _stopper(should_stop, run)
@@ -84,12 +85,12 @@ def distill_stored(req: Request | Plan, force: bool = False, progress: Progress 
 
 def audit_stored(req: Request | Plan, force: bool = False, progress: Progress | None = None,
                  should_stop: ShouldStop | None = None, train: BiasedSplit | None = None,
-                 queued: bool = True) -> tuple[dict, Run]:
+                 queued: bool = True, claimant: str | None = None) -> tuple[dict, Run]:
     """The whole audit as a run of kind 'audit': (results, run); an identical finished run is reused
     (queued as distill_stored)."""
     p = _plan(req)
     train = _train(p, train)
-    with _claimed("audit", run_key(p, "audit"), force, progress, should_stop, queued) as run:
+    with _claimed("audit", run_key(p, "audit"), force, progress, should_stop, queued, claimant) as run:
         if run.reused and run.results() is not None:
             return run.results(), run
         results = run_audit(p, run.dir, progress=progress, should_stop=_stopper(should_stop, run), train=train)
@@ -98,7 +99,7 @@ def audit_stored(req: Request | Plan, force: bool = False, progress: Progress | 
 
 
 def audit_sets_stored(req: SetRequest, force: bool = False, progress: Progress | None = None,
-                      should_stop: ShouldStop | None = None) -> tuple[dict, Run]:
+                      should_stop: ShouldStop | None = None, claimant: str | None = None) -> tuple[dict, Run]:
     """Sets made elsewhere, audited with the native protocol as a run of kind 'import': (results, run). The
     run is keyed by the sets' content, the split and the evaluation: an identical request is reused.
     Every file is read and checked before the store is touched."""
@@ -110,7 +111,7 @@ def audit_sets_stored(req: SetRequest, force: bool = False, progress: Progress |
     _check_names([i.name for i in imported])
     test = data.load_split(r.dataset, r.conflict_ratio, "test", r.seed, r.data_root)
     key = set_run_key(p, {i.name: digest(i.set) for i in imported})
-    with _claimed("import", key, force, progress, should_stop, True) as run:
+    with _claimed("import", key, force, progress, should_stop, True, claimant) as run:
         if run.reused and run.results() is not None:
             return run.results(), run
         results = run_set_audit(p, imported, train, test, run.dir, progress, _stopper(should_stop, run))

@@ -88,3 +88,30 @@ def test_sizes_and_keep_from_the_cli(store: RunStore) -> None:
     assert code == 0 and f"removed {rid}" in out and not store.list()
     code, _, err = run_cli("runs", "gc", "--max-size", "lots")
     assert code == 2 and "cannot read the size 'lots'" in err
+
+
+def test_guest_cap_collects_the_oldest_guest_runs_never_the_owners(store: RunStore) -> None:
+    """Guest runs over the cap are collected oldest first; the owner's (unmarked) runs, a kept guest run, a
+    running one and the run a guest just finished are never collected, whatever their size or age."""
+    owner_old = finished(store, "owner-old", blob=500_000)
+    g1 = finished(store, "g1", blob=200_000)
+    kept = finished(store, "kept", blob=200_000)
+    g2 = finished(store, "g2", blob=200_000)
+    g3 = finished(store, "g3", blob=200_000)
+    running, _ = store.start("audit", {"dataset": "x", "name": "running"})  # this live process holds it
+    running.path("payload.bin").write_bytes(b"\0" * 200_000)
+    for rid in (g1, kept, g2, g3, running.id):
+        gc.mark_guest(store, rid)
+    gc.set_keep(store, kept)
+    assert not gc.is_guest(store, owner_old) and gc.is_guest(store, g1)
+    by_age = sorted([g1, g2, g3], key=lambda i: store.get(i)["updated"])
+    plan = gc.plan_guest_cap(store, cap_bytes=650_000)
+    assert plan["guest_bytes"] > 1_000_000
+    assert [r["id"] for r in plan["runs"]] == by_age[:2]  # two of them bring the guests under 650 kB
+    assert gc.collect_guest_runs(store, cap_bytes=0, spare=(by_age[2],)) == by_age[:2]
+    assert {r["id"] for r in store.list()} == {owner_old, kept, by_age[2], running.id}
+    assert gc.collect_guest_runs(store, cap_bytes=0) == [by_age[2]]
+    gc.mark_guest(store, kept, guest=False)  # the owner took it over: no longer a guest's
+    assert not gc.is_guest(store, kept)
+    assert {r["id"] for r in store.list()} == {owner_old, kept, running.id}
+    running.finish({})

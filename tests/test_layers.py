@@ -29,7 +29,8 @@ LAYERS = (
     ("run store", ("engine.store",)),
     ("stages and the audit", ("engine.stages", "engine.set_files", "engine.audit")),
     ("stored runs", ("engine.stored", "engine.estimate")),
-    ("sweeps, reports and exports", ("engine.sweep", "engine.report", "engine.export", "engine.example")),
+    ("sweeps, reports and exports", ("engine.sweep", "engine.report", "engine.export", "engine.example",
+                                     "engine.classroom")),
     ("command line", ("engine.commands", "engine.cli", "engine.__main__", "engine")),
 )
 

@@ -203,3 +203,60 @@ def test_the_cli_waits_for_the_dashboards_run_and_says_where_it_stands(home, tmp
     finally:
         holder.kill()
         holder.wait()
+
+
+def _claimed_worker(name: str, claimant: str, log: list, hold: threading.Event, events: list):
+    """A worker of one claimant (a browser session) that holds its slot until `hold` is set."""
+    def body():
+        with queue.compute_slot(name, lambda ev: events.append((name, ev.stage, ev.step, ev.total)),
+                                claimant=claimant):
+            log.append(name)
+            hold.wait(10)
+    t = threading.Thread(target=body)
+    t.start()
+    return t
+
+
+def test_sessions_take_turns(home):
+    """One session's five waiting runs do not all go before another session's first: with 'a' computing
+    (session A), A's four more runs and B's two wait; the slot then goes A, B, A, B, A, A (round robin,
+    the session served longest ago first), and the positions shown follow that line."""
+    log, events, holds, threads = [], [], {}, []
+
+    def start(name, claimant):
+        holds[name] = threading.Event()
+        threads.append(_claimed_worker(name, claimant, log, holds[name], events))
+
+    start("a1", "session-A")
+    _until(lambda: log == ["a1"])
+    for i in range(2, 6):
+        start(f"a{i}", "session-A")
+        _until(lambda: queue.waiting() == i - 1)
+    start("b1", "session-B")
+    _until(lambda: queue.waiting() == 5)
+    start("b2", "session-B")
+    _until(lambda: queue.waiting() == 6)
+    # B's first run is next in line although A's four arrived before it (A was served last, by a1)
+    _until(lambda: ("b1", "queue", 1, 6) in events)
+    _until(lambda: ("a2", "queue", 2, 6) in events)
+    order = ["a1", "b1", "a2", "b2", "a3", "a4", "a5"]
+    for done, nxt in zip(order, order[1:]):
+        holds[done].set()
+        _until(lambda: nxt in log)
+        assert log == order[:order.index(nxt) + 1]
+    holds["a5"].set()
+    for t in threads:
+        t.join(10)
+    assert log == order and queue.waiting() == 0
+
+
+def test_fair_order_by_rounds_then_last_served():
+    """The line itself: round k holds each claimant's k-th ticket; within a round the claimant served longest
+    ago first, then arrival; runs without a claimant each form their own (first come, first served)."""
+    def t(i, tag):
+        return Path(f"ticket-{i:020d}-{tag}-1-abcdef12")
+    a1, a2, a3, b1, c1 = t(1, "aaa"), t(2, "aaa"), t(3, "aaa"), t(4, "bbb"), t(5, "ccc")
+    assert queue.fair_order([a1, a2, a3, b1, c1], {}) == [a1, b1, c1, a2, a3]
+    assert queue.fair_order([a1, a2, b1, c1], {"bbb": 10.0, "aaa": 20.0, "ccc": 30.0}) == [b1, a1, c1, a2]
+    anon = [t(i, queue.claimant_tag(None)) for i in range(4)]
+    assert queue.fair_order(anon, {}) == anon

@@ -19,6 +19,7 @@ from .records import CHECKPOINTS, pid_alive
 from .store import RunStore
 
 KEEP_FILE = "keep"  # in a run folder: the user marked the run to keep (gc leaves it)
+GUEST_FILE = "guest"  # in a run folder: a guest of a classroom server made it (the guest disk cap applies)
 _UNITS = {"": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
 
 
@@ -134,3 +135,48 @@ def run_gc(store: RunStore, older_than_days: float | None = None, max_bytes: int
             store.remove(r["id"])
             removed.append(r["id"])
     return {**plan, "dry_run": False, "removed": removed, "after_bytes": store_bytes(store)}
+
+
+def mark_guest(store: RunStore, run_id: str, guest: bool = True) -> None:
+    """Mark a run as a guest's (under the guest disk cap) or, guest=False, as the owner's (never collected by it)."""
+    mark = store.root / cache.safe_name(run_id) / GUEST_FILE
+    if guest:
+        if mark.parent.is_dir():
+            cache.atomic_write_bytes(mark, b"started by a guest of a classroom server (docs/SERVE.md)\n")
+    else:
+        mark.unlink(missing_ok=True)
+
+
+def is_guest(store: RunStore, run_id: str) -> bool:
+    return (store.root / run_id / GUEST_FILE).is_file()
+
+
+def plan_guest_cap(store: RunStore, cap_bytes: int, spare: tuple[str, ...] = ()) -> dict:
+    """The guests' runs to collect so that they hold at most cap_bytes together: {'runs': [{id, bytes}], oldest
+    first, 'guest_bytes': before, 'after_bytes'}. Never an unmarked (owner's) run, a running, kept or referenced
+    one, nor those in `spare` (the run a guest just finished)."""
+    refs = referenced(store)
+    guests = [r for r in store.list() if is_guest(store, r["id"])]
+    sizes = {r["id"]: folder_bytes(store.root / r["id"]) for r in guests}
+    total = sum(sizes.values())
+    doomed, after = [], total
+    for r in sorted(guests, key=lambda r: r["updated"] or ""):  # oldest first
+        if after <= cap_bytes:
+            break
+        full = store.index.get_row(r["id"]) or {}
+        live = r["status"] == "running" and pid_alive(full.get("pid"), full.get("host"), full.get("pid_start"))
+        if live or is_kept(store, r["id"]) or r["id"] in refs or r["id"] in spare:
+            continue
+        doomed.append({"id": r["id"], "bytes": sizes[r["id"]]})
+        after -= sizes[r["id"]]
+    return {"runs": doomed, "guest_bytes": total, "after_bytes": after}
+
+
+def collect_guest_runs(store: RunStore, cap_bytes: int, spare: tuple[str, ...] = ()) -> list[str]:
+    """Remove the oldest guest runs until the guests' runs fit cap_bytes (plan_guest_cap); the ids removed."""
+    removed = []
+    for r in plan_guest_cap(store, cap_bytes, spare)["runs"]:
+        with contextlib.suppress(DDAuditError):  # started running meanwhile: refused, kept
+            store.remove(r["id"])
+            removed.append(r["id"])
+    return removed

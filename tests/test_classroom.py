@@ -1,0 +1,94 @@
+"""The classroom server's limits file and request refusals (engine/classroom.py) and `engine serve`'s checks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine import classroom
+from engine.errors import InvalidArgument
+from tests.test_runs_cli import run_cli
+
+
+def test_defaults_and_both_file_formats(tmp_path) -> None:
+    d = classroom.read_limits(None)
+    assert d.presets == ("quick",) and d.max_waiting == 5 and not d.sweeps and d.guest_disk_bytes == 2 * 2 ** 30
+    toml = tmp_path / "limits.toml"
+    toml.write_text('presets = ["quick", "paper"]\nmax_ipc = 3\ndatasets = ["colored-digits", "bg-fmnist"]\n'
+                    'sweeps = true\nupload_mb = 2\nmax_waiting = 2\nguest_disk = "500M"\n', encoding="utf-8")
+    t = classroom.read_limits(toml)
+    assert t.presets == ("quick", "paper") and t.max_ipc == 3 and t.sweeps and t.upload_mb == 2
+    assert t.guest_disk_bytes == 500 * 2 ** 20 and t.methods == classroom.Limits().methods  # unset: default
+    js = tmp_path / "limits.json"
+    js.write_text(json.dumps({"backbones": ["dm"], "uploads": False}), encoding="utf-8")
+    j = classroom.read_limits(js)
+    assert j.backbones == ("dm",) and not j.uploads and j.max_ipc == 10
+
+
+@pytest.mark.parametrize("raw,problem", [
+    ({"max_ipc": "ten"}, "max_ipc must be a whole number >= 1, not 'ten'"),
+    ({"max_waiting": 0}, "max_waiting must be a whole number >= 1"),
+    ({"presets": ["fast"]}, "presets names 'fast', which is not one of quick, paper"),
+    ({"methods": ["vanilla", "magic"]}, "methods names 'magic'"),
+    ({"backbones": ["gm"]}, "backbones names 'gm'"),
+    ({"datasets": ["imagenet"]}, "datasets names 'imagenet'"),
+    ({"sweeps": "yes"}, "sweeps must be true or false"),
+    ({"guest_disk": "lots"}, "guest_disk: cannot read the size 'lots'"),
+    ({"max_ipcs": 3}, "unknown setting 'max_ipcs'"),
+])
+def test_bad_limits_are_one_clear_error(raw, problem) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        classroom.parse_limits(raw, "limits.toml")
+    assert problem in err.value.problem and "limits.toml" in err.value.fix
+
+
+def test_unreadable_or_missing_file(tmp_path) -> None:
+    bad = tmp_path / "l.toml"
+    bad.write_text("max_ipc = = 3", encoding="utf-8")
+    with pytest.raises(InvalidArgument, match="cannot be read"):
+        classroom.read_limits(bad)
+    with pytest.raises(InvalidArgument, match="no limits file"):
+        classroom.read_limits(tmp_path / "nope.toml")
+
+
+def test_request_refusals_say_why_and_what_instead() -> None:
+    lim = classroom.Limits()
+    ok = dict(dataset="colored-digits", preset="quick", algorithm="dm", methods=["vanilla", "kde"], ipc=5)
+    assert classroom.request_refusal(lim, **ok) is None
+    cases = [({"preset": "paper"}, "The paper preset is for the server's owner", "use the quick preset"),
+             ({"ipc": 50}, "at most 10 images per class", "lower the IPC"),
+             ({"dataset": "bg-fmnist"}, "may not run on bg-fmnist", "pick colored-digits"),
+             ({"algorithm": "mtt"}, "may not start mtt runs", "choose dm, dc"),
+             ({"iterations": 5000}, "at most 1000 iterations", "lower it"),
+             ({"eval_seeds": 9}, "at most 3 evaluation trainings", "lower it")]
+    for change, why, instead in cases:
+        text = classroom.request_refusal(lim, **{**ok, **change})
+        assert why in text and instead in text, text
+    narrow = classroom.parse_limits({"methods": ["vanilla"]})
+    assert "may not start kde" in classroom.request_refusal(narrow, **ok)
+
+
+def test_serve_checks_its_arguments(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(classroom.SECRET_ENV, raising=False)
+    code, out, _ = run_cli("serve", "--address", "127.0.0.1", "--port", "8600", "--check")
+    assert code == 0 and "owner secret for this server: " in out and "max_waiting=5" in out
+    monkeypatch.setenv(classroom.SECRET_ENV, "short")
+    code, _, err = run_cli("serve", "--address", "127.0.0.1", "--check")
+    assert code == 2 and "shorter than 8 characters" in err
+    secret = tmp_path / "secret"
+    secret.write_text("a-long-enough-secret\n", encoding="utf-8")
+    code, out, _ = run_cli("serve", "--address", "127.0.0.1", "--secret-file", str(secret), "--check")
+    assert code == 0 and f"owner secret from the file {secret}" in out and "a-long-enough" not in out
+    bad = tmp_path / "limits.toml"
+    bad.write_text("max_ipc = 0\n", encoding="utf-8")
+    code, _, err = run_cli("serve", "--address", "127.0.0.1", "--limits", str(bad), "--check")
+    assert code == 2 and "max_ipc must be a whole number >= 1" in err and "fix:" in err
+    code, _, err = run_cli("serve", "--address", "127.0.0.1", "--port", "0", "--check")
+    assert code == 2 and "is not a port" in err
+
+
+def test_serve_mode_streamlit_options() -> None:
+    args = classroom.streamlit_args("0.0.0.0", 8600, classroom.Limits(upload_mb=3))
+    opts = dict(zip(args[2::2], args[3::2]))
+    assert opts["--server.enableXsrfProtection"] == "true" and opts["--server.maxUploadSize"] == "3"
+    assert opts["--server.address"] == "0.0.0.0" and opts["--client.showErrorDetails"] == "none"
