@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "engine.commands.export",
     "engine.commands.example",
     "engine.commands.serve",
+    "engine.commands.reproduce",
 )
 
 

@@ -305,3 +305,32 @@ def write(run_ids: Sequence[str], out: str | os.PathLike | None = None) -> dict:
         cache.atomic_write_bytes(target, text)
         written["run_folder"] = str(target)
     return {**written, "bytes": len(text)}
+
+
+def reproduction_section(result: dict) -> str:
+    """A reproduction's side-by-side table (engine.reproduce), each row coloured by the agreement rule."""
+    from .figures import reproduce as fig
+    df, bg = fig.frame(result), fig.colours(result)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = "".join(f'<tr style="background:{bg[i]}">' + "".join(f"<td>{html.escape(str(v))}</td>" for v in line)
+                   + "</tr>" for i, line in enumerate(df.itertuples(index=False)))
+    counts = result["counts"]
+    return (f"<h2>Reproduction: {html.escape(result['title'])}</h2>"
+            f"<p>{html.escape(result['citation'])}. Preset <code>{html.escape(result['preset'])}</code>; "
+            f"{counts['agrees']} row(s) agree, {counts['partly']} partly, {counts['differs']} differ. "
+            f"{html.escape(result.get('note') or '')}</p>"
+            f"<table><tr>{head}</tr>{rows}</table>"
+            '<p class="note">Ours: mean ± std over the evaluation trainings of one distilled set (seed 0). A metric '
+            "agrees when |ours - published| is within two standard deviations of the published std and our "
+            "evaluation noise combined, plus the published number's rounding (docs/REPRODUCE.md). Green: every "
+            "metric agrees; yellow: some; red: none; grey: nothing compared (not run, data missing, a stand-in). "
+            "The quick preset is not the papers' setting: expect it to differ.</p>")
+
+
+def reproduction_html(result: dict) -> str:
+    """A reproduction as one self-contained HTML file (no script, nothing fetched)."""
+    title = f"ddaudit reproduction: {result['table']}"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p class='note'>Made by ddaudit on {time.strftime('%Y-%m-%d %H:%M')}.</p>"
+            + reproduction_section(result) + "</body></html>")

@@ -31,7 +31,7 @@ EXPECTED = ("summary", "weights", "distill", "audit", "runs show", "runs rm", "r
 GOOD = {"--dataset": "colored-digits", "--conflict-ratio": "0.05", "--seed": "0", "--methods": "vanilla",
         "--method": "vanilla", "--algorithm": "dm", "--ipc": "1", "--preset": "quick", "--iterations": "1",
         "--eval-seeds": "1", "--kernel-variance": "0.5", "--temperature": "1.0", "--out": "{out}",
-        "run_id": "some-run", "run_ids": "some-run", "--format": "tensors", "--set": "{file}"}
+        "run_id": "some-run", "run_ids": "some-run", "--format": "tensors", "--set": "{file}", "table": "kde"}
 CHEAP = ("--preset", "--iterations", "--ipc", "--eval-seeds", "--out", "--methods")  # set even when optional
 
 REFUSE_WITHIN_S = 20.0  # refusing needs at most a dataset split built on a busy 2-core machine

@@ -30,7 +30,7 @@ LAYERS = (
     ("stages and the audit", ("engine.stages", "engine.set_files", "engine.audit")),
     ("stored runs", ("engine.stored", "engine.estimate")),
     ("sweeps, reports and exports", ("engine.sweep", "engine.report", "engine.export", "engine.example",
-                                     "engine.classroom")),
+                                     "engine.classroom", "engine.reproduce")),
     ("command line", ("engine.commands", "engine.cli", "engine.__main__", "engine")),
 )
 

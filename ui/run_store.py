@@ -177,3 +177,12 @@ def queue_text() -> str:
         return f"Compute queue: {exc.problem} ({exc.fix})."
     return (f"Compute queue: {queue.busy_slots(n=n)} of {n} slot(s) computing, {queue.waiting()} run(s) waiting "
             f"(at most {n} run(s) at once on this machine; set {queue.MAX_RUNS_ENV} before `make app` to change it).")
+
+
+def reproduction(plan) -> dict:
+    """A reproduction's side-by-side table (engine.reproduce.collect) from the audits already stored: nothing is
+    computed here; `python -m engine reproduce` runs the rest."""
+    from engine import reproduce
+    done = {r["id"] for r in finished("audit")}
+    stored = {a.cell.run_id: res for a in plan.audits if a.cell.run_id in done and (res := results(a.cell.run_id))}
+    return reproduce.collect(plan, stored)

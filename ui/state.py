@@ -19,6 +19,7 @@ PAGES = (
     ("pages/results.py", "Results", ":material/leaderboard:", "results"),
     ("pages/runs.py", "Runs", ":material/history:", "runs"),
     ("pages/sweeps.py", "Sweeps", ":material/grid_on:", "sweeps"),
+    ("pages/reproduce.py", "Reproduce", ":material/fact_check:", "reproduce"),
 )
 DEFAULT_RATIO = 0.05
 RATIO_CHOICES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)

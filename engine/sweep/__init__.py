@@ -13,9 +13,9 @@ cells' tasks), summary (rows, best kernel variance, amplification, CSV). This fi
 from __future__ import annotations
 
 from .grid import MAX_CELLS, SUGGESTED, SWEEP_VERSION, Cell, Grid, cells, grid_key, make_grid, parse_list, prepare
-from .ray_run import CELL_RETRIES, auth_token_source, run_sweep, use_token
+from .ray_run import CELL_RETRIES, auth_token_source, run_cells, run_sweep, use_token
 from .summary import METRICS, rows_of, summarise, to_csv
 
 __all__ = ["CELL_RETRIES", "MAX_CELLS", "METRICS", "SUGGESTED", "SWEEP_VERSION", "Cell", "Grid", "auth_token_source",
-           "cells", "grid_key", "make_grid", "parse_list", "prepare", "rows_of", "run_sweep", "summarise", "to_csv",
+           "cells", "grid_key", "make_grid", "parse_list", "prepare", "rows_of", "run_cells", "run_sweep", "summarise", "to_csv",
            "use_token"]

@@ -148,6 +148,24 @@ def run_sweep(grid: Grid, address: str | None = None, cpus_per_cell: float = 1, 
             return summary
 
 
+def run_cells(all_cells: list[Cell], address: str | None = None, cpus_per_cell: float = 1,
+              gpus_per_cell: float = 0, label: str = "cells", progress: Progress | None = None,
+              should_stop: ShouldStop | None = None) -> tuple[dict, int]:
+    """Cells that are no sweep grid (engine.reproduce's audits): each an ordinary stored audit, finished ones
+    reused, the rest run on Ray as a sweep's are. Returns (results by run id, how many were computed now)."""
+    say = progress or (lambda ev: None)
+    finished = {r.id: r for r in RunStore().finished("audit")}
+    results = {c.run_id: res for c in all_cells if c.run_id in finished
+               and (res := finished[c.run_id].results()) is not None}
+    todo = list({c.run_id: c for c in all_cells if c.run_id not in results}.values())  # identical cells run once
+    say(Event("audits", len(results), len(results) + len(todo), reused=len(results)))
+    if todo:
+        with _ray_session(address, label, say, should_stop) as ray:
+            _run_on_ray(ray, todo, results, address, cpus_per_cell, gpus_per_cell, say, should_stop,
+                        len(results) + len(todo), stage="audits")
+    return results, len(todo)
+
+
 _RAY_LOCK = threading.Lock()  # Ray is one per process: two sweeps of one dashboard take turns with it
 
 
@@ -170,7 +188,8 @@ def _ray_session(address: str | None, label: str, say: Progress, should_stop: Sh
         _RAY_LOCK.release()
 
 
-def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, should_stop, total: int) -> None:
+def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, should_stop, total: int,
+                stage: str = "sweep") -> None:
     # a worker or node lost mid-cell is retried: the cell's stored run resumes from its checkpoint, so the
     # sweep's results are those of an undisturbed sweep; a cell's own error (retry_exceptions off) is not
     task = ray.remote(_run_cell).options(num_cpus=cpus, num_gpus=gpus, max_retries=CELL_RETRIES)
@@ -190,7 +209,7 @@ def _run_on_ray(ray, todo: list[Cell], results: dict, address, cpus, gpus, say, 
                 results[cell.run_id] = shipped["results"]
                 n = len(results) - done0
                 eta = (time.time() - t0) / n * len(pending)
-                say(Event("sweep", len(results), total, eta=eta))
+                say(Event(stage, len(results), total, eta=eta))
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
