@@ -1,5 +1,5 @@
-"""The dashboard on a free localhost port, for a real browser: shared by tests/test_browser.py and
-bench/bench_first_launch_browser.py."""
+"""The dashboard on a free localhost port, for a real browser: shared by tests/test_browser.py,
+tests/test_classroom_browser.py, bench/bench_first_launch_browser.py and bench/bench_classroom.py."""
 from __future__ import annotations
 
 import socket
@@ -31,6 +31,18 @@ def start_app(env: dict, log: IO | int = subprocess.DEVNULL) -> tuple[subprocess
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
+
+
+def start_serve(env: dict, log: IO | int = subprocess.DEVNULL, limits: Path | None = None,
+                address: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+    """`python -m engine serve` (a classroom server: owner and guests) on a free port; returns (process, url).
+    The owner's secret comes from env's DDAUDIT_OWNER_SECRET."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "engine", "serve", "--address", address, "--port", str(port)]
+    if limits is not None:
+        cmd += ["--limits", str(limits)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return proc, f"http://{address}:{port}"
 
 
 def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> bool:

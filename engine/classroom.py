@@ -40,7 +40,8 @@ class Limits:
     datasets: tuple[str, ...] = ("colored-digits",)
     sweeps: bool = False
     uploads: bool = True
-    upload_mb: int = 20
+    upload_mb: int = 20  # a guest's upload
+    owner_upload_mb: int = 200  # the server's own limit (Streamlit's maxUploadSize): the owner's uploads
     max_waiting: int = 5  # a browser session's runs waiting or computing at once
     guest_disk: str = "2G"  # the guests' runs together; the oldest are collected beyond it
     owner_emails: tuple[str, ...] = ()  # with Streamlit's login configured: these signed-in users are owners
@@ -150,7 +151,7 @@ def request_refusal(limits: Limits, *, dataset: str, preset: str, algorithm: str
     if dataset not in limits.datasets:
         return (f"Guests may not run on {dataset} on this server. You may pick {only('dataset', limits.datasets)} "
                 "in the sidebar, and browse every finished run.")
-    if preset not in limits.presets:
+    if preset not in limits.presets and preset != "tiny":  # tiny: seconds, always fine
         return (f"The {preset} preset is for the server's owner: its runs hold the machine's compute slot for "
                 f"a long time. You may use the {only('preset', limits.presets)} preset.")
     if algorithm not in limits.backbones:
@@ -169,6 +170,20 @@ def request_refusal(limits: Limits, *, dataset: str, preset: str, algorithm: str
         return (f"Guests may ask at most {limits.max_eval_seeds} evaluation trainings per set here "
                 f"(you asked {eval_seeds}): lower it.")
     return None
+
+
+def settle_run(run_id: str, guest: bool, existed: bool, cap_bytes: int) -> list[str]:
+    """After a dashboard job's run (finished or not): a run a guest created is marked a guest's and the guests'
+    runs are brought under the disk cap (oldest first, this one spared); a run the owner started becomes the
+    owner's. Returns the ids collected."""
+    from .store import RunStore, gc
+    store = RunStore()
+    if not guest:
+        gc.mark_guest(store, run_id, False)
+        return []
+    if not existed:
+        gc.mark_guest(store, run_id)
+    return gc.collect_guest_runs(store, cap_bytes, spare=(run_id,))
 
 
 def owner_secret(secret_file: str | None = None) -> tuple[str, str]:
@@ -190,8 +205,9 @@ def owner_secret(secret_file: str | None = None) -> tuple[str, str]:
 
 def streamlit_args(address: str, port: int, limits: Limits) -> list[str]:
     """`streamlit run app.py` options of server mode: the address and port, headless, no usage statistics,
-    XSRF protection on, uploads capped at the limits' size, no error details (tracebacks) in the browser."""
+    XSRF protection on, uploads capped at the owner's size (a guest's smaller one is checked by the app), no error
+    details (tracebacks) in the browser."""
     return ["run", "app.py", "--server.address", address, "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--server.enableXsrfProtection", "true",
-            "--server.enableCORS", "true", "--server.maxUploadSize", str(max(1, limits.upload_mb)),
+            "--server.enableCORS", "true", "--server.maxUploadSize", str(max(limits.upload_mb, limits.owner_upload_mb)),
             "--client.showErrorDetails", "none", "--browser.serverAddress", address]

@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine.data import BiasedSplit
 from engine import example, figures
-from ui import distill_jobs, distill_view, jobs, run_store, state
+from ui import distill_jobs, distill_view, jobs, roles, run_store, state
 
 DEMO_STORY = """In **colored-digits** 95% of each digit's training images are drawn in that digit's own colour: colour
 predicts the class. The demo distils five synthetic images per digit from pure **noise** with three methods side by
@@ -72,7 +72,8 @@ def demo_panel() -> None:
                               "--eval-seeds 1 --no-baseline`)."):
                 try:
                     train = state.load_pair(req.dataset, req.conflict_ratio, req.seed)[0]
-                    job = distill_jobs.start_request(req, "audit", train, label="Watch the bias amplify (demo)")
+                    job = distill_jobs.start_request(req, "audit", train, label="Watch the bias amplify (demo)",
+                                                     claimant=roles.claimant())
                     job.config["demo"] = True
                 except state.DDAuditError as exc:
                     state.show_error(exc, "Could not start the demo: ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import distill
-from ui import distill_jobs, distill_view, jobs, state
+from ui import distill_jobs, distill_view, jobs, roles, state
 
 
 def form(s: state.Settings, train) -> dict | None:
@@ -88,12 +88,20 @@ def current_job() -> jobs.Job | None:
 
 
 def start(s: state.Settings, choice: dict, train) -> None:
-    """Start the chosen run, or attach this page to the job already computing the same request."""
+    """Start the chosen run (if this browser session may), or attach this page to the job already computing the
+    same request."""
+    refusal = roles.may_start(dataset=s.dataset, preset=choice["preset"], algorithm=choice["algorithm"],
+                              methods=choice["methods"], ipc=choice["ipc"], iterations=choice["iterations"],
+                              eval_seeds=choice["eval_seeds"])
+    if refusal:
+        roles.refuse(refusal)
+        return
     try:
-        job = distill_jobs.start(s, choice, train)
+        job = distill_jobs.start(s, choice, train, claimant=roles.claimant(), guest=roles.is_guest())
     except state.DDAuditError as exc:
         state.show_error(exc, "Could not start: ")
         return
+    roles.remember(job)
     st.session_state["distill_job"] = job.id
 
 

@@ -6,7 +6,7 @@ import json
 import streamlit as st
 
 from engine import figures
-from ui import import_jobs, jobs, run_store, state
+from ui import import_jobs, jobs, roles, run_store, state
 from ui.result_sources import amplification_table, build_report, is_audit, load, sources, verdict_text
 
 
@@ -140,6 +140,10 @@ def import_panel(s: state.Settings) -> None:
                    "native methods. Formats: a DatasetCondensation/FairDD/COBRA result .pt ({'data': [[images, "
                    "labels]]}), MTT's images_best.pt with labels_best.pt, a .pt/.safetensors with images and labels, "
                    "or ddaudit's synthetic.safetensors. Pickled objects are refused, never run. docs/IMPORT.md.")
+        closed = roles.may_upload()
+        if closed:
+            roles.refuse(closed)
+            return
         files = st.file_uploader("Set file(s)", type=list(import_jobs.SUFFIXES), accept_multiple_files=True,
                                  key="imp_files")
         c1, c2, c3 = st.columns([2, 2, 1])
@@ -161,6 +165,10 @@ def import_panel(s: state.Settings) -> None:
             st.error(f"{problem}\n\n**Fix:** {fix}", icon=":material/error:")
         if not files:
             return
+        refusal = roles.may_upload([f.size for f in files])
+        if refusal:
+            roles.refuse(refusal)
+            return
         try:
             path = import_jobs.save([import_jobs.Upload(f.name, f.getvalue()) for f in files])
             pair = state.require_dataset(s)
@@ -176,7 +184,10 @@ def import_panel(s: state.Settings) -> None:
                    f"images {norm}." + "".join(f" Warning: {w}." for w in found.warnings))
         if st.button("Audit this set", type="primary", key="imp_start"):
             try:
-                st.session_state["imp_job"] = import_jobs.start(s, path, name, norm, int(seeds)).id
+                job = import_jobs.start(s, path, name, norm, int(seeds), claimant=roles.claimant(),
+                                        guest=roles.is_guest())
+                roles.remember(job)
+                st.session_state["imp_job"] = job.id
             except state.DDAuditError as exc:
                 state.show_error(exc, "Cannot import this set: ")
                 return

@@ -7,20 +7,18 @@ import pandas as pd
 import streamlit as st
 
 from engine import figures
-from ui import run_store, state
+from ui import result_sources, roles, run_store, state
 
 
 def run_table(rows: list[dict]) -> pd.DataFrame:
-    """One line per run: id, kind, status, when, dataset, ratio, methods and headline accuracies."""
+    """One line per run: what it is in words, id, kind, status, when, dataset, ratio, methods, headline accuracies."""
     out = []
     for r in rows:
         cfg, met = r.get("config") or {}, r.get("metrics") or {}
-        line = {"id": r["id"], "kind": r["kind"], "status": r["status"], "created": r.get("created", ""),
-                "source": "bundled example" if r.get("example") else "yours",
-                "dataset": cfg.get("dataset"), "ratio": cfg.get("conflict_ratio"),
-                "methods": ", ".join(cfg.get("methods", [])) if isinstance(cfg.get("methods"), list) else None,
-                "ipc": cfg.get("ipc", (cfg.get("distill") or {}).get("ipc") if isinstance(cfg.get("distill"), dict)
-                               else None)}
+        ratio, methods, ipc = result_sources.run_settings(cfg)
+        line = {"run": label(r), "id": r["id"], "kind": r["kind"], "status": r["status"],
+                "created": r.get("created", ""), "source": "bundled example" if r.get("example") else "yours",
+                "dataset": cfg.get("dataset"), "ratio": ratio, "methods": methods, "ipc": ipc}
         for k, v in met.items():
             if k.startswith("methods.") and k.endswith((".accuracy", ".conflicting_accuracy")) and v is not None:
                 _, m, metric = k.split(".", 2)
@@ -31,8 +29,15 @@ def run_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def compare(ids: list[str]) -> None:
-    """Side by side: differing settings, metrics, and the synthetic grids."""
+def label(row: dict) -> str:
+    """A run in words, as the Results page names it."""
+    if row.get("example"):
+        return f"bundled example: {result_sources.example_label(row.get('config') or {})}"
+    return result_sources.run_label(row)
+
+
+def compare(ids: list[str], names: dict[str, str]) -> None:
+    """Side by side: differing settings, metrics, and the synthetic grids (`names`: each run in words)."""
     cmp = run_store.compare(ids)
     if cmp["config_diff"]:
         st.markdown("**Settings that differ**")
@@ -58,14 +63,18 @@ def compare(ids: list[str]) -> None:
         found = run_store.grids(i)
         if not found:
             continue
-        st.caption(i)
+        st.caption(names.get(i, i))
         for col, (m, p) in zip(st.columns(max(3, len(found))), found.items()):
             col.image(str(p), caption=m, width="content")
 
 
 def remove_button(col, run_id: str) -> None:
-    """A confirmed removal of one of the user's runs."""
+    """A confirmed removal of one of the user's runs (a guest of a classroom server is told why not)."""
+    refusal = roles.may_remove()
     with col.popover("Remove this run"):
+        if refusal:
+            roles.refuse(refusal)
+            return
         st.write(f"Delete {run_id} and its files?")
         if st.button("Yes, remove", key="runs_rm", type="primary"):
             run_store.remove(run_id)
@@ -77,19 +86,24 @@ def draw(s: state.Settings) -> None:
     st.title("Runs")
     rows = run_store.rows()
     n_ex = sum(bool(r.get("example")) for r in rows)
-    st.caption(f"{len(rows) - n_ex} run(s), {run_store.store_size()}, under {run_store.root()}"
+    size = f", {run_store.store_size()}" if roles.is_owner() else ""
+    st.caption(f"{len(rows) - n_ex} run(s){size}"
                + (f", and {n_ex} of the bundled example (read-only; `make assets` made them)" if n_ex else "")
-               + ". Identical requests reuse a finished run; `python -m engine runs gc --dry-run` shows what "
-               "could be removed (never a running, kept or referenced run).")
+               + ". Identical requests reuse a finished run"
+               + ("; `python -m engine runs gc --dry-run` shows what could be removed (never a running, kept or "
+                  "referenced run)." if roles.is_owner() else "."))
+    if roles.serving() and roles.is_owner():
+        st.caption(run_store.guest_usage(roles.limits().guest_disk_bytes))
     st.caption(run_store.queue_text())
     if not rows:
         st.info("No runs yet: start one on the Distill page.", icon=":material/info:")
         return
     df = run_table(rows)
-    st.dataframe(df.set_index("id"), key="runs_table")
+    st.dataframe(df.set_index("run"), key="runs_table")
     ids = [r["id"] for r in rows]
+    names = dict(zip(df["id"], df["run"]))
     picked = st.multiselect("Compare runs (pick two or more)", ids, default=ids[:2] if len(ids) >= 2 else ids,
-                            key="runs_pick")
+                            key="runs_pick", format_func=lambda i: names.get(i, i))
     c1, c2, c3 = st.columns(3)
     if len(picked) == 1:
         if c1.button("Show in Results", key="runs_to_results"):
@@ -104,7 +118,7 @@ def draw(s: state.Settings) -> None:
             st.download_button("Run metrics (JSON)", json.dumps(info.get("metrics", {}), indent=2).encode(),
                                f"{picked[0]}.json", "application/json", key="runs_json")
     if picked:
-        compare(picked)
+        compare(picked, names)
     if len(picked) == 1:
         st.caption("Pick a second run to compare.")
 

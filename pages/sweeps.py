@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine import distill, figures, sweep
-from ui import jobs, run_store, state, sweep_jobs
+from ui import jobs, roles, run_store, state, sweep_jobs
 
 KV_CHOICES = ("0.01", "0.03", "0.1", "0.3", "1", "3", "10", sweep.SUGGESTED)
 
@@ -71,9 +71,19 @@ def draw(s: state.Settings) -> None:
     st.title("Sweeps")
     st.caption(f"A grid of audits on {s.dataset}, each an ordinary stored run (reused when identical), run on a "
                "local Ray; `python -m engine sweep --address ...` sends the same grid to a cluster.")
-    grid = form(s)
+    refusal = roles.may_sweep()
+    if refusal:
+        roles.refuse(refusal)
+    grid = form(s) if not refusal else None
     if grid is not None:
-        st.session_state["sweep_job"] = sweep_jobs.start(grid).id
+        refusal = roles.may_start(dataset=grid.dataset, preset=grid.preset, algorithm=grid.algorithm,
+                                  methods=list(grid.methods), ipc=max(grid.ipcs), eval_seeds=grid.eval_seeds or 1)
+        if refusal:
+            roles.refuse(refusal)
+        else:
+            job = sweep_jobs.start(grid)
+            roles.remember(job)
+            st.session_state["sweep_job"] = job.id
     job = jobs.registry().by_id(st.session_state.get("sweep_job", ""))
     if job is not None and not job.done:
         st.markdown(f"**{job.label}**")

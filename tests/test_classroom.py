@@ -88,7 +88,25 @@ def test_serve_checks_its_arguments(tmp_path, monkeypatch) -> None:
 
 
 def test_serve_mode_streamlit_options() -> None:
-    args = classroom.streamlit_args("0.0.0.0", 8600, classroom.Limits(upload_mb=3))
+    args = classroom.streamlit_args("0.0.0.0", 8600, classroom.Limits(upload_mb=3, owner_upload_mb=50))
     opts = dict(zip(args[2::2], args[3::2]))
-    assert opts["--server.enableXsrfProtection"] == "true" and opts["--server.maxUploadSize"] == "3"
+    assert opts["--server.enableXsrfProtection"] == "true" and opts["--server.maxUploadSize"] == "50"
     assert opts["--server.address"] == "0.0.0.0" and opts["--client.showErrorDetails"] == "none"
+
+
+def test_runs_are_named_in_words_and_a_sweeps_row_has_its_settings() -> None:
+    """The Runs page's columns and labels (ui/result_sources): a sweep's ratio, methods and IPC come from its
+    grid (they read "None" before), and every run is named by what it is, not only its hashed id."""
+    from ui.result_sources import run_label, run_settings
+    sweep_cfg = {"dataset": "colored-digits", "grid": {"dataset": "colored-digits", "ratios": [0.01, 0.05],
+                                                       "methods": ["vanilla", "kde"], "ipcs": [5], "seeds": [0, 1],
+                                                       "algorithm": "dm"}}
+    assert run_settings(sweep_cfg) == ("1.0%, 5.0%", "vanilla, kde", "5")
+    audit_cfg = {"dataset": "colored-digits", "conflict_ratio": 0.05, "seed": 0, "methods": ["vanilla", "fairdd"],
+                 "distill": {"algorithm": "dc", "ipc": 10}}
+    assert run_settings(audit_cfg) == ("5.0%", "vanilla, fairdd", "10")
+    label = run_label({"id": "audit-1234abcd", "kind": "audit", "config": audit_cfg,
+                       "created": "2026-12-07T12:30:05+00:00"})
+    assert label == "audit · vanilla+fairdd · DC · IPC 10 · colored-digits @ 5.0% · seed 0 · 2026-12-07 12:30"
+    sweep_label = run_label({"id": "sweep-1", "kind": "sweep", "config": sweep_cfg, "created": ""})
+    assert sweep_label.startswith("sweep · vanilla+kde · DM · IPC 5 · colored-digits @ 1.0%, 5.0% · 2 seed(s)")

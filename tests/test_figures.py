@@ -284,3 +284,19 @@ def test_class_zoom_frames_one_class() -> None:
     spread = np.vstack([np.zeros((98, 2)) + np.linspace(0, 1, 98)[:, None], [[50.0, 50.0], [-50.0, -50.0]]])
     x, _ = figures.class_zoom(spread, np.zeros(100, int), 0, margin=0.0, tail=0.02)
     assert -1.0 < x[0] < 0.1 and 0.9 < x[1] < 2.0  # the two strays far out do not zoom the frame out
+
+
+def test_log_axes_label_decades_only() -> None:
+    """The matching-loss chart and the sweep's kernel-variance axes put labels at 10^k only (dtick 1 on a log
+    axis; the digits between are unlabelled minor ticks), over whole decades around the data."""
+    from engine.figures import common, results, sweep as sweep_figs
+    fig = results.loss_curves({"vanilla": [(0, 30.0), (10, 25.0)], "fairdd": [(0, 400.0), (10, 380.0)]})
+    y = fig.layout.yaxis
+    assert y.type == "log" and y.dtick == 1 and y.minor.dtick == "D1" and tuple(y.range) == (1, 3)
+    rows = [{"conflict_ratio": 0.01, "ipc": 5, "method": "kde", "kernel_variance": k, "kernel_variance_used": k,
+             "seed": 0, "conflicting_accuracy": 50.0, "weights_conflict_weight_mass": 0.3,
+             "weights_effective_sample_size": 0.5} for k in (0.03, 0.1, 3.0)]
+    for axis in (sweep_figs.metric_vs_kernel_variance(rows).layout.xaxis,
+                 sweep_figs.weights_vs_kernel_variance(rows).layout.xaxis2):
+        assert axis.type == "log" and axis.dtick == 1 and tuple(axis.range) == (-2, 1)
+    assert common.log_axis([50.0, 60.0])["range"] == [1, 2]  # within one decade: still two labels

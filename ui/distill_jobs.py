@@ -12,7 +12,7 @@ from engine import distill, pipeline, stored
 from engine.data import BiasedSplit
 from engine.progress import Event, Progress, ShouldStop
 from engine.results import ordered
-from engine.store import run_id_for
+from engine.store import RunStore, run_id_for
 from ui import jobs, state
 
 UI_EVAL_SEEDS = 1  # evaluation trainings per set in the dashboard: colored-digits end to end in ~2 min on 2 cores
@@ -107,13 +107,17 @@ def job_key(plan: pipeline.Plan, kind: str) -> str:
     return f"{kind}|{run_id_for(kind, pipeline.run_key(plan, kind))}"
 
 
-def start(s: state.Settings, choice: dict, train: BiasedSplit) -> jobs.Job:
+def start(s: state.Settings, choice: dict, train: BiasedSplit, claimant: str | None = None,
+          guest: bool = False) -> jobs.Job:
     """Validate (once), then start the run in the background, or attach to the job already computing it;
-    `train`: the page's cached training split of these settings (loaded once, not again by the job)."""
-    return start_request(request(s, choice), "audit" if choice.get("evaluate") else "distill", train)
+    `train`: the page's cached training split of these settings (loaded once, not again by the job);
+    `claimant`: the browser session (fair turns in the queue); `guest`: a classroom guest's run (disk cap)."""
+    return start_request(request(s, choice), "audit" if choice.get("evaluate") else "distill", train,
+                         claimant=claimant, guest=guest)
 
 
-def start_request(req: pipeline.Request, kind: str, train: BiasedSplit, label: str | None = None) -> jobs.Job:
+def start_request(req: pipeline.Request, kind: str, train: BiasedSplit, label: str | None = None,
+                  claimant: str | None = None, guest: bool = False) -> jobs.Job:
     """start() for an engine request (the Dataset page's demo sends its own)."""
     plan = pipeline.plan(req)
     distill.check_ipc(train, plan.request.ipc, plan.distill_cfg)  # IPC against the data: refused now, not in the thread
@@ -121,16 +125,35 @@ def start_request(req: pipeline.Request, kind: str, train: BiasedSplit, label: s
     label = label or (f"{'+'.join(plan.methods)} · {distill.BACKBONES[cfg.algorithm].label} · IPC {cfg.ipc} · {cfg.iterations} it · "
                       f"{req.dataset} @ {req.conflict_ratio:.1%}" + (" · evaluated" if kind == "audit" else ""))
 
+    run_id = run_id_for(kind, pipeline.run_key(plan, kind))
+    existed = RunStore().index.get_row(run_id) is not None
+
     def target(progress: Progress, should_stop: ShouldStop) -> dict:
-        if kind == "audit":
-            results, run = stored.audit_stored(plan, progress=progress, should_stop=should_stop, train=train)
-            sets = run.sets(plan.methods)
-        else:
-            results, (sets, run) = None, stored.distill_stored(plan, progress=progress, should_stop=should_stop,
-                                                              train=train)
-        return {"synthetic": sets, "audit": results, "run_id": run.id}
+        try:
+            if kind == "audit":
+                results, run = stored.audit_stored(plan, progress=progress, should_stop=should_stop, train=train,
+                                                   claimant=claimant)
+                sets = run.sets(plan.methods)
+            else:
+                results, (sets, run) = None, stored.distill_stored(plan, progress=progress, should_stop=should_stop,
+                                                                  train=train, claimant=claimant)
+            return {"synthetic": sets, "audit": results, "run_id": run.id}
+        finally:
+            settle(run_id, guest, existed)
 
     config = {"dataset": req.dataset, "conflict_ratio": req.conflict_ratio, "seed": req.seed,
-              "methods": list(plan.methods), "preset": plan.request.preset}
+              "methods": list(plan.methods), "preset": plan.request.preset, "claimant": claimant}
     # runs of other requests wait in the machine's queue (engine.store.queue) with their position shown
     return jobs.registry().submit(job_key(plan, kind), "distill", label, target, config=config)
+
+
+def settle(run_id: str, guest: bool, existed: bool) -> None:
+    """A job's run, once it ends: on a classroom server, a guest's new run goes under the guests' disk cap
+    (engine.classroom.settle_run); never fails the job (a run removed meanwhile has nothing to settle)."""
+    from engine import classroom
+    if not classroom.serving():
+        return
+    try:
+        classroom.settle_run(run_id, guest, existed, classroom.current_limits().guest_disk_bytes)
+    except Exception as exc:  # bookkeeping only: the run's own outcome stands
+        jobs.log.warning("could not settle run %s under the guest disk cap: %s", run_id, exc)

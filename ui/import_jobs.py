@@ -6,11 +6,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import cache, pipeline, set_files, stored
+from engine import cache, classroom, pipeline, set_files, stored
 from engine.data import BiasedSplit
 from engine.errors import InvalidArgument
 from engine.progress import Progress, ShouldStop
-from ui import jobs, state
+from ui import distill_jobs, jobs, state
 
 SUFFIXES = ("pt", "pth", "safetensors")
 UI_EVAL_SEEDS = 1  # as the Distill page: one evaluation training per set keeps a CPU import to a minute
@@ -52,14 +52,18 @@ def preview(path: Path, train: BiasedSplit, normalization: str | None, name: str
     return set_files.read_set(f"{path}={name}", train, normalization)
 
 
-def start(s: state.Settings, path: Path, name: str, normalization: str | None, eval_seeds: int) -> jobs.Job:
-    """Audit the set in the background (a stored run of kind 'import'), or attach to the job already doing it."""
+def start(s: state.Settings, path: Path, name: str, normalization: str | None, eval_seeds: int,
+          claimant: str | None = None, guest: bool = False) -> jobs.Job:
+    """Audit the set in the background (a stored run of kind 'import'), or attach to the job already doing it
+    (`claimant`, `guest`: as distill_jobs.start)."""
     req = pipeline.SetRequest(s.dataset, s.ratio, (f"{path}={name}",), seed=s.seed, normalization=normalization,
                               preset=state.preset("quick"), eval_seeds=eval_seeds, baseline=False)
     pipeline.plan_sets(req)
 
     def target(progress: Progress, should_stop: ShouldStop) -> dict:
-        results, run = stored.audit_sets_stored(req, progress=progress, should_stop=should_stop)
+        results, run = stored.audit_sets_stored(req, progress=progress, should_stop=should_stop, claimant=claimant)
+        if classroom.serving():  # the run id is known only once the set is read (it is keyed by content)
+            distill_jobs.settle(run.id, guest, existed=run.reused)
         return {"audit": results, "run_id": run.id}
 
     key = f"import|{s.dataset}|{s.ratio}|{s.seed}|{path}|{name}|{normalization}|{eval_seeds}|{state.preset()}"

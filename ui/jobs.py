@@ -14,6 +14,7 @@ import streamlit as st
 from engine.errors import Cancelled, DDAuditError
 from engine.progress import Event, Progress, ShouldStop
 from engine.store.queue import QUEUE_STAGE, wait_text
+from ui import roles
 
 log = logging.getLogger("ddaudit")
 Target = Callable[[Progress, ShouldStop], Any]
@@ -204,6 +205,8 @@ def live(job_id: str, text: Callable[[Job], str], body: Callable[[Job], None] | 
     st.progress(job.fraction() or 0.0, text=text(job))
     if body is not None:
         body(job)
+    if cancel is not None and roles.may_cancel(job) is not None:
+        cancel, note = None, f"{note} {roles.may_cancel(job)}".strip()
     if cancel is not None:
         c1, c2 = st.columns([1, 4])
         if job.cancelling:
@@ -232,7 +235,8 @@ def error_text(job: Job) -> tuple[str, str]:
         from engine.errors import from_os_error
         exc = from_os_error(exc)
     if isinstance(exc, DDAuditError):
-        return exc.problem, exc.fix or ""
+        return roles.scrub(exc.problem), roles.scrub(exc.fix or "")
     if exc is None:
         return "unknown failure", "try again"
-    return f"{type(exc).__name__}: {exc}", "try smaller settings or another preset; report it if it persists"
+    return (roles.scrub(f"{type(exc).__name__}: {exc}"),
+            "try smaller settings or another preset; report it if it persists")

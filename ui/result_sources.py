@@ -28,10 +28,51 @@ def sources() -> dict[str, tuple[str, str]]:
         if r["id"] in known_runs or not any(k.startswith("methods.") and k.endswith(".accuracy") for k in met):
             continue
         cfg = r.get("config") or {}
-        where = f"({cfg.get('dataset', '?')} @ {cfg.get('conflict_ratio', '?')}, {r['created'][:10]})"
-        label = f"bundled example: {example_label(cfg)} {where}" if r.get("example") else f"run {r['id']} {where}"
-        out[label] = ("run", r["id"])
+        label = f"bundled example: {example_label(cfg)}" if r.get("example") else run_label(r)
+        out[label if label not in out else f"{label} [{r['id'][-6:]}]"] = ("run", r["id"])
     return out
+
+
+def run_label(row: dict) -> str:
+    """A stored run in words (the Results and Runs pages): kind, methods, backbone, IPC, data, seed, when."""
+    cfg = row.get("config") or {}
+    grid = cfg.get("grid") if isinstance(cfg.get("grid"), dict) else None
+    when = str(row.get("created") or "")[:16].replace("T", " ")
+    if grid is not None:
+        algo, ipcs = grid.get("algorithm") or "dm", grid.get("ipcs") or []
+        ratios = ", ".join(f"{r:.1%}" for r in grid.get("ratios") or [] if isinstance(r, (int, float)))
+        seeds = len(grid.get("seeds") or [])
+        what = (f"sweep · {'+'.join(grid.get('methods') or [])} · {_backbone(algo)} · IPC "
+                f"{', '.join(map(str, ipcs))} · {cfg.get('dataset', '?')} @ {ratios} · {seeds} seed(s)")
+    else:
+        dist = cfg.get("distill") if isinstance(cfg.get("distill"), dict) else {}
+        ratio = cfg.get("conflict_ratio")
+        what = (f"{row.get('kind', 'run')} · {'+'.join(cfg.get('methods') or []) or '?'} · "
+                f"{_backbone(dist.get('algorithm') or 'dm')} · IPC {dist.get('ipc', '?')} · {cfg.get('dataset', '?')} @ "
+                f"{f'{ratio:.1%}' if isinstance(ratio, (int, float)) else '?'} · seed {cfg.get('seed', '?')}")
+    return f"{what} · {when}" if when else what
+
+
+def run_settings(cfg: dict) -> tuple[str | None, str | None, str | None]:
+    """(ratio, methods, IPC) of a run's config in words (the Runs table); a sweep's from its grid (its ratios,
+    methods and IPCs, where its own config has none of these fields)."""
+    grid = cfg.get("grid") if isinstance(cfg.get("grid"), dict) else None
+    if grid is not None:
+        return (", ".join(f"{r:.1%}" for r in grid.get("ratios") or []) or None,
+                ", ".join(grid.get("methods") or []) or None, ", ".join(map(str, grid.get("ipcs") or [])) or None)
+    ratio = cfg.get("conflict_ratio")
+    dist = cfg.get("distill") if isinstance(cfg.get("distill"), dict) else {}
+    ipc = cfg.get("ipc", dist.get("ipc"))
+    methods = cfg.get("methods")
+    return (f"{ratio:.1%}" if isinstance(ratio, (int, float)) else None,
+            ", ".join(methods) if isinstance(methods, list) and methods else None,
+            None if ipc is None else str(ipc))
+
+
+def _backbone(name: str) -> str:
+    from engine import distill
+    b = distill.BACKBONES.get(name)
+    return b.label if b is not None else str(name)
 
 
 def example_label(cfg: dict) -> str:

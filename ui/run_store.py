@@ -143,8 +143,23 @@ def remove(run_id: str) -> None:
 
 
 def root() -> str:
-    """Where the runs live (shown to the user)."""
+    """Where the runs live."""
     return os.fspath(_store().root)
+
+
+def guest_usage(cap_bytes: int) -> str:
+    """On a classroom server, for the owner: what the guests' runs hold against their disk cap."""
+    return _guest_usage(_store().stamp(), cap_bytes)
+
+
+@st.cache_data(show_spinner=False, max_entries=2, ttl=LIST_TTL_S)
+def _guest_usage(stamp: tuple, cap_bytes: int) -> str:
+    from engine.store.gc import human, is_guest, plan_guest_cap
+    store = _store()
+    n = sum(is_guest(store, r["id"]) for r in store.list())
+    used = plan_guest_cap(store, cap_bytes)["guest_bytes"]
+    return (f"Guests' runs: {n}, {human(used)} of their {human(cap_bytes)} cap (the oldest are collected beyond it, "
+            "never yours, a running or a kept run).")
 
 
 def example_run(role: str) -> str | None:

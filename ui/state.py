@@ -10,6 +10,7 @@ import streamlit as st
 
 from engine import data
 from engine.errors import DDAuditError
+from ui import roles
 
 # (script, title, icon, url path): app.py's navigation and the sidebar's links read this one list
 PAGES = (
@@ -48,7 +49,7 @@ def show_error(exc: BaseException, what: str = "") -> None:
     else:
         msg = (f"{what}unexpected error: {type(exc).__name__}: {exc}\n\n**Fix:** try other settings; "
                "if it persists, report it with these settings")
-    st.error(msg, icon=":material/error:")
+    st.error(roles.scrub(msg), icon=":material/error:")
 
 
 def statuses() -> dict[str, dict]:
@@ -189,6 +190,7 @@ def frame(title: str) -> Settings:
         for script, label, icon, _ in PAGES:
             st.page_link(script, label=label, icon=icon)
         st.divider()
+        roles.banner()  # on a classroom server: guest or owner, and how the owner signs in
     return sidebar()
 
 

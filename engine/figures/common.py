@@ -1,7 +1,8 @@
 """What every figure shares: colour-blind-safe colours, each method's colour and the plain layout."""
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Iterable, Sequence
 
 from .. import distill
 
@@ -34,3 +35,14 @@ def method_colour(method: str, i: int = 0) -> str:
     if method in distill.REGISTRY:
         return distill.REGISTRY[method].colour
     return BASELINE_COLOURS.get(method, SAFE[(i + 4) % len(SAFE)])
+
+
+def log_axis(values: Iterable[float]) -> dict:
+    """A log axis labelled at the decades only (0.01, 0.1, 1, 10, ...; unlabelled minor ticks between), its range
+    the whole decades around the positive values, so that even data within one decade shows two labels."""
+    axis = dict(type="log", dtick=1, minor=dict(dtick="D1", ticks="outside", ticklen=3, showgrid=True))
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x)) and float(x) > 0]
+    if v:
+        lo, hi = math.floor(math.log10(min(v))), math.ceil(math.log10(max(v)))
+        axis["range"] = [lo, hi if hi > lo else lo + 1]
+    return axis

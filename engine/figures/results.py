@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from .. import data
 from ..results import LABELS, ordered
-from .common import CONTINUOUS, LAYOUT, NO_SPREAD, SAFE, method_colour
+from .common import CONTINUOUS, LAYOUT, NO_SPREAD, SAFE, log_axis, method_colour
 
 
 def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]]) -> go.Figure:
@@ -31,7 +31,7 @@ def loss_curves(history: Mapping[str, Sequence[tuple[int, float]]]) -> go.Figure
     positive = [v for v in allv if v > 0]
     log_y = len(positive) == len(allv) and len(positive) > 1
     fig.update_layout(title="matching loss", xaxis_title="iteration", yaxis_title="loss",
-                      yaxis_type="log" if log_y else "linear", height=320,
+                      yaxis=log_axis(positive) if log_y else dict(type="linear"), height=320,
                       legend=dict(orientation="h", y=-0.3), **LAYOUT)
     return fig
 

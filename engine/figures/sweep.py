@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import method_colour
+from .common import log_axis, method_colour
 
 METRIC_LABELS = {"conflicting_accuracy": "conflicting accuracy (%)", "worst_group_accuracy": "worst-group accuracy (%)",
                  "accuracy": "accuracy (%)", "synthetic_aligned_share": "synthetic aligned share (%)"}
@@ -58,7 +58,8 @@ def metric_vs_kernel_variance(rows: Sequence[dict], metric: str = "conflicting_a
             fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[r["mean"]] * 2, mode="lines", opacity=0.6,
                                      name=f"{r['method']} @ {r['conflict_ratio']:.1%} (IPC {r['ipc']})",
                                      line=dict(color=method_colour(r["method"], i), dash="dot" if dash == "solid" else dash, width=1)))
-    fig.update_layout(xaxis_type="log", xaxis_title="kernel variance s² (log)", yaxis_title=METRIC_LABELS.get(metric, metric),
+    fig.update_layout(xaxis=log_axis(table["x"]), xaxis_title="kernel variance s² (log)",
+                      yaxis_title=METRIC_LABELS.get(metric, metric),
                       height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(font=dict(size=10)))
     return fig
 
@@ -74,7 +75,8 @@ def weights_vs_kernel_variance(rows: Sequence[dict]) -> go.Figure:
             fig.add_trace(go.Scatter(x=part["x"], y=part["mean"], mode="lines+markers", showlegend=col == 1,
                                      name=f"{method} @ {ratio:.1%} (IPC {ipc})",
                                      line=dict(color=method_colour(method, i))), row=1, col=col)
-        fig.update_xaxes(type="log", title_text="kernel variance s² (log)", row=1, col=col)
+        fig.update_xaxes(**log_axis(table["x"] if not table.empty else []), title_text="kernel variance s² (log)",
+                         row=1, col=col)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10))
     return fig
@@ -93,8 +95,8 @@ def amplification_vs_ratio(summary: dict) -> go.Figure:
                 name=f"{label} (IPC {ipc})", line=dict(color=method_colour(label.split("@")[0], i))))
     fig.add_hline(y=0, line=dict(color="#888", dash="dot"), annotation_text="real data's share")
     ratios = [p["conflict_ratio"] for pts in summary.get("amplification", {}).values() for p in pts]
-    fig.update_layout(xaxis_type="log" if len(set(ratios)) > 1 and min(ratios) > 0 and
-                      max(ratios) / min(ratios) > 3 else "linear", xaxis_tickformat=".1%",
+    log_x = len(set(ratios)) > 1 and min(ratios) > 0 and max(ratios) / min(ratios) > 3
+    fig.update_layout(xaxis=log_axis(ratios) if log_x else dict(type="linear"), xaxis_tickformat=".1%",
                       xaxis_title="conflict ratio", yaxis_title="amplification (points of aligned share)",
                       height=360, margin=dict(l=10, r=10, t=30, b=10))
     return fig

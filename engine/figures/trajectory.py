@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from ..images import png_bytes
 from ..results import ordered
-from .common import LAYOUT, method_colour
+from .common import LAYOUT, log_axis, method_colour
 
 METRICS = {"aligned_share": "synthetic aligned share (%)", "conflicting_accuracy": "conflicting accuracy (%)",
            "aligned_accuracy": "aligned accuracy (%)", "worst_group_accuracy": "worst-group accuracy (%)",
@@ -43,7 +43,8 @@ def trajectory_curves(runs: Mapping[str, Mapping[str, Sequence[dict]]], metric: 
                       annotation_position="bottom right")
     log_y = metric == "loss" and all(v > 0 for t in fig.data for v in t.y) and len(fig.data) > 0
     fig.update_layout(title=METRICS.get(metric, metric) + " during distillation", xaxis_title="iteration",
-                      yaxis_title=METRICS.get(metric, metric), yaxis_type="log" if log_y else "linear", height=340,
+                      yaxis_title=METRICS.get(metric, metric), height=340,
+                      yaxis=log_axis(v for t in fig.data for v in t.y) if log_y else dict(type="linear"),
                       legend=dict(orientation="h", y=-0.3), **LAYOUT)
     return fig
 

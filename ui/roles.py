@@ -1,0 +1,189 @@
+"""Who may do what on this server. `make app` (one user on loopback) gives every right to everyone; a server
+started by `python -m engine serve` (engine/classroom.py) has an owner, who signs in once per browser session
+with the server's secret (or through Streamlit's login, when configured, as one of the limits' owner_emails),
+and guests. One function per right; each returns None when allowed, else the refusal in words: why, and what
+the guest may do instead. Pages ask these and draw the answer; nothing here computes."""
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import uuid
+
+import streamlit as st
+
+from engine import classroom
+
+OWNER_KEY = "ddaudit_owner"
+SESSION_KEY = "ddaudit_session"
+JOBS_KEY = "ddaudit_my_jobs"
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")
+
+
+def serving() -> bool:
+    """Whether this is a classroom server (roles apply); False under `make app`."""
+    return classroom.serving()
+
+
+def limits() -> classroom.Limits:
+    """This server's limits on guests (read once per limits file)."""
+    return _limits(os.environ.get(classroom.LIMITS_ENV, ""))
+
+
+@st.cache_resource(show_spinner=False)
+def _limits(path: str) -> classroom.Limits:
+    return classroom.read_limits(path or None)
+
+
+def session_id() -> str:
+    """This browser session's id (the queue's claimant: sessions are served in turn)."""
+    return st.session_state.setdefault(SESSION_KEY, uuid.uuid4().hex)
+
+
+def claimant() -> str | None:
+    """Who a run started here is for in the compute queue: this session on a server, nobody under `make app`."""
+    return session_id() if serving() else None
+
+
+def _signed_in_by_login() -> bool:
+    """Streamlit's own login (an identity provider in secrets.toml) as one of the limits' owner_emails."""
+    if not limits().owner_emails:
+        return False
+    try:
+        user = st.user
+        return bool(user.is_logged_in) and user.get("email") in limits().owner_emails
+    except Exception:  # no [auth] configured: st.user has no login
+        return False
+
+
+def is_owner() -> bool:
+    """Every right: the one user of `make app`, or the signed-in owner of a server."""
+    return not serving() or bool(st.session_state.get(OWNER_KEY)) or _signed_in_by_login()
+
+
+def is_guest() -> bool:
+    return not is_owner()
+
+
+def sign_in(secret: str) -> bool:
+    """Become the owner for this browser session when `secret` is the server's (compared in constant time)."""
+    real = os.environ.get(classroom.SECRET_ENV, "")
+    ok = bool(real) and hmac.compare_digest(secret.strip().encode(), real.encode())
+    st.session_state[OWNER_KEY] = ok
+    return ok
+
+
+def sign_out() -> None:
+    st.session_state[OWNER_KEY] = False
+
+
+# --------------------------------------------------------------------------- rights: None = allowed
+
+def may_remove() -> str | None:
+    """Removing, keeping or collecting runs."""
+    if is_owner():
+        return None
+    return ("Guests cannot remove runs on this server: every student sees the same runs. You may compare runs, "
+            "open them in Results and download their metrics; the owner removes runs.")
+
+
+def started_jobs() -> list:
+    """The jobs (ui.jobs.Job) this browser session started, newest last."""
+    return st.session_state.setdefault(JOBS_KEY, [])
+
+
+def remember(job) -> None:
+    """Count a job this session started (against the limit of runs waiting per session)."""
+    mine = started_jobs()
+    if all(j.id != job.id for j in mine):
+        mine.append(job)
+        del mine[:-64]  # the oldest are long done
+
+
+def _waiting_refusal() -> str | None:
+    live = [j for j in started_jobs() if not j.done]
+    n = limits().max_waiting
+    if len(live) >= n:
+        return (f"You already have {len(live)} runs waiting or computing (at most {n} per browser session here, so "
+                "that every student gets a turn). Wait for one to finish, or cancel one, then start this one.")
+    return None
+
+
+def may_start(*, dataset: str, preset: str, algorithm: str, methods: list[str], ipc: int,
+              iterations: int | None = None, eval_seeds: int = 1) -> str | None:
+    """Starting a run with these settings (`preset`: the form's quick/paper)."""
+    if is_owner():
+        return None
+    return classroom.request_refusal(limits(), dataset=dataset, preset=preset, algorithm=algorithm,
+                                     methods=list(methods), ipc=int(ipc), iterations=iterations,
+                                     eval_seeds=int(eval_seeds)) or _waiting_refusal()
+
+
+def may_sweep() -> str | None:
+    """Starting a sweep (a grid of audits)."""
+    if is_owner() or limits().sweeps:
+        return None
+    return ("Guests cannot start sweeps on this server: a sweep is many runs and holds the machine for long. "
+            "You may browse the finished sweeps below, and start single runs on the Distill page.")
+
+
+def may_upload(sizes: list[int] | None = None) -> str | None:
+    """Uploading set files (sizes in bytes; None: whether uploads are open at all)."""
+    if is_owner():
+        return None
+    lim = limits()
+    if not lim.uploads:
+        return ("Guests cannot upload files on this server. You may browse every audited run on this page; the "
+                "owner can import sets made elsewhere.")
+    big = [s for s in sizes or [] if s > lim.upload_mb * 2 ** 20]
+    if big:
+        return (f"This file is {big[0] / 2 ** 20:.1f} MB; guests may upload files of at most {lim.upload_mb} MB here. "
+                "Upload a smaller set (fewer images per class), or ask the owner to import it.")
+    return _waiting_refusal()
+
+
+def may_cancel(job) -> str | None:
+    """Cancelling a running job: a guest only the jobs their own session started."""
+    if is_owner() or any(j.id == job.id for j in started_jobs()):
+        return None
+    return "Only the session that started this run (or the owner) can cancel it."
+
+
+def scrub(text: str) -> str:
+    """What a guest sees of a message: file paths of the server replaced by words (the owner sees them)."""
+    if is_owner():
+        return text
+    return _PATH.sub("(a file on the server)", text)
+
+
+# --------------------------------------------------------------------------- drawn in every page's sidebar
+
+def banner() -> None:
+    """On a server: tells a guest that they are one and how the owner signs in; the owner's sign-out."""
+    if not serving():
+        return
+    if is_owner():
+        st.success("Signed in as the **owner**: every right (remove runs, any preset, sweeps, uploads).",
+                   icon=":material/verified_user:")
+        if st.session_state.get(OWNER_KEY) and st.button("Sign out", key="role_sign_out"):
+            sign_out()
+            st.rerun()
+        return
+    lim = limits()
+    st.info(f"You are a **guest** of this class server: browse every page and run, watch the demo, and start "
+            f"small runs ({' or '.join(lim.presets)} preset, IPC up to {lim.max_ipc}, {', '.join(lim.datasets)}; "
+            f"{lim.max_waiting} at a time). The owner signs in below with the server's secret.",
+            icon=":material/school:")
+    with st.expander("Owner sign-in"):
+        with st.form("role_sign_in", clear_on_submit=True, border=False):
+            secret = st.text_input("Owner's secret", type="password", key="role_secret")
+            if st.form_submit_button("Sign in"):
+                if sign_in(secret):
+                    st.rerun()
+                st.error("That is not this server's secret. Guests keep browsing without one.",
+                         icon=":material/lock:")
+
+
+def refuse(text: str) -> None:
+    """Draw a refusal (a warning, not an error: nothing went wrong)."""
+    st.warning(text, icon=":material/block:")
