@@ -95,16 +95,18 @@ def evaluate_sets(sets: dict, train: data.BiasedSplit, test: data.BiasedSplit, p
     if baseline_ipc:
         rx, ry = evaluate.random_subset(train, baseline_ipc, seed, mean, std)
         candidates["random"] = (rx, ry, evaluate.random_subset(train, baseline_ipc, seed)[0])
+    done = stage("evaluate")
+    # every set's trainings at once (all sets x seeds: the batched mode trains those of one shape together)
+    evals = evaluate.evaluate_many({m: (x, y) for m, (x, y, _) in candidates.items()}, test, eval_cfg, seeds,
+                                   mean=mean, std=std, device=device, flip=flip, progress=progress,
+                                   should_stop=should_stop)
+    done()
     results: dict[str, dict] = {}
     for name, (x, y, x_unit) in candidates.items():
-        done = stage(f"evaluate {name}")
-        ev = evaluate.evaluate_synthetic(x, y, test, eval_cfg, seeds, mean=mean, std=std, device=device,
-                                         flip=flip, progress=progress, should_stop=should_stop,
-                                         stage=f"evaluate {name}")
+        stage.timings[f"evaluate {name}"] = round(evals[name]["seconds"], 2)  # its share of the trainings' time
         share = attribute_probe.synthetic_aligned_share(probe, x_unit, y, train.aligned_attribute)
         loss = sets[name].final_loss if name in sets else None  # none for baselines and imported sets
-        results[name] = method_entry(ev, share, loss if loss is not None and math.isfinite(loss) else None)
-        done()
+        results[name] = method_entry(evals[name], share, loss if loss is not None and math.isfinite(loss) else None)
     return results
 
 

@@ -11,19 +11,18 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import cache, presets
+from . import cache, eval_train, presets
 from .data import BiasedSplit, check_seed
 from .device import autocast, pick_device
-from .errors import Cancelled, DDAuditError, InvalidArgument
+from .errors import DDAuditError, InvalidArgument
 from .images import to_float
-from .nets import ConvNet, ConvNetConfig, seeded
-from .progress import Event, Progress, ShouldStop, report
+from .nets import ConvNet
+from .progress import Progress, ShouldStop, report
 from .results import METRICS
 
 log = logging.getLogger("ddaudit")
@@ -163,65 +162,26 @@ def _to_input(images: torch.Tensor, mean: torch.Tensor | None = None, std: torch
     return to_float(images, mean, std) if images.dtype == torch.uint8 else images.float()
 
 
-def _make_dsa(flip: bool):
-    from .augment import DSA  # imported lazily: metrics and the probe do not need it
-    return DSA(strategy="color_crop_cutout_flip_scale_rotate", flip=flip)
-
-
-def _grad_scaler(device: torch.device):
-    # fp16 autocast (GPUs without bf16) needs loss scaling; bf16 and CPU do not
-    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    return torch.amp.GradScaler("cuda", enabled=fp16)
-
-
 def train_on(images: torch.Tensor, labels: torch.Tensor, cfg: EvalPreset, seed: int, device=None, *,
-             num_classes: int | None = None, flip: bool = True, epochs: int | None = None,
+             num_classes: int | None = None, flip: bool = True, epochs: int | None = None, mode: str | None = None,
              progress: Progress | None = None, should_stop: ShouldStop | None = None, stage: str = "evaluate") -> ConvNet:
-    """Train a fresh ConvNet-D on (images, labels) with the preset's SGD schedule; returns it in eval mode."""
+    """Train a fresh ConvNet-D on (images, labels) with the preset's SGD schedule; returns it in eval mode.
+    `mode`: eval_train's eager | fused | batched, None = eval_train.choose_mode."""
     device = pick_device(device) if not isinstance(device, torch.device) else device
-    x_all, y_all = _to_input(images), labels.long().cpu()
-    if len(x_all) != len(y_all) or len(y_all) == 0:
-        raise InvalidArgument(f"{len(x_all)} images but {len(y_all)} labels", "pass one label per image (and >= 1)")
-    num_classes = num_classes or int(y_all.max()) + 1
-    net_cfg = ConvNetConfig(channels=x_all.shape[1], num_classes=num_classes, image_size=x_all.shape[-1],
-                            width=cfg.width, depth=cfg.depth, norm=cfg.norm)
-    net = seeded(lambda: ConvNet(net_cfg), seed).to(device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    epochs = cfg.epochs if epochs is None else epochs
-    gen = torch.Generator().manual_seed(seed)
-    dsa = _make_dsa(flip) if cfg.dsa else None
-    scaler = _grad_scaler(device)
-    x_dev, y_dev = x_all.to(device), y_all.to(device)  # synthetic sets are small: keep them on the device
-    n, step = len(y_all), 0
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = epochs * steps_per_epoch
-    net.train()
-    for epoch in range(epochs):
-        if epoch == epochs // 2:  # the protocol's single lr step at half the epochs
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * cfg.lr_decay
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, cfg.batch_size):
-            if should_stop is not None and should_stop():
-                raise Cancelled("evaluation cancelled", "start it again; evaluation has no checkpoint")
-            idx = order[start:start + cfg.batch_size]
-            xb, yb = x_dev[idx.to(device)], y_dev[idx.to(device)]
-            if dsa is not None:
-                xb = dsa(xb, gen)
-            if device.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
-                loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-        if progress is not None and (epoch + 1) % max(1, epochs // 20) == 0:
-            progress(Event(stage, step, total, loss=float(loss.detach())))
-    return net.eval()
+    job = _job(images, labels, seed)
+    num_classes = num_classes or int(job.labels.max()) + 1
+    steps = (cfg.epochs if epochs is None else epochs) * math.ceil(len(job.labels) / cfg.batch_size)
+    mode = mode or eval_train.choose_mode(device, len(job.labels), 1, steps, cfg.norm)
+    nets, _ = eval_train.train_jobs([job], cfg, device, num_classes=num_classes, flip=flip, epochs=epochs, mode=mode,
+                                    progress=progress, should_stop=should_stop, stage=stage)
+    return nets[0]
+
+
+def _job(images: torch.Tensor, labels: torch.Tensor, seed: int) -> eval_train.Job:
+    x, y = _to_input(images), labels.long().cpu()
+    if len(x) != len(y) or len(y) == 0:
+        raise InvalidArgument(f"{len(x)} images but {len(y)} labels", "pass one label per image (and >= 1)")
+    return eval_train.Job(x, y, check_seed(seed))
 
 
 @torch.no_grad()
@@ -257,49 +217,122 @@ def evaluate_synthetic(images: torch.Tensor, labels: torch.Tensor, test: BiasedS
                        preset: str | EvalPreset = "quick", seeds: int | Sequence[int] | None = None, *,
                        mean: torch.Tensor | None = None, std: torch.Tensor | None = None, device=None,
                        flip: bool = True, epochs: int | None = None, progress: Progress | None = None,
-                       should_stop: ShouldStop | None = None, stage: str = "evaluate", use_cache: bool = True) -> dict:
+                       should_stop: ShouldStop | None = None, stage: str = "evaluate", use_cache: bool = True,
+                       mode: str | None = None) -> dict:
     """Train one net per seed on the set, test each; mean/std of every metric and the mean group matrix.
 
     `images` are floats in the space the nets see (a SyntheticSet's standardised images);
-    mean/std (the set's) standardise the uint8 test images into the same space. The result is cached
-    on disk by the content of everything that determines it (the same set evaluated again, e.g. the
+    mean/std (the set's) standardise the uint8 test images into the same space. Each training's result is
+    cached on disk by the content of everything that determines it (the same set evaluated again, e.g. the
     random baseline of another audit of the same split, is read back: `cached` is then True).
     """
+    return evaluate_many({stage: (images, labels)}, test, preset, seeds, mean=mean, std=std, device=device,
+                         flip=flip, epochs=epochs, progress=progress, should_stop=should_stop,
+                         stages={stage: stage}, use_cache=use_cache, mode=mode)[stage]
+
+
+def evaluate_many(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], test: BiasedSplit,
+                  preset: str | EvalPreset = "quick", seeds: int | Sequence[int] | None = None, *,
+                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None, device=None, flip: bool = True,
+                  epochs: int | None = None, progress: Progress | None = None, should_stop: ShouldStop | None = None,
+                  stages: dict[str, str] | None = None, use_cache: bool = True, mode: str | None = None,
+                  on_set: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
+    """evaluate_synthetic of every set at once: all sets x seeds are the trainings of one evaluation, so
+    trainings of one shape can run as one batched model (eval_train). One cache entry per (set, seed): a
+    training read back is not trained again. Returns {name: result} in the sets' order; `on_set(name,
+    result)` is called as each set's trainings are done; `stages` names each set's progress stage
+    (default "evaluate NAME"; batched trainings report as "evaluate N sets")."""
     cfg = get_preset(preset)
     seed_list = eval_seeds(cfg.seeds if seeds is None else seeds) if seeds is None or isinstance(seeds, int) \
         else [check_seed(s) for s in seeds]
     if not seed_list:
         raise InvalidArgument("no evaluation seeds given", "give at least one seed")
+    if not sets:
+        return {}
     device = pick_device(device) if not isinstance(device, torch.device) else device
-    t0, runs = time.time(), []
-    path = _eval_path(images, labels, test, cfg, seed_list, mean, std, device, flip, epochs) if use_cache else None
-    hit = _read_eval(path)
-    if hit is not None:
-        report(progress, stage, 1, 1, cached=True)
-        return {**hit, "seconds": time.time() - t0, "cached": True}
-    for i, seed in enumerate(seed_list):
-        def sub(ev: Event, i=i) -> None:  # one bar over all seeds
-            if progress is not None:
-                progress(ev.within(stage, i * ev.total, len(seed_list) * ev.total))
-        net = train_on(images, labels, cfg, seed, device, num_classes=test.num_classes, flip=flip, epochs=epochs,
-                       progress=sub, should_stop=should_stop, stage=stage)
-        runs.append(evaluate_net(net, test, mean, std))
-    out = aggregate(runs)
-    out["seeds"] = seed_list
-    out["seconds"] = time.time() - t0
-    out["cached"] = False
-    if path is not None:
-        cache.atomic_write_json(path, out)
+    stages = {name: (stages or {}).get(name, f"evaluate {name}") for name in sets}
+    jobs = {(name, seed): _job(x, y, seed) for name, (x, y) in sets.items() for seed in seed_list}
+    n_epochs = cfg.epochs if epochs is None else epochs
+    shapes: dict[tuple, list] = {}
+    for key, job in jobs.items():
+        shapes.setdefault(tuple(job.images.shape), []).append(key)
+    runs: dict[tuple, dict] = {}
+    paths: dict[tuple, object] = {}
+    same: dict[tuple, tuple] = {}
+    seconds = {name: 0.0 for name in sets}
+    for shape, keys in shapes.items():
+        steps = n_epochs * math.ceil(shape[0] / cfg.batch_size)
+        want = mode or eval_train.choose_mode(device, shape[0], len(keys), steps, cfg.norm)
+        tag = eval_train.tag(eval_train.resolve_mode(want, device, cfg.norm), device)
+        first: dict[object, tuple] = {}  # an identical training asked twice (two equal sets) is trained once
+        for key in keys:
+            name, seed = key
+            paths[key] = _eval_path(jobs[key], test, cfg, seed, mean, std, device, flip, epochs, tag) \
+                if use_cache else None
+            hit = _read_eval(paths[key])
+            if hit is not None:
+                runs[key] = hit
+            elif paths[key] is not None and paths[key] in first:
+                same[key] = first[paths[key]]
+            elif paths[key] is not None:
+                first[paths[key]] = key
+        todo = [k for k in keys if k not in runs and k not in same]
+        for name in dict.fromkeys(n for n, _ in keys):
+            if all((name, s) in runs for s in seed_list):
+                report(progress, stages[name], 1, 1, cached=True)
+        if not todo:
+            continue
+        together = eval_train.resolve_mode(want, device, cfg.norm) == "batched"
+        groups = [todo] if together else [[k] for k in todo]
+        for group in groups:
+            names = list(dict.fromkeys(n for n, _ in group))
+            stage = stages[names[0]] if len(names) == 1 else f"evaluate {len(names)} sets"
+            sub = progress
+            if len(group) == 1 and progress is not None:  # one bar over the set's seeds
+                sub = _seed_bar(progress, stage, seed_list.index(group[0][1]), len(seed_list))
+            t = time.time()
+            nets, ran = eval_train.train_jobs([jobs[k] for k in group], cfg, device, num_classes=test.num_classes,
+                                              flip=flip, epochs=epochs, mode=want, progress=sub,
+                                              should_stop=should_stop, stage=stage)
+            for key, net in zip(group, nets):
+                runs[key] = {**evaluate_net(net, test, mean, std), "mode": ran}
+                if paths[key] is not None:
+                    if ran != tag:  # compiling failed mid-way: the result belongs to the mode that ran
+                        paths[key] = _eval_path(jobs[key], test, cfg, key[1], mean, std, device, flip, epochs, ran)
+                    cache.atomic_write_json(paths[key], runs[key])
+                seconds[key[0]] += (time.time() - t) / len(group)
+    for key, twin in same.items():  # read back, as a later evaluation of the same set would be
+        runs[key] = {**runs[twin], "_read": True}
+    out: dict[str, dict] = {}
+    for name in sets:
+        per = [runs[(name, s)] for s in seed_list]
+        res = aggregate(per)
+        res["seeds"] = seed_list
+        res["cached"] = all(_was_read(r) for r in per)
+        res["seconds"] = seconds[name]
+        res["mode"] = sorted({r.get("mode", "") for r in per} - {""}) or None
+        out[name] = res
+        if on_set is not None:
+            on_set(name, res)
     return out
 
 
-def _eval_path(images, labels, test: BiasedSplit, cfg: EvalPreset, seeds, mean, std, device: torch.device,
-               flip: bool, epochs: int | None):
-    """Cache file of one evaluation: keyed by the bytes of the set, the test split and the standardisation,
-    the preset, seeds, device and (CPU) thread count, which changes float sums, and the library versions."""
-    tensors = [_to_input(images).detach().cpu(), labels.long().cpu(), test.images, test.targets, test.attributes,
+def _seed_bar(progress: Progress, stage: str, index: int, n: int) -> Progress:
+    return lambda ev: progress(ev.within(stage, index * ev.total, n * ev.total))
+
+
+def _was_read(run: dict) -> bool:
+    return bool(run.get("_read"))
+
+
+def _eval_path(job: eval_train.Job, test: BiasedSplit, cfg: EvalPreset, seed: int, mean, std, device: torch.device,
+               flip: bool, epochs: int | None, mode: str):
+    """Cache file of one training's result: keyed by the bytes of the set, the test split and the
+    standardisation, the preset, the seed, the training mode (eval_train: the modes agree within float
+    rounding), device and (CPU) thread count, which changes float sums, and the library versions."""
+    tensors = [job.images.detach().cpu(), job.labels.cpu(), test.images, test.targets, test.attributes,
                test.aligned] + [t.detach().float().cpu() for t in (mean, std) if t is not None]
-    key = cache.cache_key(version=EVAL_VERSION, cfg=asdict(cfg), seeds=list(seeds), flip=flip, epochs=epochs,
+    key = cache.cache_key(version=EVAL_VERSION, cfg=asdict(cfg), seed=seed, flip=flip, epochs=epochs, mode=mode,
                           classes=test.num_classes, attributes=test.num_attributes, device=device.type,
                           threads=torch.get_num_threads() if device.type == "cpu" else None,
                           torch=torch.__version__, data=cache.tensor_digest(*tensors))
@@ -314,7 +347,8 @@ def _read_eval(path) -> dict | None:
         hit = cache.read_json(path)
     except (OSError, DDAuditError):
         return None
-    return hit if isinstance(hit, dict) and all(k in hit for k in METRICS) else None
+    ok = isinstance(hit, dict) and all(k in hit for k in METRICS) and "group_accuracy" in hit
+    return {**hit, "_read": True} if ok else None
 
 
 # --------------------------------------------------------------------------- baselines

@@ -165,25 +165,29 @@ def test_evaluation_cache_reads_back_only_the_same_evaluation(fresh_home, monkey
     x, y = ev.random_subset(train, 3, seed=0)
     sub, cfg = _subset(test, 200), ev.get_preset("quick", epochs=2, width=8)
     first = ev.evaluate_synthetic(x, y, sub, cfg, seeds=2, device="cpu")
-    files = list(cache.cache_dir("evaluations").glob("*.json"))
-    assert not first["cached"] and len(files) == 1
+    files = sorted(cache.cache_dir("evaluations").glob("*.json"))
+    assert not first["cached"] and len(files) == 2  # one entry per (set, seed)
 
     def no_training(*a, **k):
         raise AssertionError("a cached evaluation trained a net")
     with monkeypatch.context() as m:
-        m.setattr(ev, "train_on", no_training)
+        m.setattr(ev.eval_train, "train_jobs", no_training)
         events = []
         hit = ev.evaluate_synthetic(x.clone(), y.clone(), sub, cfg, seeds=[0, 1], device="cpu", progress=events.append)
     assert hit["cached"] and hit["per_seed"] == first["per_seed"] and hit["group_accuracy"] == first["group_accuracy"]
     assert events[-1].step == events[-1].total
-    # anything that changes the result is a different entry: one pixel, a seed, the preset, the test split
+    # anything that changes the result is a different entry: one pixel, the preset, the test split; a new seed
+    # trains that seed only (seed 0's training is read back)
     x2 = x.clone()
     x2[0, 0, 0, 0] += 0.5
-    for args, kw in [((x2, y, sub, cfg), {"seeds": 2}), ((x, y, sub, cfg), {"seeds": [0, 2]}),
-                     ((x, y, sub, ev.get_preset("quick", epochs=3, width=8)), {"seeds": 2}),
-                     ((x, y, _subset(test, 150), cfg), {"seeds": 2})]:
-        assert not ev.evaluate_synthetic(*args, device="cpu", **kw)["cached"]
-    assert len(list(cache.cache_dir("evaluations").glob("*.json"))) == 5
+    for args, kw, new in [((x2, y, sub, cfg), {"seeds": 2}, 2), ((x, y, sub, cfg), {"seeds": [0, 2]}, 1),
+                          ((x, y, sub, ev.get_preset("quick", epochs=3, width=8)), {"seeds": 2}, 2),
+                          ((x, y, _subset(test, 150), cfg), {"seeds": 2}, 2)]:
+        before = len(list(cache.cache_dir("evaluations").glob("*.json")))
+        out = ev.evaluate_synthetic(*args, device="cpu", **kw)
+        assert not out["cached"] and len(list(cache.cache_dir("evaluations").glob("*.json"))) == before + new
+        if kw["seeds"] == [0, 2]:
+            assert out["per_seed"][0] == first["per_seed"][0] and out["per_seed"][1] != first["per_seed"][1]
     # a corrupt entry is recomputed and rewritten, never an error
     files[0].write_text("{not json", encoding="utf-8")
     again = ev.evaluate_synthetic(x, y, sub, cfg, seeds=2, device="cpu")

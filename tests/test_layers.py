@@ -23,7 +23,7 @@ LAYERS = (
     ("representation", ("engine.embed", "engine.density", "engine.projection")),
     ("distill", ("engine.distill",)),
     ("result schema", ("engine.results",)),
-    ("evaluation and figures", ("engine.evaluate", "engine.attribute_probe", "engine.figures")),
+    ("evaluation and figures", ("engine.evaluate", "engine.eval_train", "engine.attribute_probe", "engine.figures")),
     ("trajectories", ("engine.trajectory",)),
     ("planner", ("engine.pipeline",)),
     ("run store", ("engine.store",)),
