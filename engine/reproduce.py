@@ -223,8 +223,11 @@ def _available(name: str, data_root: str | None, seen: dict) -> dict:
 
 
 def make_plan(table: Table, rows: list[Row], preset: str = "quick", data_root: str | None = None,
-              stand_ins: bool = False) -> Plan:
-    """Plan the audits of `rows` (every request checked; data looked for on disk, nothing downloaded or run)."""
+              stand_ins: bool = False, device: str | None = None, overrides: dict | None = None) -> Plan:
+    """Plan the audits of `rows` (every request checked; data looked for on disk, nothing downloaded or run).
+    `overrides` ({"distill": {...}, "eval": {...}, "eval_seeds": n}) are for benchmarks only (bench.gpu_check's
+    paper row at fewer iterations): they make other runs than the table's preset."""
+    o = overrides or {}
     if preset not in PRESETS:
         raise InvalidArgument(f"unknown preset {preset!r}", "use --preset quick or --preset paper")
     data.check_data_root(data_root)
@@ -251,7 +254,9 @@ def make_plan(table: Table, rows: list[Row], preset: str = "quick", data_root: s
         if key not in audits:
             methods = _methods(table, row.setting)
             req = pipeline.Request(run_on, row.conflict_ratio, methods, row.algorithm, row.ipc, preset, seed=SEED,
-                                   baseline=False, data_root=data_root)
+                                   baseline=False, data_root=data_root, device=device,
+                                   eval_seeds=o.get("eval_seeds"), distill_overrides=dict(o.get("distill", {})),
+                                   eval_overrides=dict(o.get("eval", {})))
             audits[key] = Audit(sweep.Cell(pipeline.plan(req), row.conflict_ratio, None, row.ipc, SEED), [], stand_in)
         audits[key].rows.append(row)
     plan.audits = list(audits.values())
@@ -331,6 +336,8 @@ def collect(plan: Plan, results: dict) -> dict:
             else:
                 c["status"] = "measured"
             if a.stand_in:
+                for v in c["metrics"].values():  # its numbers are shown, never compared with the row's
+                    v.update(difference=None, agrees=None)
                 c.update(stand_in=a.stand_in, agreement=None,
                          status=f"stand-in: {a.stand_in} in place of {row.dataset}, not the published row"
                          + (" (not run)" if res is None else ""))

@@ -91,8 +91,15 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     report = gpu_check.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text(encoding="utf-8"))["steps"].keys() == report["steps"].keys() == {
         "pytest_cuda", "dm_paper", "idc_dc_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper",
-        "mtt_paper"}
+        "mtt_paper", "reproduce_paper_row"}
     assert all(s["ok"] for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
+    rp = report["steps"]["reproduce_paper_row"]  # smoke: C-MNIST (FG)'s rows (on their stand-in without MNIST)
+    from engine import data
+    here = data.dataset_status("cmnist")["available"]
+    assert rp["computed"] == 1 and [r["method"] for r in rp["rows"]] == ["vanilla", "fairdd"] * (1 if here else 2)
+    measured = rp["rows"] if here else rp["rows"][2:]
+    assert [r["stand_in"] for r in measured] == [None if here else "colored-digits"] * 2
+    assert all(isinstance(r["accuracy"], float) for r in measured) and rp["paper_audit_minutes_projected"] > 0
     assert "skipped" in report["steps"]["pytest_cuda"]["summary"] or "passed" in report["steps"]["pytest_cuda"]["summary"]
     dm = report["steps"]["dm_paper"]
     assert set(dm["s_per_it"]) == {"vanilla", "all", "all_cobra_k0", "cobra_alone", "floor_all", "reference_loop"}

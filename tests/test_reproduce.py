@@ -158,6 +158,14 @@ def test_a_stand_in_runs_only_when_asked_and_is_never_the_row() -> None:
     result = reproduce.collect(plan, {})
     assert [c["status"] for c in result["rows"]] == ["data not on disk"] * 2  # the rows themselves: not measured
     assert len(result["stand_ins"]) == 2 and all(c["agreement"] is None for c in result["stand_ins"])
+    res = {"eval_seeds": [0, 1, 2], "methods": {m: {k: 50.0 for k in ("accuracy", "accuracy_std", "deo_m", "deo_m_std",
+                                                                       "deo_a", "deo_a_std")}
+                                                for m in ("vanilla", "fairdd")}}
+    ran = reproduce.collect(plan, {audit.cell.run_id: res})
+    for c in ran["stand_ins"]:  # the stand-in's numbers are shown, never compared with the published row's
+        assert c["stand_in"] == "colored-digits" and c["agreement"] is None and "stand-in" in c["status"]
+        assert all(v["ours"] == 50.0 and v["difference"] is None and v["agrees"] is None for v in c["metrics"].values())
+    assert all(c["metrics"]["accuracy"]["ours"] is None for c in ran["rows"])
 
 
 def test_dry_run_of_a_whole_table_prints_every_audit_and_an_estimate(capsys) -> None:
@@ -226,7 +234,8 @@ def test_tiny_reproduction_shows_the_stored_audits_numbers_then_computes_nothing
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.metric[0].value == "2 of 2"
     shown = at.dataframe[0].value
-    assert list(shown["Acc ours"]) == [fig.cell_text(c["metrics"]["accuracy"])[1] for c in second["rows"]]
+    assert list(shown["Acc ours"]) == [fig.cell_text(c["metrics"]["accuracy"], c["evaluations"])[1]
+                                       for c in second["rows"]]
     assert "python -m engine reproduce toy --preset tiny" in at.code[0].value
 
 
@@ -240,6 +249,7 @@ def test_the_markdown_and_frame_builders_on_a_hand_made_result() -> None:
            "agreement": "differs", "metrics": {"accuracy": metric, "deo_m": blank, "deo_a": blank}}
     result = {"rows": [row], "stand_ins": []}
     assert fig.cell_text(metric) == ("71.10", "61.4 ± 0.7", "-9.7")
+    assert fig.cell_text(metric, 1)[1] == "61.4 (1 training)"  # one training has no spread, not a spread of 0
     md = fig.markdown(result)
     assert "| C-FMNIST (BG), DM, fairdd, IPC 10 | 71.10 | 61.4 ± 0.7 | -9.7 |" in md and "differs" in md
     assert fig.colours(result) == [fig.COLOURS["differs"]]

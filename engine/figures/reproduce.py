@@ -16,10 +16,12 @@ def _num(v, digits: int = 2) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def cell_text(metric: dict) -> tuple[str, str, str]:
-    """(published, ours, difference) of one metric as text: '71.10', '61.4 ± 0.7', '-9.7'."""
+def cell_text(metric: dict, trainings: int = 2) -> tuple[str, str, str]:
+    """(published, ours, difference) of one metric as text: '71.10', '61.4 ± 0.7', '-9.7' (one training: no
+    spread, '61.4 (1 training)')."""
     pub = _num(metric["published"]) + (f" ± {_num(metric['published_std'])}" if metric["published_std"] else "")
-    ours = "-" if metric["ours"] is None else f"{_num(metric['ours'], 1)} ± {_num(metric['ours_std'], 1)}"
+    spread = f" ± {_num(metric['ours_std'], 1)}" if trainings >= 2 else " (1 training)"
+    ours = "-" if metric["ours"] is None else f"{_num(metric['ours'], 1)}{spread}"
     diff = "-" if metric["difference"] is None else f"{metric['difference']:+.1f}"
     return pub, ours, diff
 
@@ -36,7 +38,8 @@ def frame(result: dict) -> pd.DataFrame:
     for c in result["rows"] + result["stand_ins"]:
         rec = {"row": row_label(c), "source": c["source"]}
         for m, label in METRIC_LABELS.items():
-            rec[f"{label} published"], rec[f"{label} ours"], rec[f"{label} diff"] = cell_text(c["metrics"][m])
+            rec[f"{label} published"], rec[f"{label} ours"], rec[f"{label} diff"] = \
+                cell_text(c["metrics"][m], c.get("evaluations", 2))
         rec["agreement"] = VERDICT_TEXT[c["agreement"]]
         rec["status"] = c["status"] + (f": {c['fix']}" if c.get("fix") else "")
         records.append(rec)
@@ -62,7 +65,7 @@ def markdown(result: dict) -> str:
     for c in result["rows"] + result["stand_ins"]:
         cells = [row_label(c)]
         for m in METRIC_LABELS:
-            cells += list(cell_text(c["metrics"][m]))
+            cells += list(cell_text(c["metrics"][m], c.get("evaluations", 2)))
         status = c["status"] if c["status"] != "measured" else f"measured, run {c.get('run_id', '')}"
         cells += [VERDICT_TEXT[c["agreement"]], status]
         lines.append("| " + " | ".join(cells) + " |")
