@@ -28,6 +28,10 @@ from .results import METRICS
 log = logging.getLogger("ddaudit")
 
 EVAL_VERSION = 1   # bump when training on a set changes
+# One evaluation training's spread (std, points) of conflicting accuracy when a run has no spread of its own
+# (1 training per set): measured over 3 trainings per set, quick preset, colored-digits (docs/EVALUATION.md).
+# The report's noise verdict and reproduce's agreement rule use it.
+EVAL_NOISE = 1.1
 
 
 

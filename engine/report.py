@@ -17,21 +17,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import cache, distill, figures
+from . import cache, distill, figures, reproduce
+from .evaluate import EVAL_NOISE
 from .errors import InvalidArgument
 from .store import Run, RunStore
 
-# docs/REFERENCES.md, IPC 10, BR 0.9 (Acc / DEO_M / DEO_A): the closest published dataset for each of ours
-_CMNIST_FG = ("C-MNIST (FG), IPC 10", {"vanilla": "25.01 / 100.0 / 99.96", "fairdd": "94.61 / 17.04 / 7.95",
-                                       "kde": "90.42 / 34.77 / 18.46 (FairDD's re-implementation)"})
-PUBLISHED = {
-    "colored-digits": _CMNIST_FG,  # colored-digits stands in for C-MNIST (FG)
-    "cmnist": _CMNIST_FG,
-    "cmnist-bg": ("C-MNIST (BG), IPC 10", {"vanilla": "23.40 / 100.0 / 99.97", "fairdd": "94.88 / 13.42 / 6.77"}),
-    "bg-fmnist": ("C-FMNIST (BG), IPC 10", {"vanilla": "22.26 / 100.0 / 99.68", "fairdd": "71.10 / 33.05 / 19.72"}),
-    "cifar10-s": ("CIFAR10-S, IPC 10", {"vanilla": "37.88 / 59.20 / 39.31", "fairdd": "45.17 / 31.75 / 8.73",
-                                        "kde": "41.42 / 48.20 / 22.48 (FairDD's re-implementation)"}),
-}
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -62,9 +52,6 @@ def load_runs(run_ids: Sequence[str]) -> list[tuple[dict, dict, Run]]:
     return out
 
 
-# One evaluation training's spread (std, points) of conflicting accuracy when a run has no spread of its own
-# (1 training per set): measured over 3 trainings per set, quick preset, colored-digits (docs/EVALUATION.md).
-EVAL_NOISE = 1.1
 MAX_TRAININGS = 100
 
 
@@ -236,7 +223,7 @@ def run_section(info: dict, res: dict, run: Run) -> str:
     grids = "".join(f"<figure>{_png(p, m + ' synthetic set')}<figcaption>{html.escape(m)}</figcaption></figure>"
                     for m, p in run.grids().items())
     df = figures.metrics_frame(res)
-    name, published = PUBLISHED.get(res["dataset"], ("", None))
+    name, published = reproduce.published_for(res) or ("", None)
     classes, attrs = figures.class_attribute_names(res)
     group = {m: figures.group_matrix(v.get("group_accuracy"), len(classes), len(attrs))
              for m, v in res["methods"].items() if v.get("group_accuracy") is not None}
@@ -256,7 +243,8 @@ Versions: {html.escape(versions)}.</p>
 <h2>Metrics per method (%)</h2>{_table(df, published)}
 <p class="note">Balanced test set. DEO = spread of accuracy across attributes within a class (max: DEO_M,
 mean: DEO_A; lower is fairer). Share = synthetic images the probe reads as their class's aligned attribute.
-{('Published: ' + html.escape(name) + ' at the papers&#39; settings (docs/REFERENCES.md); this run&#39;s preset is ' + html.escape(res['preset']) + '.') if published else 'No published numbers for this dataset.'}</p>
+{('Published: ' + html.escape(name) + ' at the papers&#39; settings (engine/tables, docs/REFERENCES.md); this run&#39;s preset is ' + html.escape(res['preset']) + '.') if published else 'No published numbers for this dataset, backbone and IPC.'}</p>
+{_answers_section(res)}
 {_plot(figures.metrics_bars(df))}{_plot(figures.aligned_share_bars(df))}
 <h2>Accuracy per class and attribute (one colour scale)</h2>{_plot(figures.accuracy_heatmaps(group, classes, attrs)) if group else ''}
 {_trajectory_section(res)}
@@ -307,7 +295,15 @@ def write(run_ids: Sequence[str], out: str | os.PathLike | None = None) -> dict:
     return {**written, "bytes": len(text)}
 
 
-def reproduction_section(result: dict) -> str:
+def _answers_section(res: dict) -> str:
+    """The published rows this run answers (its exact setting), side by side and coloured, as `reproduce` shows."""
+    answered = reproduce.answered_by(res)
+    if answered is None:
+        return ""
+    return reproduction_section(answered, heading="Published rows this run answers")
+
+
+def reproduction_section(result: dict, heading: str = "Reproduction") -> str:
     """A reproduction's side-by-side table (engine.reproduce), each row coloured by the agreement rule."""
     from .figures import reproduce as fig
     df, bg = fig.frame(result), fig.colours(result)
@@ -315,7 +311,7 @@ def reproduction_section(result: dict) -> str:
     rows = "".join(f'<tr style="background:{bg[i]}">' + "".join(f"<td>{html.escape(str(v))}</td>" for v in line)
                    + "</tr>" for i, line in enumerate(df.itertuples(index=False)))
     counts = result["counts"]
-    return (f"<h2>Reproduction: {html.escape(result['title'])}</h2>"
+    return (f"<h2>{html.escape(heading)}: {html.escape(result['title'])}</h2>"
             f"<p>{html.escape(result['citation'])}. Preset <code>{html.escape(result['preset'])}</code>; "
             f"{counts['agrees']} row(s) agree, {counts['partly']} partly, {counts['differs']} differ. "
             f"{html.escape(result.get('note') or '')}</p>"

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import data, distill, pipeline, sweep
 from .errors import CorruptArtifact, DDAuditError, InvalidArgument
 from .progress import Progress, ShouldStop
-from .report import EVAL_NOISE
+from .evaluate import EVAL_NOISE
 from .results import BASELINES
 
 TABLES_DIR = Path(__file__).with_name("tables")
@@ -412,6 +412,56 @@ def describe(table: Table) -> dict:
             "datasets": sorted({r.dataset for r in table.rows}), "backbones": sorted({r.algorithm for r in table.rows})}
 
 
-__all__ = ["Audit", "METRICS", "Plan", "Published", "Row", "Table", "agrees", "collect", "compare", "describe",
+def _printed(p: Published) -> str:
+    """A published number as the paper prints it (its own decimals)."""
+    return f"{p.value:.{max(0, round(-math.log10(2 * p.rounding)))}f}"
+
+
+def _matching(res: dict) -> list[Row]:
+    """Every published row of a stored audit's dataset (or whose stand-in it is), backbone and IPC."""
+    return [r for t in tables().values() for r in t.rows
+            if res["dataset"] in (r.dataset, r.stand_in) and r.algorithm == res["algorithm"] and r.ipc == res["ipc"]]
+
+
+def published_for(res: dict) -> tuple[str, dict[str, str]] | None:
+    """(label, {method: 'Acc / DEO_M / DEO_A'}): the published numbers nearest a stored audit (the report's
+    metrics table). Rows at the run's conflict ratio first; the label says where they are from and how the
+    setting differs (another ratio, a stand-in). None: nothing published for this dataset, backbone and IPC."""
+    rows = _matching(res)
+    same = [r for r in rows if math.isclose(r.conflict_ratio, res["conflict_ratio"])]
+    rows = same or rows
+    if not rows:
+        return None
+    first = rows[0]
+    label = f"{first.paper_dataset}, {first.algorithm.upper()}, IPC {first.ipc}, {first.conflict_ratio:.1%} conflicting"
+    if res["dataset"] != first.dataset:
+        label += f" ({res['dataset']} stands in for {first.dataset})"
+    if not same:
+        label += f"; this run is at {res['conflict_ratio']:.1%}"
+    out: dict[str, str] = {}
+    for r in rows:
+        if r.method not in out:
+            text = " / ".join(_printed(r.published[m]) if m in r.published else "-" for m in METRICS)
+            out[r.method] = text + (f" ({r.source}, {r.table})" if r.table != first.table else "")
+    return label, out
+
+
+def answered_by(res: dict) -> dict | None:
+    """The published rows a stored audit answers exactly (its dataset itself, backbone, IPC, ratio, a method it
+    ran), side by side as `collect` gives them; None when it answers none."""
+    rows = [r for r in _matching(res) if r.dataset == res["dataset"] and math.isclose(r.conflict_ratio,
+                                                                                      res["conflict_ratio"])
+            and r.method in res["methods"]]
+    if not rows:
+        return None
+    compared = [{**compare(r, res), "status": "measured", "run_id": None} for r in rows]
+    titles = sorted({tables()[r.table].title for r in rows})
+    return {"table": ", ".join(sorted({r.table for r in rows})), "title": "; ".join(titles),
+            "citation": "; ".join(sorted({tables()[r.table].citation for r in rows})), "note": "",
+            "preset": res["preset"], "rows": compared, "stand_ins": [],
+            "counts": {k: sum(1 for c in compared if c["agreement"] == k) for k in ("agrees", "partly", "differs")}}
+
+
+__all__ = ["answered_by", "published_for", "Audit", "METRICS", "Plan", "Published", "Row", "Table", "agrees", "collect", "compare", "describe",
            "dry_run", "get_table", "load_tables", "make_plan", "parse_filter", "reproduce", "select",
            "stored_results", "table_rows", "tables", "verdict"]

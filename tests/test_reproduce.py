@@ -254,3 +254,24 @@ def test_the_markdown_and_frame_builders_on_a_hand_made_result() -> None:
     assert "| C-FMNIST (BG), DM, fairdd, IPC 10 | 71.10 | 61.4 ± 0.7 | -9.7 |" in md and "differs" in md
     assert fig.colours(result) == [fig.COLOURS["differs"]]
     assert list(fig.frame(result)["agreement"]) == ["differs"]
+
+
+def test_a_run_report_gets_the_published_rows_of_its_own_setting() -> None:
+    """report: the published column follows the run's dataset (or the one it stands in for), backbone and IPC,
+    and says how the setting differs; the rows a run answers exactly are shown side by side with the rule."""
+    label, pub = reproduce.published_for({"dataset": "colored-digits", "algorithm": "dm", "ipc": 10,
+                                          "conflict_ratio": 0.05})
+    assert "colored-digits stands in for cmnist" in label and "this run is at 5.0%" in label
+    assert pub["vanilla"] == "25.01 / 100.0 / 99.96" and pub["kde"].startswith("90.42 / 34.77 / 18.46 (appendix E")
+    label, pub = reproduce.published_for({"dataset": "cifar10-s", "algorithm": "idc", "ipc": 10, "conflict_ratio": 0.1})
+    assert label == "CIFAR10-S, IDC, IPC 10, 10.0% conflicting" and pub["fairdd"] == "56.40 / 19.90 / 5.28"
+    assert reproduce.published_for({"dataset": "bg-fmnist", "algorithm": "idc", "ipc": 10, "conflict_ratio": 0.1}) is None
+    entry = {k: 60.0 for k in ("accuracy", "deo_m", "deo_a")} | {f"{k}_std": 1.0 for k in ("accuracy", "deo_m", "deo_a")}
+    res = {"dataset": "bg-fmnist", "algorithm": "dm", "ipc": 10, "conflict_ratio": 0.1, "preset": "quick",
+           "eval_seeds": [0, 1, 2], "methods": {"fairdd": entry, "kde": entry}}
+    answered = reproduce.answered_by(res)
+    assert [c["method"] for c in answered["rows"]] == ["fairdd"]  # vanilla was not run, kde is not published here
+    assert answered["rows"][0]["metrics"]["accuracy"]["difference"] == pytest.approx(60.0 - 71.10)
+    html = reproduction_html(answered)
+    assert "60.0 ± 1.0" in html and fig.COLOURS[answered["rows"][0]["agreement"]] in html
+    assert reproduce.answered_by({**res, "conflict_ratio": 0.05}) is None  # another setting answers no row
