@@ -85,6 +85,15 @@ def evaluate_seconds(plan: Plan, train: BiasedSplit, baseline: bool, costs: dict
     return sets * len(plan.seeds) * e.epochs * images * c["eval_image_epoch"] * pixels / c["pixels"] * width
 
 
+def full_set_seconds(plan: Plan, train: BiasedSplit, costs: dict | None = None) -> float:
+    """The whole-training-set baseline: trainings x its epochs x every training image x seconds per image-epoch."""
+    c = costs or load_costs()
+    e = plan.eval_cfg
+    pixels = int(train.images[0].numel())
+    return len(plan.seeds) * e.full_set_epochs * len(train) * c["eval_image_epoch"] * pixels / c["pixels"] * \
+        (e.width / 32) ** 2
+
+
 def estimate(plan: Plan, train: BiasedSplit, kind: str, baseline: bool) -> Estimate:
     """The estimate of a planned distill or audit request on this split."""
     from .store import RunStore, run_id_for
@@ -102,6 +111,8 @@ def estimate(plan: Plan, train: BiasedSplit, kind: str, baseline: bool) -> Estim
         if not attribute_probe._probe_path(train, plan.probe_cfg, plan.request.seed).exists():
             parts["probe"] = plan.probe_cfg.steps * c["probe_step"] * pixels / c["pixels"]
         parts["evaluate"] = evaluate_seconds(plan, train, baseline, c)
+        if plan.eval_cfg.full_set_epochs:  # the paper preset's whole-training-set baseline ("full")
+            parts["evaluate full"] = full_set_seconds(plan, train, c)
     total = OVERHEAD_S + sum(parts.values())
     return Estimate(total, {k: round(v, 1) for k, v in parts.items()},
                     extrapolated=plan.request.preset == "paper")

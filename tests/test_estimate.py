@@ -42,6 +42,20 @@ def test_evaluate_seconds_count_sets_trainings_epochs_and_images() -> None:
         4 * 3 * epochs * 50 * 0.001)
 
 
+def test_the_paper_presets_whole_set_evaluation_is_counted(monkeypatch) -> None:
+    """The paper preset also trains on the whole biased training set ("full"): trainings x epochs x images."""
+    from engine.data import load_split
+    monkeypatch.setattr(estimate, "load_costs", lambda: COSTS)
+    train = load_split("colored-digits", 0.05, "train", 0)
+    p = plan(preset="paper", eval_seeds=2)
+    e = p.eval_cfg
+    assert e.full_set_epochs > 0
+    full = 2 * e.full_set_epochs * len(train) * 0.001 * (e.width / 32) ** 2
+    assert estimate.full_set_seconds(p, train, COSTS) == pytest.approx(full)
+    assert estimate.estimate(p, train, "audit", baseline=False).parts["evaluate full"] == pytest.approx(full, abs=0.1)
+    assert "evaluate full" not in estimate.estimate(plan(preset="quick"), train, "audit", baseline=False).parts
+
+
 def test_estimate_drops_cached_stages_and_says_when_a_run_is_stored(monkeypatch, fresh_home) -> None:
     from engine import embed, attribute_probe, stored
     from engine.data import load_split

@@ -178,6 +178,11 @@ def test_dry_run_of_a_whole_table_prints_every_audit_and_an_estimate(capsys) -> 
     assert [a["run_id"] for a in planned["audits"]] == [a.cell.run_id for a in plan.audits] and plan.audits
     for a in planned["audits"]:
         assert a["stored"] is False and a["seconds"] > 0 and "--preset paper" in a["command"]
+    # the whole-set evaluation (cached by content) is counted once per split, not once per audit
+    splits = [a["command"].split("--methods")[0] for a in planned["audits"]]
+    for split in set(splits):
+        same = [a for a, s in zip(planned["audits"], splits) if s == split]
+        assert sum("evaluate full" in a["estimate"] for a in same) == 1, same
     answered = sum(a["rows"] for a in planned["audits"]) + len(planned["unsupported"])
     answered += sum(1 for m in planned["missing"] if m["stand_in"] is None)
     assert answered == len(t1.rows)  # every row: run, run on its stand-in, or listed with the reason
