@@ -117,11 +117,12 @@ def numbers(result: dict) -> dict:
             for m, r in result["methods"].items()}
 
 
-def alone(iterations: int, home: str) -> tuple[str, dict]:
+def alone(iterations: int | None, home: str, ipc: int = 2, preset: str = "tiny") -> tuple[str, dict]:
     """The same request as the dashboard's, run alone by the CLI in its own home: (run id, results)."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "engine", "audit", "--dataset", "colored-digits", "--conflict-ratio", "0.05",
-               "--methods", "vanilla,kde,fairdd", "--ipc", "2", "--preset", "tiny", "--iterations", str(iterations),
+               "--methods", "vanilla,kde,fairdd", "--ipc", str(ipc), "--preset", preset,
+               *(["--iterations", str(iterations)] if iterations is not None else []),
                "--eval-seeds", "1", "--no-baseline", "--out", out, "--json"]
         done = subprocess.run(cmd, cwd=serve.ROOT, env={**os.environ, "DDAUDIT_HOME": home}, capture_output=True,
                               text=True, timeout=900)

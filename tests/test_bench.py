@@ -185,3 +185,12 @@ def test_soak_slope_is_least_squares_per_switch() -> None:
     assert slope([5.0, 7.0, 9.0, 11.0]) == 2.0
     assert slope([3.0, 1.0, 3.0, 1.0]) == -0.4
     assert slope([4.0]) == 0.0
+
+
+def test_classroom_bench_reads_turns_from_the_rounds_runs_began_in() -> None:
+    """bench_classroom's "served in turn": the rounds (each session's k-th run is in round k) of the runs in the
+    order they began computing never go down; first come, first served of one session's three runs does."""
+    from bench.bench_classroom import in_turn, pct
+    assert in_turn([0, 0, 0, 1, 2]) and in_turn([0])
+    assert not in_turn([0, 1, 2, 0, 0])  # A1 A2 A3 then B1 C1: arrival order, not turns
+    assert pct([3.0, 1.0, 2.0], 0.5) == 2.0 and pct([], 0.5) is None

@@ -110,3 +110,15 @@ def test_runs_are_named_in_words_and_a_sweeps_row_has_its_settings() -> None:
     assert label == "audit · vanilla+fairdd · DC · IPC 10 · colored-digits @ 5.0% · seed 0 · 2026-12-07 12:30"
     sweep_label = run_label({"id": "sweep-1", "kind": "sweep", "config": sweep_cfg, "created": ""})
     assert sweep_label.startswith("sweep · vanilla+kde · DM · IPC 5 · colored-digits @ 1.0%, 5.0% · 2 seed(s)")
+
+
+def test_a_browser_is_known_by_its_xsrf_token_across_reloads() -> None:
+    """Tornado re-masks the browser's one XSRF token on every page load (three loads of one Chromium context,
+    recorded): unmasked, they are one browser session; another browser's cookie is another."""
+    from ui.roles import xsrf_token
+    loads = ["2|8e874655|d71e4ff92cb1de55f8aa46ac524f1cda|1796647214",
+             "2|3ec5b9e1|675cb04d9cf321e148e8b918e20de36e|1796647214",
+             "2|ae621399|f7fb1a350c548b99d84f136072aa4916|1796647214"]
+    assert len({xsrf_token(c) for c in loads}) == 1 and len(set(loads)) == 3
+    assert xsrf_token("2|00000000|d71e4ff92cb1de55f8aa46ac524f1cda|1796647214") != xsrf_token(loads[0])
+    assert xsrf_token("opaque") == b"opaque"

@@ -138,12 +138,14 @@ def test_guest_refused_a_paper_audit_and_a_sixth_waiting_run_the_owner_is_not(br
         text = refusal(guest, "paper preset is for the server's owner")
         assert "You may use the quick preset" in text
         pick(guest, "Preset", "quick")
-        for ipc in range(1, 6):  # five different runs, each waiting in the queue
+        for ipc in range(1, 6):  # five different runs, each waiting in the queue, each from a reloaded page
+            goto(guest, url, "distill", "Distill")  # (a new Streamlit session: the same browser session)
             set_number(guest, "Images per class", ipc)
             guest.get_by_role("button", name="Start distillation").click()
             guest.get_by_text("position").first.wait_for()
             idle(guest)
         assert queue.waiting() == 5
+        goto(guest, url, "distill", "Distill")
         set_number(guest, "Images per class", 6)
         guest.get_by_role("button", name="Start distillation").click()
         text = refusal(guest, "You already have 5 runs waiting or computing")
@@ -151,8 +153,10 @@ def test_guest_refused_a_paper_audit_and_a_sixth_waiting_run_the_owner_is_not(br
         assert queue.waiting() == 5
         no_paths_or_tracebacks(guest, home)
 
-        goto(owner, url, "distill", "Distill")
+        goto(owner, url, "runs", "Runs")
         sign_in(owner)
+        goto(owner, url, "distill", "Distill")  # still the owner on another page, loaded afresh
+        owner.get_by_text("Signed in as the owner").first.wait_for()
         pick(owner, "Preset", "paper")  # tiny mode runs every preset tiny: the owner is not refused
         set_number(owner, "Images per class", 7)
         owner.get_by_role("button", name="Start distillation").click()

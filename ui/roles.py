@@ -5,18 +5,19 @@ and guests. One function per right; each returns None when allowed, else the ref
 the guest may do instead. Pages ask these and draw the answer; nothing here computes."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import re
+import threading
 import uuid
 
 import streamlit as st
 
 from engine import classroom
 
-OWNER_KEY = "ddaudit_owner"
 SESSION_KEY = "ddaudit_session"
-JOBS_KEY = "ddaudit_my_jobs"
+XSRF_COOKIE = "_streamlit_xsrf"  # set by Streamlit for each browser (XSRF protection is on): lives across reloads
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")
 
 
@@ -36,8 +37,44 @@ def _limits(path: str) -> classroom.Limits:
 
 
 def session_id() -> str:
-    """This browser session's id (the queue's claimant: sessions are served in turn)."""
-    return st.session_state.setdefault(SESSION_KEY, uuid.uuid4().hex)
+    """This browser's id: a hash of its XSRF cookie, so that a reload or a typed URL (each a new Streamlit
+    session) stays the same browser session for the queue's turns, the waiting limit and the owner's sign-in;
+    without the cookie, this Streamlit session's own id."""
+    cookie = None
+    try:
+        cookie = st.context.cookies.get(XSRF_COOKIE)
+    except Exception:  # no request context (a bare script run)
+        pass
+    if cookie:
+        return "browser-" + hashlib.sha256(xsrf_token(cookie)).hexdigest()[:20]
+    return st.session_state.setdefault(SESSION_KEY, "session-" + uuid.uuid4().hex)
+
+
+def xsrf_token(cookie: str) -> bytes:
+    """The browser's XSRF token from its cookie: Tornado's version 2 ("2|mask|masked token|time") re-masks the
+    same token on every page load, so the token is unmasked; any other form is taken whole."""
+    parts = cookie.split("|")
+    try:
+        if len(parts) == 4 and parts[0] == "2":
+            mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+            return bytes(b ^ mask[i % len(mask)] for i, b in enumerate(masked))
+    except ValueError:
+        pass
+    return cookie.encode()
+
+
+class _Sessions:
+    """What the server remembers per browser session: who signed in as the owner, and the jobs each started."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owners: set[str] = set()
+        self.jobs: dict[str, list] = {}
+
+
+@st.cache_resource(show_spinner=False)
+def _sessions() -> _Sessions:
+    return _Sessions()
 
 
 def claimant() -> str | None:
@@ -58,7 +95,7 @@ def _signed_in_by_login() -> bool:
 
 def is_owner() -> bool:
     """Every right: the one user of `make app`, or the signed-in owner of a server."""
-    return not serving() or bool(st.session_state.get(OWNER_KEY)) or _signed_in_by_login()
+    return not serving() or session_id() in _sessions().owners or _signed_in_by_login()
 
 
 def is_guest() -> bool:
@@ -69,12 +106,14 @@ def sign_in(secret: str) -> bool:
     """Become the owner for this browser session when `secret` is the server's (compared in constant time)."""
     real = os.environ.get(classroom.SECRET_ENV, "")
     ok = bool(real) and hmac.compare_digest(secret.strip().encode(), real.encode())
-    st.session_state[OWNER_KEY] = ok
+    with _sessions().lock:
+        (_sessions().owners.add if ok else _sessions().owners.discard)(session_id())
     return ok
 
 
 def sign_out() -> None:
-    st.session_state[OWNER_KEY] = False
+    with _sessions().lock:
+        _sessions().owners.discard(session_id())
 
 
 # --------------------------------------------------------------------------- rights: None = allowed
@@ -88,16 +127,20 @@ def may_remove() -> str | None:
 
 
 def started_jobs() -> list:
-    """The jobs (ui.jobs.Job) this browser session started, newest last."""
-    return st.session_state.setdefault(JOBS_KEY, [])
+    """The jobs (ui.jobs.Job) this browser session started, newest last (a copy)."""
+    reg = _sessions()
+    with reg.lock:
+        return list(reg.jobs.get(session_id(), []))
 
 
 def remember(job) -> None:
     """Count a job this session started (against the limit of runs waiting per session)."""
-    mine = started_jobs()
-    if all(j.id != job.id for j in mine):
-        mine.append(job)
-        del mine[:-64]  # the oldest are long done
+    reg = _sessions()
+    with reg.lock:
+        mine = reg.jobs.setdefault(session_id(), [])
+        if all(j.id != job.id for j in mine):
+            mine.append(job)
+            del mine[:-64]  # the oldest are long done
 
 
 def _waiting_refusal() -> str | None:
@@ -165,7 +208,7 @@ def banner() -> None:
     if is_owner():
         st.success("Signed in as the **owner**: every right (remove runs, any preset, sweeps, uploads).",
                    icon=":material/verified_user:")
-        if st.session_state.get(OWNER_KEY) and st.button("Sign out", key="role_sign_out"):
+        if session_id() in _sessions().owners and st.button("Sign out", key="role_sign_out"):
             sign_out()
             st.rerun()
         return
