@@ -45,7 +45,7 @@ def session_id() -> str:
         cookie = st.context.cookies.get(XSRF_COOKIE)
     except Exception:  # no request context (a bare script run)
         pass
-    if cookie:
+    if isinstance(cookie, str) and cookie:
         return "browser-" + hashlib.sha256(xsrf_token(cookie)).hexdigest()[:20]
     return st.session_state.setdefault(SESSION_KEY, "session-" + uuid.uuid4().hex)
 
