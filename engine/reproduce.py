@@ -336,7 +336,7 @@ def collect(plan: Plan, results: dict) -> dict:
         res = results.get(a.cell.run_id)
         for row in a.rows:
             c = compare(row, res)
-            c["run_id"] = a.cell.run_id
+            c.update(run_id=a.cell.run_id, stored=res is not None)
             if res is None:
                 c["status"] = "not run"
             elif row.method in BASELINES and row.method not in res["methods"]:

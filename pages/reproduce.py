@@ -1,5 +1,5 @@
 """Reproduce page: a published table beside ddaudit's stored audits of it, each row coloured by the agreement rule;
-`python -m engine reproduce` runs the audits that are not stored yet (the page computes nothing)."""
+the audits not stored yet run in the background (ui.reproduce_jobs: the CLI's `reproduce` path)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -7,7 +7,7 @@ import streamlit as st
 from engine import reproduce
 from engine.figures import reproduce as fig
 from engine.report import reproduction_html
-from ui import run_store, state
+from ui import jobs, reproduce_jobs, roles, run_store, state
 
 
 def command(table: str, rows: str, preset: str, stand_ins: bool) -> str:
@@ -44,8 +44,30 @@ def draw(s: state.Settings) -> None:
     st.caption(f"{c['agrees']} agree, {c['partly']} partly, {c['differs']} differ. The quick preset is not the "
                "papers' setting: expect differences there.")
     st.dataframe(fig.styled(result), hide_index=True, key="rp_frame")
-    st.markdown("Run the audits not stored yet (stored ones are reused; `--dry-run` shows each with its estimate, "
-                "`--address` sends them to a Ray cluster):")
+    todo = reproduce_jobs.missing(plan, result)
+    job = jobs.registry().by_id(st.session_state.get("reproduce_job", ""))
+    if job is not None and not job.done:
+        st.markdown(f"**{job.label}**")
+        jobs.live(job.id, reproduce_jobs.audits_text, cancel="Cancel",
+                  cancelling="Cancelling: finished audits are kept; starting again resumes.")
+    else:
+        if job is not None and job.status != "finished":
+            problem, fix = jobs.error_text(job)
+            (st.warning if job.status == "cancelled" else st.error)(f"{problem}\n\n**Next:** {fix}")
+        if todo:
+            st.caption(f"{len(todo)} audit(s) not stored yet: {reproduce_jobs.estimate_text(plan)}. They run on a "
+                       "local Ray; each is an ordinary stored audit.")
+            if st.button(f"Run {len(todo)} audit(s)", type="primary", key="rp_start"):
+                refusal = reproduce_jobs.refusal(todo)  # a classroom server's guest: a reproduction is a sweep
+                if refusal:
+                    roles.refuse(refusal)
+                else:
+                    job = reproduce_jobs.start(plan)
+                    roles.remember(job)
+                    st.session_state["reproduce_job"] = job.id
+                    st.rerun()
+    st.markdown("The same from the command line (stored audits reused; `--dry-run` shows each audit with its "
+                "estimate, `--address` sends them to a Ray cluster):")
     st.code(command(name, rows, preset, stand_ins), language="bash")
     st.download_button("reproduce.html", reproduction_html(result).encode(), f"reproduce-{name}.html", "text/html",
                        key="rp_html")

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -205,43 +206,51 @@ def _tiny_tables(folder: Path) -> dict:
     return reproduce.load_tables(folder)
 
 
-def test_tiny_reproduction_shows_the_stored_audits_numbers_then_computes_nothing(tmp_path, monkeypatch) -> None:
+def test_tiny_reproduction_from_the_page_then_a_second_call_computes_nothing(tmp_path, monkeypatch) -> None:
+    """The Reproduce page runs the missing audit (a real local Ray, in a background job, the CLI's path); the
+    table's numbers are the stored audit's, and `reproduce` again computes nothing and starts no Ray."""
+    from streamlit.testing.v1 import AppTest
+
+    from ui import jobs
     table = _tiny_tables(tmp_path / "tables")["toy"]
     plan = reproduce.make_plan(table, list(table.rows), "tiny")
     (audit,) = plan.audits
     assert audit.cell.plan.methods == ("vanilla", "fairdd") and not audit.cell.plan.request.baseline
-    first = reproduce.reproduce(plan)  # a real local Ray
-    assert first["computed"] == 1 and first["reused"] == 0
+    monkeypatch.setattr(reproduce, "tables", lambda: {"toy": table})
+    monkeypatch.setenv("DDAUDIT_TINY", "1")
+    monkeypatch.setenv("DDAUDIT_EXAMPLE", "0")
+    at = AppTest.from_file(str(Path(__file__).parents[1] / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/reproduce.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.metric[0].value == "0 of 2" and "python -m engine reproduce toy --preset tiny" in at.code[0].value
+    at.button(key="rp_start").click().run()
+    for job in jobs.registry().jobs("reproduce"):
+        deadline = time.time() + 300
+        while not job.done and time.time() < deadline:
+            time.sleep(0.5)
+        assert job.status == "finished", (job.status, job.error)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.metric[0].value == "2 of 2" and not [b for b in at.button if b.key == "rp_start"]
     stored = RunStore().open(audit.cell.run_id).results()
-    for c in first["rows"]:
+    monkeypatch.setattr(ray_run, "_init_ray", lambda *a, **k: pytest.fail("a second call started Ray"))
+    again = reproduce.reproduce(plan)
+    assert again["computed"] == 0 and again["reused"] == 1
+    for c in again["rows"]:
         entry = stored["methods"][c["method"]]
         assert c["status"] == "measured" and c["run_id"] == audit.cell.run_id
         for m in reproduce.METRICS:
             assert c["metrics"][m]["ours"] == entry[m] and c["metrics"][m]["ours_std"] == entry[f"{m}_std"]
         acc = c["metrics"]["accuracy"]
         assert acc["difference"] == pytest.approx(entry["accuracy"] - acc["published"])
-    monkeypatch.setattr(ray_run, "_init_ray", lambda *a, **k: pytest.fail("a second call started Ray"))
-    second = reproduce.reproduce(plan)
-    assert second["computed"] == 0 and second["reused"] == 1 and second["rows"] == first["rows"]
-    html = reproduction_html(second)
-    for c in second["rows"]:
-        assert fig.COLOURS[c["agreement"]] in html and f"{c['metrics']['accuracy']['ours']:.1f}" in html
-    assert "<script" not in html
-    # the page shows the same table from the store (computes nothing)
-    from streamlit.testing.v1 import AppTest
-    monkeypatch.setattr(reproduce, "tables", lambda: {"toy": table})
-    monkeypatch.setenv("DDAUDIT_TINY", "1")
-    monkeypatch.setenv("DDAUDIT_EXAMPLE", "0")
-    at = AppTest.from_file(str(Path(__file__).parents[1] / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("pages/reproduce.py")
-    at.run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    assert at.metric[0].value == "2 of 2"
     shown = at.dataframe[0].value
     assert list(shown["Acc ours"]) == [fig.cell_text(c["metrics"]["accuracy"], c["evaluations"])[1]
-                                       for c in second["rows"]]
-    assert "python -m engine reproduce toy --preset tiny" in at.code[0].value
+                                       for c in again["rows"]]
+    html = reproduction_html(again)
+    for c in again["rows"]:
+        assert fig.COLOURS[c["agreement"]] in html and f"{c['metrics']['accuracy']['ours']:.1f}" in html
+    assert "<script" not in html
 
 
 def test_the_markdown_and_frame_builders_on_a_hand_made_result() -> None:

@@ -70,7 +70,7 @@ def _print_skipped(plan) -> None:
         first = entries[0]
         alt = f" Stand-in {first['stand_in']} is here: --stand-ins audits it (shown apart)." if first["stand_in"] else ""
         print(f"  not run, data missing: {first['row'].paper_dataset} ({name}), {len(entries)} row(s): {rows(entries)}\n"
-              f"    put the data there: {first['fix']}.{alt}")
+              f"    where to put it: {first['fix'].rstrip('.')}.{alt}")
     by_backbone: dict = {}
     for u in plan.unsupported:
         by_backbone.setdefault(u["row"].algorithm, []).append(u)
