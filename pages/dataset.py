@@ -93,7 +93,7 @@ def draw(s: state.Settings) -> None:
     st.title("Dataset")
     demo_panel()
     stat = state.statuses().get(s.dataset, {})
-    st.caption(f"**{s.dataset}**: {stat.get('description', '')} · source: {stat.get('source', '?')}")
+    st.caption(roles.scrub(f"**{s.dataset}**: {stat.get('description', '')} · source: {stat.get('source', '?')}"))
     pair = state.require_dataset(s)
     if pair is None:
         return

@@ -122,3 +122,13 @@ def test_a_browser_is_known_by_its_xsrf_token_across_reloads() -> None:
     assert len({xsrf_token(c) for c in loads}) == 1 and len(set(loads)) == 3
     assert xsrf_token("2|00000000|d71e4ff92cb1de55f8aa46ac524f1cda|1796647214") != xsrf_token(loads[0])
     assert xsrf_token("opaque") == b"opaque"
+
+
+def test_a_guest_sees_no_server_path(monkeypatch) -> None:
+    """What a guest reads has the server's file paths replaced by words; a URL stays; the owner sees them."""
+    from ui import roles
+    text = "the disk is full (writing /tmp/h/runs/audit-1/checkpoint.safetensors); see https://example.org/a/b"
+    monkeypatch.setattr(roles, "is_owner", lambda: False)
+    assert roles.scrub(text) == ("the disk is full (writing (a file on the server)); see https://example.org/a/b")
+    monkeypatch.setattr(roles, "is_owner", lambda: True)
+    assert roles.scrub(text) == text

@@ -10,6 +10,7 @@ import hmac
 import os
 import re
 import threading
+import time
 import uuid
 
 import streamlit as st
@@ -18,7 +19,7 @@ from engine import classroom
 
 SESSION_KEY = "ddaudit_session"
 XSRF_COOKIE = "_streamlit_xsrf"  # set by Streamlit for each browser (XSRF protection is on): lives across reloads
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.@+~-]+){2,}/?")
+_PATH = re.compile(r"(?<![\w:/.~])(?:/[\w.@+~-]+){2,}/?")  # an absolute path, not a URL's
 
 
 def serving() -> bool:
@@ -223,6 +224,7 @@ def banner() -> None:
             if st.form_submit_button("Sign in"):
                 if sign_in(secret):
                     st.rerun()
+                time.sleep(1.0)  # a wrong guess costs a second: guessing the secret stays slow
                 st.error("That is not this server's secret. Guests keep browsing without one.",
                          icon=":material/lock:")
 

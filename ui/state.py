@@ -159,8 +159,8 @@ def require_dataset(s: Settings) -> tuple[data.BiasedSplit, data.BiasedSplit] | 
     """The splits of the chosen dataset, or an st.error saying how to get it (None)."""
     stat = statuses().get(s.dataset, {})
     if not stat.get("available", False):
-        st.error(f"Dataset **{s.dataset}** is not available on this machine ({stat.get('source', 'unknown')}).\n\n"
-                 f"**Fix:** {how_to_get(s.dataset)}; or pick colored-digits in the sidebar.", icon=":material/error:")
+        st.error(roles.scrub(f"Dataset **{s.dataset}** is not available on this machine ({stat.get('source', 'unknown')}).\n\n"
+                 f"**Fix:** {how_to_get(s.dataset)}; or pick colored-digits in the sidebar."), icon=":material/error:")
         return None
     try:
         with st.spinner(f"Loading {s.dataset} (conflict ratio {s.ratio:.1%}, seed {s.seed})..."):
