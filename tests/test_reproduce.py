@@ -289,3 +289,20 @@ def test_a_run_report_gets_the_published_rows_of_its_own_setting() -> None:
     html = reproduction_html(answered)
     assert "60.0 ± 1.0" in html and fig.COLOURS[answered["rows"][0]["agreement"]] in html
     assert reproduce.answered_by({**res, "conflict_ratio": 0.05}) is None  # another setting answers no row
+
+
+def test_a_backbone_this_version_lacks_is_listed_not_failed(tmp_path, capsys) -> None:
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    (folder / "tables.json").write_text(json.dumps({"t": {"title": "t", "citation": "c", "note": ""}}), encoding="utf-8")
+    head = (reproduce.TABLES_DIR / "published.csv").read_text(encoding="utf-8").splitlines()[0]
+    (folder / "published.csv").write_text(head + "\nt,RDD,digits,colored-digits,,rdd,vanilla,10,0.1,50.0,,,,,,\n",
+                                          encoding="utf-8")
+    table = reproduce.load_tables(folder)["t"]
+    assert "rdd" not in distill.BACKBONES
+    plan = reproduce.make_plan(table, list(table.rows), "tiny")
+    assert plan.audits == [] and plan.missing == [] and "backbone 'rdd' is not in this version" in \
+        plan.unsupported[0]["problem"]
+    result = reproduce.reproduce(plan)
+    assert result["computed"] == 0 and result["rows"][0]["status"] == "not in this version"
+    assert RunStore().list() == []
