@@ -58,7 +58,7 @@ def test_a_spot_check_of_the_published_numbers_against_docs_references() -> None
     """Two cells, as docs/REFERENCES.md prints them (the table file is the data, REFERENCES.md its source)."""
     t1 = reproduce.get_table("fairdd-table1")
     row = next(r for r in t1.rows if (r.dataset, r.algorithm, r.method, r.ipc) == ("bg-fmnist", "dm", "fairdd", 10))
-    refs = (Path(reproduce.__file__).parents[1] / "docs" / "REFERENCES.md").read_text(encoding="utf-8")
+    refs = (Path(__file__).parents[1] / "docs" / "REFERENCES.md").read_text(encoding="utf-8")
     line = next(x for x in refs.splitlines() if x.startswith("| C-FMNIST (BG) | 10 | 22.26"))
     assert f"{row.published['accuracy'].value:.2f} / {row.published['deo_m'].value:.2f} / " \
            f"{row.published['deo_a'].value:.2f}" in line
@@ -206,7 +206,7 @@ def _tiny_tables(folder: Path) -> dict:
     return reproduce.load_tables(folder)
 
 
-def test_tiny_reproduction_from_the_page_then_a_second_call_computes_nothing(tmp_path, monkeypatch) -> None:
+def test_tiny_reproduction_from_the_page_then_a_second_call_computes_nothing(tmp_path, monkeypatch, request) -> None:
     """The Reproduce page runs the missing audit (a real local Ray, in a background job, the CLI's path); the
     table's numbers are the stored audit's, and `reproduce` again computes nothing and starts no Ray."""
     from streamlit.testing.v1 import AppTest
@@ -216,7 +216,9 @@ def test_tiny_reproduction_from_the_page_then_a_second_call_computes_nothing(tmp
     plan = reproduce.make_plan(table, list(table.rows), "tiny")
     (audit,) = plan.audits
     assert audit.cell.plan.methods == ("vanilla", "fairdd") and not audit.cell.plan.request.baseline
-    monkeypatch.setattr(reproduce, "tables", lambda: {"toy": table})
+    monkeypatch.setattr(reproduce.published, "TABLES_DIR", tmp_path / "tables")  # the page reads the toy table
+    reproduce.published.tables.cache_clear()
+    request.addfinalizer(reproduce.published.tables.cache_clear)  # before monkeypatch restores TABLES_DIR
     monkeypatch.setenv("DDAUDIT_TINY", "1")
     monkeypatch.setenv("DDAUDIT_EXAMPLE", "0")
     at = AppTest.from_file(str(Path(__file__).parents[1] / "app.py"), default_timeout=120)
