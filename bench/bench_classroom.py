@@ -56,15 +56,16 @@ def start_run(page, url: str, ipc: int) -> None:
     page.get_by_text("in the queue").first.wait_for()
 
 
-def press_demo(page, url: str) -> str:
-    """A guest on the Dataset page presses "Run the demo" (or finds it running or done)."""
-    load_page(page, url, "", "Dataset")
+def press_demo(page, url: str) -> tuple[str, float]:
+    """A guest opens the Dataset page and presses "Run the demo" (or finds it running or done): what it found
+    and the page's load time."""
+    seconds = load_page(page, url, "", "Dataset")
     button = page.get_by_role("button", name="Run the demo")
     if button.count():
         button.click()
         page.wait_for_timeout(500)
-        return "pressed"
-    return "already running or done"
+        return "pressed", seconds
+    return "already running or done", seconds
 
 
 def remove_run(page, url: str, ipc: int) -> bool:
@@ -161,20 +162,25 @@ def main(argv: list[str] | None = None) -> dict:
                 finally:
                     slot.close()
                 t_release = time.time()
-                demo = [press_demo(guests[0], url)]
+                demo: list[str] = []
                 n, views = 0, {i: 0 for i in range(args.guests)}
                 store = RunStore()
                 total_runs = sum(len(v) for v in ipcs.values())
 
                 def finished() -> int:
                     return len(store.list(kind="audit", status="finished"))
-                while finished() < total_runs + 1 and time.time() - t_release < 3600:  # + the demo
+                # every guest tours every page (the Dataset page first, pressing the demo), and the guests go on
+                # browsing until every run and the demo finished
+                while ((finished() < total_runs + 1 or min(views.values()) < len(PAGES))
+                       and time.time() - t_release < 3600):
                     g = n % args.guests
                     page = guests[g]
                     path, title = PAGES[views[g] % len(PAGES)]
                     try:
-                        if views[g] == 1 and g:
-                            demo.append(press_demo(page, url))
+                        if views[g] == 0:
+                            found, seconds = press_demo(page, url)
+                            demo.append(found)
+                            loads.append(seconds)
                         else:
                             loads.append(load_page(page, url, path, title))
                         errors.extend(no_errors(page))
@@ -219,7 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
             "wall_s": round(wall, 1), "waiting_when_the_slot_was_freed": waiting_at_release,
             "clicked_ipcs": order_clicked,
             "began_computing": [{"session": runs[r][0], "round": runs[r][1], "ipc": runs[r][2]} for r in began],
-            "sessions_served_in_turn": in_turn([runs[r][1] for r in began]), "demo": demo,
+            "sessions_served_in_turn": in_turn([runs[r][1] for r in began]),
+            "demo": {"pressed": demo.count("pressed"), "found_running_or_done": len(demo) - demo.count("pressed")},
+            "guest_page_views": sum(views.values()), "fewest_views_of_a_guest": min(views.values()),
             "page_loads": len(loads), "page_load_p50_s": pct(loads, 0.5), "page_load_p95_s": pct(loads, 0.95),
             "page_load_max_s": pct(loads, 1.0),
             "server_rss_mb": {"start": memory[0][1] if memory else None, "peak_vmhwm": round(peak, 1),

@@ -128,24 +128,28 @@ def may_remove() -> str | None:
 
 
 def started_jobs() -> list:
-    """The jobs (ui.jobs.Job) this browser session started, newest last (a copy)."""
+    """The jobs (ui.jobs.Job) this browser session started that are still running or waiting (a copy); done ones
+    are let go (the job registry keeps their results, not this list)."""
     reg = _sessions()
     with reg.lock:
-        return list(reg.jobs.get(session_id(), []))
+        live = reg.jobs[session_id()] = [j for j in reg.jobs.get(session_id(), []) if not j.done]
+        return list(live)
 
 
 def remember(job) -> None:
-    """Count a job this session started (against the limit of runs waiting per session)."""
+    """Count a job this session started (against the limit of runs waiting per session); a job another session
+    started, which this Start merely attached to, stays theirs (this session cannot cancel it)."""
+    if job.config.get("claimant") not in (None, claimant()):
+        return
     reg = _sessions()
     with reg.lock:
         mine = reg.jobs.setdefault(session_id(), [])
         if all(j.id != job.id for j in mine):
             mine.append(job)
-            del mine[:-64]  # the oldest are long done
 
 
 def _waiting_refusal() -> str | None:
-    live = [j for j in started_jobs() if not j.done]
+    live = started_jobs()
     n = limits().max_waiting
     if len(live) >= n:
         return (f"You already have {len(live)} runs waiting or computing (at most {n} per browser session here, so "
