@@ -68,7 +68,10 @@ def _print_skipped(plan) -> None:
         by_data.setdefault(m["dataset"], []).append(m)
     for name, entries in by_data.items():
         first = entries[0]
-        alt = f" Stand-in {first['stand_in']} is here: --stand-ins audits it (shown apart)." if first["stand_in"] else ""
+        ran = any(a.stand_in == first["stand_in"] for a in plan.audits)
+        alt = "" if not first["stand_in"] else (
+            f" Its stand-in {first['stand_in']} is audited in its place (shown apart)." if ran else
+            f" Stand-in {first['stand_in']} is here: --stand-ins audits it (shown apart).")
         print(f"  not run, data missing: {first['row'].paper_dataset} ({name}), {len(entries)} row(s): {rows(entries)}\n"
               f"    where to put it: {first['fix'].rstrip('.')}.{alt}")
     by_backbone: dict = {}

@@ -16,6 +16,7 @@ from .published import Row, Table
 PRESETS = ("quick", "paper", "tiny")  # tiny: the plumbing checks (tests)
 SEED = 0
 
+
 @dataclass
 class Audit:
     """One audit of the plan: the sweep cell that runs it and the rows it answers."""
@@ -153,18 +154,12 @@ def collect(plan: Plan, results: dict) -> dict:
         c = compare(u["row"], None)
         c.update(status="not in this version", problem=u["problem"])
         rows.append(c)
-    order = {_ident(r.source, r.dataset, r.algorithm, r.method, r.ipc, r.conflict_ratio): i
-             for i, r in enumerate(plan.rows)}
-    rows.sort(key=lambda c: order.get(_ident(c["source"], c["dataset"], c["algorithm"], c["method"], c["ipc"],
-                                             c["conflict_ratio"]), len(order)))
+    order = {(r.source, r.dataset, r.algorithm, r.method, r.ipc, r.conflict_ratio): i for i, r in enumerate(plan.rows)}
+    rows.sort(key=lambda c: order.get(tuple(c[k] for k in ("source", "dataset", "algorithm", "method", "ipc",
+                                                            "conflict_ratio")), len(order)))  # the table's order
     return {"table": plan.table.id, "title": plan.table.title, "citation": plan.table.citation,
             "note": plan.table.note, "preset": plan.preset, "rows": rows, "stand_ins": stand_ins,
             "counts": {k: sum(1 for c in rows if c["agreement"] == k) for k in ("agrees", "partly", "differs")}}
-
-
-def _ident(*parts) -> tuple:
-    """A row's identity in its table (the table order of the side-by-side rows)."""
-    return parts
 
 
 def stored_results(plan: Plan) -> dict:
