@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> dict:
                         for ipc in wanted:
                             start_run(starters[s], url, ipc)
                             order_clicked.append(ipc)
+                    deadline = time.time() + 60  # the last Start's job queues its ticket a moment after the click
+                    while queue.waiting() < len(order_clicked) and time.time() < deadline:
+                        time.sleep(0.2)
                     waiting_at_release = queue.waiting()
                 finally:
                     slot.close()
