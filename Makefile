@@ -16,6 +16,8 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -c "import torchvision.ops, torch, streamlit, umap; print('torch', torch.__version__, 'ok')"
 	$(BIN)/python -c "from engine.projection import warm_up; print(f'umap compiled in {warm_up():.0f} s')" \
 		|| echo "umap warm-up failed: the first map will compile it (about 35 s)"
+	$(BIN)/python -c "from engine.evaluate import warm_up; print(f'evaluation step compiled in {warm_up():.0f} s')" \
+		|| echo "evaluation warm-up failed: the first evaluation will compile its step (about 20 s)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,10 +3,12 @@ the quick preset on this machine, colored-digits (3 x 32 x 32), IPC 10.
 
 - distillation: seconds per iteration of each method alone and of all five side by side, per algorithm;
 - MTT's experts: seconds per image-epoch of one expert's training (quick; its cost is experts x epochs x images);
-- evaluation: seconds per image-epoch of one quick evaluation training (its cost is epochs x images);
+- evaluation: seconds per image-epoch of one quick evaluation training in each mode (eager, fused, batched;
+  its cost is epochs x images) and the fused compile's seconds in a cold and a warm process;
 - SupCon surrogate and attribute probe: seconds per training step at the quick preset.
 
     python -m bench.bench_costs [--write engine/costs.json]     # ~4 minutes on 2 cores; nothing else running
+    python -m bench.bench_costs --only eval --write engine/costs.json [--eval-eager-reference S]
 """
 from __future__ import annotations
 
@@ -38,17 +40,48 @@ def distill_costs(train: data.BiasedSplit, algorithm: str) -> dict:
     return out
 
 
-def eval_cost(train: data.BiasedSplit) -> float:
-    """Seconds per image-epoch of one quick evaluation as an audit runs it: train_on 50 real images (5 per
-    class) for the preset's epochs, then score the balanced test split."""
-    idx = torch.cat([torch.nonzero(train.targets == c).flatten()[:5] for c in range(train.num_classes)])
-    images, labels = train.images[idx], train.targets[idx]
+def eval_cost(train: data.BiasedSplit) -> dict:
+    """Seconds per image-epoch of one quick evaluation training in each mode (engine/eval_train.py), steady
+    state: eager and fused on 50 real images (5 per class; fused after its compile), batched as 6 trainings of
+    10 images (the sizes the CPU stacks), then the balanced test split scored; and what the compile costs a
+    process with an empty kernel cache (cold) and with the kernels on disk (warm)."""
+    from engine import eval_train
     test = data.load_split(train.dataset, train.meta["conflict_ratio"], "test", train.meta["seed"])
     preset = evaluate.get_preset("quick")
-    t = time.perf_counter()
-    net = evaluate.train_on(images, labels, preset, 0, torch.device("cpu"), num_classes=train.num_classes)
-    evaluate.evaluate_net(net, test)
-    return (time.perf_counter() - t) / (preset.epochs * len(idx))
+    cpu = torch.device("cpu")
+    out = {}
+    for mode, ipc, n in (("eager", 5, 1), ("fused", 5, 1), ("batched", 1, 6)):
+        jobs = []
+        for i in range(n):
+            x, y = evaluate.random_subset(train, ipc, seed=i)
+            jobs.append(eval_train.Job(x, y, i))
+        if mode != "eager":  # compile first (timed below, per process)
+            eval_train.train_jobs(jobs, preset, cpu, num_classes=train.num_classes, epochs=1, mode=mode)
+        t = time.perf_counter()
+        nets, _ = eval_train.train_jobs(jobs, preset, cpu, num_classes=train.num_classes, mode=mode)
+        for net in nets:
+            evaluate.evaluate_net(net, test)
+        out[mode] = round((time.perf_counter() - t) / (preset.epochs * n * len(jobs[0].labels)), 7)
+        print(f"  evaluation {mode:<8} {out[mode] * 1e3:.3f} ms per image-epoch", flush=True)
+    from bench.bench_eval import compile_cost
+    rows = compile_cost(argparse.Namespace(ipc=[5]))
+    first = {(r["mode"], r["cache"]): r["first_epoch_s"] for r in rows}
+    eager_epoch = out["eager"] * 50  # the first epoch's own share, not the compile's
+    return {"eval_image_epoch": out,
+            "eval_compile_cold": round(max(first[("fused", "cold")] - eager_epoch, 0.0), 1),
+            "eval_compile_warm": round(max(first[("fused", "warm")] - eager_epoch, 0.0), 1)}
+
+
+def scale_eval_costs(costs: dict, eager_reference: float) -> dict:
+    """On a shared machine: keep the modes' measured ratios and compile share, scaled so that eager takes
+    `eager_reference` seconds per image-epoch (a measurement of a quiet machine); the raw figures are kept."""
+    factor = eager_reference / costs["eval_image_epoch"]["eager"]
+    out = {"eval_image_epoch": {m: round(v * factor, 7) for m, v in costs["eval_image_epoch"].items()},
+           "eval_compile_cold": round(costs["eval_compile_cold"] * factor, 1),
+           "eval_compile_warm": round(costs["eval_compile_warm"] * factor, 1)}
+    out["eval_raw"] = {**{k: costs[k] for k in out}, "scaled_by": round(factor, 3),
+                       "eager_reference": eager_reference}
+    return out
 
 
 def expert_cost(train: data.BiasedSplit) -> float:
@@ -77,6 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--write", default=None, help="also write the costs here (engine/costs.json)")
     ap.add_argument("--only", choices=("eval", "steps", "mtt"), default=None,
                     help="re-measure only this part and keep the rest of --write's file")
+    ap.add_argument("--eval-eager-reference", type=float, default=None,
+                    help="seconds per eager image-epoch measured on a quiet machine: on a loaded one, keep the "
+                         "modes' measured ratios and scale them to it (the raw figures are kept as eval_raw)")
     args = ap.parse_args(argv)
     tune_cpu_allocator()
     train = data.load_split("colored-digits", 0.05, "train", 0)
@@ -94,7 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.only in (None, "mtt"):
         costs["expert_image_epoch"] = round(expert_cost(train), 7)
     if args.only in (None, "eval"):
-        costs["eval_image_epoch"] = round(eval_cost(train), 6)
+        ev = eval_cost(train)
+        costs.update(scale_eval_costs(ev, args.eval_eager_reference) if args.eval_eager_reference else ev)
+        costs["eval_measured"] = {"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
+                                  "load_average": round(os.getloadavg()[0], 1)}
     if args.only in (None, "steps"):
         costs.update(step_costs(train))
     print(json.dumps(costs, indent=1), flush=True)

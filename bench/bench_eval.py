@@ -81,17 +81,19 @@ def jobs_for(train: data.BiasedSplit, ipc: int, trainings: int) -> list[eval_tra
     return out
 
 
-def time_case(jobs, cfg, device, mode: str, epochs: int, classes: int, flip: bool) -> dict:
+def time_case(jobs, cfg, device, mode: str, epochs: int, classes: int, flip: bool, compile: bool = True) -> dict:
     """One warm-up epoch (timed alone: compiling happens there), then `epochs` timed epochs."""
     _sync(device)
     t = time.perf_counter()
-    _, ran = eval_train.train_jobs(jobs, cfg, device, num_classes=classes, flip=flip, epochs=1, mode=mode)
+    _, ran = eval_train.train_jobs(jobs, cfg, device, num_classes=classes, flip=flip, epochs=1, mode=mode,
+                                   compile=compile)
     _sync(device)
     first = time.perf_counter() - t
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    eval_train.train_jobs(jobs, cfg, device, num_classes=classes, flip=flip, epochs=epochs, mode=mode)
+    eval_train.train_jobs(jobs, cfg, device, num_classes=classes, flip=flip, epochs=epochs, mode=mode,
+                          compile=compile)
     _sync(device)
     s = time.perf_counter() - t
     steps = epochs * -(-len(jobs[0].labels) // cfg.batch_size)
@@ -110,10 +112,21 @@ def run_grid(args, device: torch.device) -> list[dict]:
         for trainings in args.trainings:
             jobs = jobs_for(train, ipc, trainings)
             for mode in args.modes:
-                r = {"ipc": ipc, **time_case(jobs, cfg, device, mode, args.epochs, train.num_classes, flip=False)}
+                r = {"ipc": ipc, **time_case(jobs, cfg, device, mode, args.epochs, train.num_classes, flip=False,
+                                             compile=not args.no_compile)}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The grid as text: seconds per training (projected to the preset's epochs) and the share of the matmul."""
+    lines = [f"{'IPC':>4} {'trainings':>9} {'mode':>14} {'s/training':>11} {'GFLOP/s':>8} {'of matmul':>9} "
+             f"{'first s':>8} {'load':>5}"]
+    for r in rows:
+        lines.append(f"{r['ipc']:>4} {r['trainings']:>9} {r['mode']:>14} {r['s_per_training_projected']:>11.2f} "
+                     f"{r['gflops']:>8.1f} {r.get('share_of_matmul', 0):>9.0%} {r['first_s']:>8.1f} {r['load']:>5.1f}")
+    return "\n".join(lines)
 
 
 def audit_sets(home: Path):
@@ -204,9 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--audit", action="store_true", help="time the bundled audit's evaluation instead of the grid")
     ap.add_argument("--audit-modes", type=lambda s: s.split(","), default=["eager", "fused", "batched", "auto"])
     ap.add_argument("--compile-cost", action="store_true", help="time a cold and a warm process's compile")
+    ap.add_argument("--no-compile", action="store_true", help="never torch.compile (fused = eager; a smoke run)")
     ap.add_argument("--out", default=None, help="also write the figures here (JSON)")
     args = ap.parse_args(argv)
+    from engine.allocator import tune_cpu_allocator
     from engine.device import pick_device
+    tune_cpu_allocator()
     device = pick_device(args.device)
     report: dict = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
                     "cpu_count": os.cpu_count(), "load_at_start": round(load(), 2)}
@@ -220,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"2048x2048 matmul: {report['matmul_gflops']} GFLOP/s (load {load():.2f})", flush=True)
         report["grid"] = run_grid(args, device)
         report["matmul_gflops_after"] = round(matmul_gflops(device), 1)
+        for r in report["grid"]:
+            r["share_of_matmul"] = round(r["gflops"] / max(report["matmul_gflops"], report["matmul_gflops_after"]), 3)
+        print(table(report["grid"]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report

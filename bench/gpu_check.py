@@ -14,6 +14,8 @@ step, so a run cut short still reports what it measured):
   3. SupCon at the paper preset: `--supcon-steps` of its 3,000 steps timed, the whole projected
   4. KDE log-densities of 60,000 x 128 embeddings in 10 classes
   5. a paper-preset audit of bg-fmnist at reduced iterations (quick embeddings; `--audit-iters`)
+  2b. evaluation trainings (bench/bench_eval.py): 18 quick trainings at IPC 10 one by one against all of them
+     as one batched model (target: batched >= 5x faster), GFLOP/s beside a matrix product, peak memory
   6. MTT at paper settings (bench/bench_mtt.py): seconds per expert epoch of each remedy's objective, and
      per matching iteration of vanilla alone and all five (stand-in trajectories), with the peak GPU
      memory of the unroll; the paper run (100 experts x 50 epochs per objective, 5,000 iterations) projected
@@ -40,7 +42,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"vanilla_vs_reference_speedup_min": 3.0, "all_vs_vanilla_max": 1.6, "paper_run_all_minutes_max": 10.0}
+TARGETS = {"vanilla_vs_reference_speedup_min": 3.0, "all_vs_vanilla_max": 1.6, "paper_run_all_minutes_max": 10.0,
+           "eval_batched_speedup_min": 5.0}
 
 
 def _sync() -> None:
@@ -221,6 +224,24 @@ def step_reproduce(args, device: str) -> dict:
             # the distillation scaled to the paper's iterations, the rest (probe, evaluations) as measured
             "paper_audit_minutes_projected": (timings["distill"] * n_paper / its + rest) / 60}
 
+def step_eval(args, device: str) -> dict:
+    """Evaluation trainings (bench/bench_eval.py): 18 quick trainings at IPC 10, one by one (eager) against all
+    18 as one batched model, and one training alone; seconds per training, GFLOP/s beside a matrix product's."""
+    from bench import bench_eval as B
+    from engine import data, evaluate
+    train = data.load_split("colored-digits", 0.05, "train", 0)
+    dev = torch.device(device)
+    cfg = evaluate.get_preset("tiny" if args.smoke else "quick")
+    ipc, n, epochs = (1, 3, 2) if args.smoke else (10, 18, args.eval_epochs)
+    jobs = B.jobs_for(train, ipc, n)
+    compile_ok = dev.type == "cuda"  # the smoke run on a CPU checks the arithmetic, not the compiler
+    rows = {"one_eager": B.time_case(jobs[:1], cfg, dev, "eager", epochs, train.num_classes, False, compile_ok),
+            "all_eager": B.time_case(jobs, cfg, dev, "eager", epochs, train.num_classes, False, compile_ok),
+            "all_batched": B.time_case(jobs, cfg, dev, "batched", epochs, train.num_classes, False, compile_ok)}
+    speedup = rows["all_eager"]["timed_s"] / rows["all_batched"]["timed_s"]
+    return {"ipc": ipc, "trainings": n, "epochs_timed": epochs, "rows": rows, "matmul_gflops": B.matmul_gflops(dev),
+            "batched_speedup": speedup, "targets_met": {"batched_5x": speedup >= TARGETS["eval_batched_speedup_min"]}}
+
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="bench.gpu_check", description=__doc__,
@@ -237,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--audit-eval-seeds", type=int, default=2)
     ap.add_argument("--reproduce-iters", type=int, default=1000)
     ap.add_argument("--pytest-timeout", type=int, default=150)
+    ap.add_argument("--eval-epochs", type=int, default=30, help="timed epochs of the evaluation step's trainings")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     home = tempfile.mkdtemp(prefix="ddaudit-gpu-check-")
@@ -245,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
     env = step_env(args)
     report["env"] = env
     device = env["device"]
-    steps = [("pytest_cuda", lambda: step_pytest(args)), ("dm_paper", lambda: step_dm(args, device)),
+    steps = [("pytest_cuda", lambda: step_pytest(args)), ("eval_batched", lambda: step_eval(args, device)),
+             ("dm_paper", lambda: step_dm(args, device)),
              ("idc_dc_paper", lambda: step_idc(args, device)),
              ("supcon_paper", lambda: step_supcon(args, device)), ("kde_60000x128", lambda: step_kde(args, device)),
              ("audit_bg_fmnist_paper", lambda: step_audit(args, device)),

@@ -3,7 +3,8 @@ written by `python -m bench.bench_costs`) times the work the plan asks for, less
 
 Distillation: the measured seconds per iteration of each method alone, combined with the overlap the
 five-method run showed (a paired run shares its real batch); evaluation: epochs x images x the measured
-seconds per image-epoch, per set and training; SupCon and the probe: steps x seconds per step. Costs scale
+seconds per image-epoch of the training mode the CPU will use (eval_train.choose_mode), per set and training,
+plus the compile when that mode compiles; SupCon and the probe: steps x seconds per step. Costs scale
 with the pixels per image against colored-digits'; the paper preset's wider nets and larger batches are
 extrapolated from quick (each backbone's cost_scale: width and batch ratios; MTT's unroll), not measured. A
 backbone adds its own parts (extra_seconds: MTT's experts, the sets not on disk x experts x epochs x images x
@@ -11,11 +12,14 @@ the measured seconds per expert image-epoch).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from . import attribute_probe, cache, distill, embed
+import torch
+
+from . import attribute_probe, cache, distill, embed, eval_train
 from .data import BiasedSplit
 from .pipeline import Plan, run_key
 
@@ -73,25 +77,41 @@ def distill_seconds(plan: Plan, pixels: int, costs: dict | None = None, classes:
     return cfg.iterations * per_it * pixels / c["pixels"] * scale
 
 
+def training_cost(c: dict, e, images: int, trainings: int, epochs: int) -> tuple[float, float]:
+    """Seconds per image-epoch of the mode `trainings` trainings of `images` images will run in on the CPU
+    (eval_train.choose_mode), and the compile that mode pays (cold while no kernel is on disk, else warm)."""
+    mode = eval_train.choose_mode(torch.device("cpu"), images, trainings, epochs * math.ceil(images / e.batch_size),
+                                  e.norm)
+    per = c["eval_image_epoch"]
+    per = per.get(mode.split("-")[0], per["eager"]) if isinstance(per, dict) else per
+    if mode == "eager":
+        return per, 0.0
+    warm = any(cache.cache_dir("kernels").iterdir())
+    return per, c.get("eval_compile_warm" if warm else "eval_compile_cold", 0.0)
+
+
 def evaluate_seconds(plan: Plan, train: BiasedSplit, baseline: bool, costs: dict | None = None) -> float:
-    """Every evaluation training: sets x trainings x epochs x images x seconds per image-epoch."""
+    """Every evaluation training: sets x trainings x epochs x images x seconds per image-epoch of the mode the
+    evaluation will run in, plus its compile (training_cost)."""
     c = costs or load_costs()
     e = plan.eval_cfg
     pixels = int(train.images[0].numel())
     form = distill.BACKBONES[plan.distill_cfg.algorithm].form(plan.distill_cfg, int(train.images.shape[-1]))
     images = plan.request.ipc * train.num_classes * form.per_stored
-    sets = len(plan.methods) + bool(baseline)
-    width = (e.width / 32) ** 2
-    return sets * len(plan.seeds) * e.epochs * images * c["eval_image_epoch"] * pixels / c["pixels"] * width
+    trainings = (len(plan.methods) + bool(baseline)) * len(plan.seeds)
+    per, compile_s = training_cost(c, e, images, trainings, e.epochs)
+    return trainings * e.epochs * images * per * pixels / c["pixels"] * (e.width / 32) ** 2 + compile_s
 
 
 def full_set_seconds(plan: Plan, train: BiasedSplit, costs: dict | None = None) -> float:
-    """The whole-training-set baseline: trainings x its epochs x every training image x seconds per image-epoch."""
+    """The whole-training-set baseline: trainings x its epochs x every training image x seconds per image-epoch
+    (of its mode; a compile of its own: another shape)."""
     c = costs or load_costs()
     e = plan.eval_cfg
     pixels = int(train.images[0].numel())
-    return len(plan.seeds) * e.full_set_epochs * len(train) * c["eval_image_epoch"] * pixels / c["pixels"] * \
-        (e.width / 32) ** 2
+    per, compile_s = training_cost(c, e, len(train), len(plan.seeds), e.full_set_epochs)
+    return len(plan.seeds) * e.full_set_epochs * len(train) * per * pixels / c["pixels"] * (e.width / 32) ** 2 + \
+        compile_s
 
 
 def estimate(plan: Plan, train: BiasedSplit, kind: str, baseline: bool) -> Estimate:

@@ -17,9 +17,11 @@ cache keys results by mode.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -44,11 +46,11 @@ CPU_BATCH_MAX_IMAGES = 20
 # Compiling costs ~20-35 s the first time on 2 cores (then the kernels are on disk): below this many steps in
 # one call (the tiny preset, tests, short track evaluations) eager is chosen, as it finishes sooner.
 FUSED_MIN_STEPS = 100
-# The measured-faster choice changes evaluation numbers within float rounding: it is switched on together with
-# the evaluation version's bump and the bundled example's rebuild (until then: eager unless DDAUDIT_EVAL_MODE).
-AUTO = False
 
 _compile_state: dict[str, bool | str] = {}  # "ok": compile works here; "why": the notice given once
+# dynamo compiles on a graph's first call and is not meant to compile from two threads at once (the dashboard's
+# runs are threads): the first epoch of a compiled training, where a shape's graph is compiled, takes this lock
+_COMPILING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,6 @@ def choose_mode(device: torch.device, images_per_set: int, trainings: int, steps
     """The mode `trainings` trainings of `images_per_set` images and `steps` SGD steps each run in here
     (DDAUDIT_EVAL_MODE first), resolved to what this machine can do (resolve_mode)."""
     forced = requested_mode()
-    if forced is None and not AUTO:
-        forced = "eager"
     if forced is None:
         if device.type == "cuda":
             forced = "batched" if trainings > 1 else "eager"
@@ -169,10 +169,8 @@ def _stack(nets: Sequence[ConvNet]) -> list[torch.Tensor]:
     """The nets' parameters as one stacked model's: per block conv weight/bias and norm weight/bias
     concatenated along the output channels, the classifier's stacked along a leading net axis."""
     params: list[torch.Tensor] = []
-    blocks = nets[0].cfg.blocks()
-    for b in range(blocks):
-        conv, norm = (n.features[4 * b] for n in nets), (n.features[4 * b + 1] for n in nets)
-        convs, norms = list(conv), list(norm)
+    for b in range(nets[0].cfg.blocks()):  # features: conv, norm, ReLU, pool per block
+        convs, norms = [n.features[4 * b] for n in nets], [n.features[4 * b + 1] for n in nets]
         params += [torch.cat([c.weight.detach() for c in convs]), torch.cat([c.bias.detach() for c in convs]),
                    torch.cat([g.weight.detach() for g in norms]), torch.cat([g.bias.detach() for g in norms])]
     params += [torch.stack([n.classifier.weight.detach() for n in nets]),
@@ -242,7 +240,8 @@ def augment_many(batches: Sequence[torch.Tensor], params: Sequence[DSAParams], d
             i = members[0]
             out[i] = dsa.apply(batches[i], params[i])
             continue
-        joined = DSAParams(family, {k: torch.cat([params[i].values[k] for i in members]) for k in params[members[0]].values})
+        keys = params[members[0]].values
+        joined = DSAParams(family, {k: torch.cat([params[i].values[k] for i in members]) for k in keys})
         done = dsa.apply(torch.cat([batches[i] for i in members]), joined)
         for i, part in zip(members, done.split([len(batches[i]) for i in members])):
             out[i] = part
@@ -265,20 +264,24 @@ def net_config(job: Job, cfg, num_classes: int) -> ConvNetConfig:
 
 def train_jobs(jobs: Sequence[Job], cfg, device: torch.device, *, num_classes: int, flip: bool = True,
                epochs: int | None = None, mode: str = "eager", progress: Progress | None = None,
-               should_stop: ShouldStop | None = None, stage: str = "evaluate") -> tuple[list[ConvNet], str]:
+               should_stop: ShouldStop | None = None, stage: str = "evaluate",
+               compile: bool = True) -> tuple[list[ConvNet], str]:
     """Train one fresh net per job with the preset's SGD schedule (cfg: an evaluate.EvalPreset) in `mode`:
     the nets in eval mode, in the jobs' order, and the tag of what ran (tag(); eager when compiling failed).
-    `batched` needs jobs of one shape (one job is a stack of one)."""
+    `batched` needs jobs of one shape (one job is a stack of one). compile=False: never torch.compile (fused then
+    trains eagerly, batched stacks uncompiled; benchmarks' smoke runs)."""
     mode = resolve_mode(mode, device, cfg.norm)
-    compiled = _compiles(mode, device)
+    if not compile and mode == "fused":
+        mode = "eager"
+    compiled = compile and _compiles(mode, device)
     try:
         _kernel_cache()
         if mode == "batched":
-            return _train(jobs, cfg, device, num_classes, flip, epochs, progress, should_stop, stage, compiled,
-                          True), tag(mode, device)
-        return [_train([j], cfg, device, num_classes, flip, epochs,
-                       _within(progress, i, len(jobs)), should_stop, stage, compiled, False)[0]
-                for i, j in enumerate(jobs)], tag(mode, device)
+            nets = _train(jobs, cfg, device, num_classes, flip, epochs, progress, should_stop, stage, compiled, True)
+        else:
+            nets = [_train([j], cfg, device, num_classes, flip, epochs, _within(progress, i, len(jobs)), should_stop,
+                           stage, compiled, False)[0] for i, j in enumerate(jobs)]
+        return nets, "batched-eager" if mode == "batched" and device.type == "cpu" and not compiled else mode
     except Cancelled:
         raise
     except Exception as exc:  # a compiler that is missing or fails: say so once, train eagerly from the start
@@ -286,7 +289,7 @@ def train_jobs(jobs: Sequence[Job], cfg, device: torch.device, *, num_classes: i
             raise
         _compile_failed(exc)
         return train_jobs(jobs, cfg, device, num_classes=num_classes, flip=flip, epochs=epochs, mode=mode,
-                          progress=progress, should_stop=should_stop, stage=stage)
+                          progress=progress, should_stop=should_stop, stage=stage, compile=compile)
 
 
 def _is_compile_error(exc: BaseException) -> bool:
@@ -349,10 +352,11 @@ def _train(jobs: Sequence[Job], cfg, device: torch.device, num_classes: int, fli
             if dsa is not None:
                 xb = augment_many(xb, [dsa.sample(len(i), g) for i, g in zip(idx, gens)], dsa)
             yb = [y[i] for y, i in zip(ys, idx)]
-            with autocast(device):
-                loss = step_loss(xb, yb)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            with _COMPILING if compiled and epoch == 0 else contextlib.nullcontext():  # forward + backward
+                with autocast(device):
+                    loss = step_loss(xb, yb)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             step += 1
@@ -361,3 +365,4 @@ def _train(jobs: Sequence[Job], cfg, device: torch.device, num_classes: int, fli
     if stacked:
         _unstack(params, nets)
     return [net.eval() for net in nets]
+

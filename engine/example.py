@@ -5,7 +5,9 @@ audit of colored-digits, the noise-start demo of the Dataset page and a small sw
 copied into assets/example with a manifest (checkpoints never; a sweep cell keeps only what the sweep
 plots and the Runs page read). The dashboard installs that copy on its first start into
 DDAUDIT_HOME/example, a run store of its own: read-only for the user (`runs rm` refuses it), never
-reused for a user's request, and replaced whenever the bundle changes (docs/DASHBOARD.md).
+reused for a user's request, and replaced whenever the bundle changes (docs/DASHBOARD.md). The bundle also
+carries the example split's SupCon embeddings and attribute probe (assets/example/cache), copied into the
+user's cache on install: a first own run on that split does not train them again.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ BUNDLE_VERSION = 1
 MAX_BYTES = 15 * 2 ** 20  # the bundle as stored in assets/ (files that compress are stored gzipped)
 GZIP_GAIN = 0.8  # a file is stored gzipped when that makes it at most 80% of its size (reports, snapshots)
 CELL_DROPS = (SET_FILE, TRAJECTORY_FILE)  # a sweep cell's sets: no sweep plot reads them (size)
+CACHES = "cache"  # the bundle's copy of the example split's SupCon embeddings and attribute probe
 
 DATASET, RATIO, SEED = "colored-digits", 0.05, 0
 
@@ -127,7 +130,41 @@ def install(force: bool = False) -> RunStore | None:
             os.replace(root, old)
         os.replace(tmp, root)
         shutil.rmtree(old, ignore_errors=True)
+    seed_caches(bundle)
     return RunStore(root)
+
+
+def seed_caches(bundle: dict | None = None) -> list[Path]:
+    """Copy the bundle's cached SupCon embeddings and attribute probe into DDAUDIT_HOME/cache where that file
+    is missing: a first own run on the example's split (the dashboard's default) reads them instead of training
+    them again. Their names are content keys of split and settings, so they are found only where the keys match,
+    and each is checksummed when read (a damaged copy is rebuilt)."""
+    copied = []
+    for rel in (bundle or read_manifest() or {}).get("caches", []):
+        kind, name = Path(rel).parts[-2:]
+        src, dst = ASSET_DIR / CACHES / kind / name, cache.cache_dir(kind) / cache.safe_name(name)
+        if src.is_file() and not dst.exists():
+            cache.atomic_write_bytes(dst, src.read_bytes())
+            copied.append(dst)
+    return copied
+
+
+def add_caches(out: Path) -> list[str]:
+    """The example audit's split: its SupCon embeddings and attribute probe as the current home caches them
+    (computed when missing), copied into out/cache/<kind>/; returns their paths relative to out."""
+    from . import attribute_probe, data, embed
+    req = audit_request()
+    p = pipeline.plan(req)
+    train = data.load_split(req.dataset, req.conflict_ratio, "train", req.seed)
+    embed.get_embeddings(train, p.embed, req.seed)
+    attribute_probe.train_probe(train, p.probe_cfg, seed=req.seed, device="cpu")
+    rels = []
+    for path in (embed._paths(train, p.embed, req.seed)[1], attribute_probe._probe_path(train, p.probe_cfg, req.seed)):
+        rel = Path(CACHES) / path.parent.name / path.name
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out / rel)
+        rels.append(rel.as_posix())
+    return rels
 
 
 def holds(run_id: str) -> bool:
@@ -201,7 +238,7 @@ def build(out: Path = ASSET_DIR, home: Path | None = None, say=print) -> dict:
                 for r in store.list(status="finished") if (staging / "runs" / r["id"]).is_dir()]
         manifest = {"ddaudit": __version__, "store": STORE_VERSION, "bundle": BUNDLE_VERSION, "command": BUILD_COMMAND,
                     "made": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0, 1), "roles": roles,
-                    "runs": sorted(runs, key=lambda r: r["id"])}
+                    "runs": sorted(runs, key=lambda r: r["id"]), "caches": add_caches(staging)}
         cache.atomic_write_json(staging / MANIFEST, manifest)
         _pack(staging / "runs")
     size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())

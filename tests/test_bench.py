@@ -1,6 +1,8 @@
 """The benchmarks stay runnable: their row counting and timing code at the smallest size."""
 from __future__ import annotations
 
+import pytest
+
 from engine import data
 from engine import distill as D
 
@@ -90,7 +92,7 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     out = tmp_path / "gpu.json"
     report = gpu_check.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text(encoding="utf-8"))["steps"].keys() == report["steps"].keys() == {
-        "pytest_cuda", "dm_paper", "idc_dc_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper",
+        "pytest_cuda", "eval_batched", "dm_paper", "idc_dc_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper",
         "mtt_paper", "reproduce_paper_row"}
     assert all(s["ok"] for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
     rp = report["steps"]["reproduce_paper_row"]  # smoke: C-MNIST (FG)'s rows (on their stand-in without MNIST)
@@ -108,6 +110,9 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     assert t["floor_all"] < t["vanilla"] + t["cobra_alone"] and dm["floor_all_vs_vanilla"] == t["floor_all"] / t["vanilla"]
     idc = report["steps"]["idc_dc_paper"]
     assert idc["idc_vs_dc"] == idc["s_per_it_all_five"]["idc"] / idc["s_per_it_all_five"]["dc"] > 0
+    ev = report["steps"]["eval_batched"]
+    assert ev["rows"]["all_batched"]["mode"] == "batched-eager" and ev["rows"]["all_eager"]["trainings"] == 3
+    assert ev["batched_speedup"] == ev["rows"]["all_eager"]["timed_s"] / ev["rows"]["all_batched"]["timed_s"] > 0
     mtt = report["steps"]["mtt_paper"]
     assert set(mtt["s_per_expert_epoch"]) == set(D.METHODS) and all(v > 0 for v in mtt["s_per_expert_epoch"].values())
     assert mtt["loop"]["vanilla"]["s_per_it"] > 0 and mtt["loop"]["vanilla"]["peak_mb"] > 0
@@ -194,3 +199,18 @@ def test_classroom_bench_reads_turns_from_the_rounds_runs_began_in() -> None:
     assert in_turn([0, 0, 0, 1, 2]) and in_turn([0])
     assert not in_turn([0, 1, 2, 0, 0])  # A1 A2 A3 then B1 C1: arrival order, not turns
     assert pct([3.0, 1.0, 2.0], 0.5) == 2.0 and pct([], 0.5) is None
+
+def test_bench_eval_grid_counts_flops_and_projects_each_mode() -> None:
+    """bench.bench_eval at the tiny preset without compiling: a row per IPC x trainings x mode, FLOPs > 0, the
+    projection to the preset's epochs, the share of the matrix product."""
+    from bench import bench_eval
+    from engine import evaluate
+    out = bench_eval.main(["--preset", "tiny", "--ipc", "1", "--trainings", "1,2", "--modes", "eager,batched",
+                           "--epochs", "2", "--no-compile"])
+    assert [(r["trainings"], r["mode"]) for r in out["grid"]] == [(1, "eager"), (1, "batched-eager"), (2, "eager"),
+                                                                  (2, "batched-eager")]
+    epochs = evaluate.get_preset("tiny").epochs
+    for r in out["grid"]:
+        assert r["gflops"] > 0 and r["peak_mb"] > 0 and 0 < r["share_of_matmul"]
+        assert r["s_per_training_projected"] == pytest.approx(r["timed_s"] / 2 * epochs / r["trainings"], abs=0.01)
+    assert out["matmul_gflops"] > 0

@@ -55,6 +55,26 @@ def test_the_paper_presets_whole_set_evaluation_is_counted(monkeypatch) -> None:
     assert estimate.estimate(p, train, "audit", baseline=False).parts["evaluate full"] == pytest.approx(full, abs=0.1)
     assert "evaluate full" not in estimate.estimate(plan(preset="quick"), train, "audit", baseline=False).parts
 
+def test_evaluate_seconds_price_the_mode_the_cpu_will_run_and_its_compile(monkeypatch, fresh_home) -> None:
+    """Per image-epoch of the chosen mode (DDAUDIT_EVAL_MODE forces one here), plus the compile when the mode
+    compiles: a cold one while no kernel is on disk, a warm one after."""
+    from engine import cache, eval_train
+    from engine.data import load_split
+    train = load_split("colored-digits", 0.05, "train", 0)
+    costs = {**COSTS, "eval_image_epoch": {"eager": 0.002, "fused": 0.001, "batched": 0.0005},
+             "eval_compile_cold": 30.0, "eval_compile_warm": 4.0}
+    p = plan(eval_seeds=3)
+    work = 4 * 3 * p.eval_cfg.epochs * 50
+    monkeypatch.setitem(eval_train._compile_state, "ok", True)
+    monkeypatch.setenv(eval_train.MODE_ENV, "eager")
+    assert estimate.evaluate_seconds(p, train, True, costs) == pytest.approx(work * 0.002)
+    monkeypatch.setenv(eval_train.MODE_ENV, "fused")
+    assert estimate.evaluate_seconds(p, train, True, costs) == pytest.approx(work * 0.001 + 30.0)
+    (cache.cache_dir("kernels") / "compiled").mkdir()
+    assert estimate.evaluate_seconds(p, train, True, costs) == pytest.approx(work * 0.001 + 4.0)
+    monkeypatch.setenv(eval_train.MODE_ENV, "batched")
+    assert estimate.evaluate_seconds(p, train, True, costs) == pytest.approx(work * 0.0005 + 4.0)
+
 
 def test_estimate_drops_cached_stages_and_says_when_a_run_is_stored(monkeypatch, fresh_home) -> None:
     from engine import embed, attribute_probe, stored
@@ -83,7 +103,9 @@ def test_measured_costs_file_is_complete() -> None:
     assert c["command"].startswith("python -m bench.bench_costs")
     for algorithm in distill.algorithms():
         assert set(c["distill"][algorithm]) >= set(distill.METHODS) | {"+".join(distill.METHODS)}
-    assert c["eval_image_epoch"] > 0 and c["supcon_step"] > 0 and c["probe_step"] > 0
+    assert set(c["eval_image_epoch"]) == {"eager", "fused", "batched"} and min(c["eval_image_epoch"].values()) > 0
+    assert c["eval_compile_cold"] >= c["eval_compile_warm"] >= 0
+    assert c["supcon_step"] > 0 and c["probe_step"] > 0
 
 
 def test_mtt_adds_its_missing_experts_and_scales_with_the_unroll(fresh_home) -> None:

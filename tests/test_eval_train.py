@@ -114,7 +114,6 @@ def test_augment_many_gives_each_batch_its_own_draw() -> None:
 def test_choose_mode_by_device_size_and_override(monkeypatch) -> None:
     monkeypatch.delenv(eval_train.MODE_ENV, raising=False)
     monkeypatch.setitem(eval_train._compile_state, "ok", True)
-    monkeypatch.setattr(eval_train, "AUTO", True)
     cuda = torch.device("cuda")
     assert eval_train.choose_mode(cuda, 50, 18, 300) == "batched"
     assert eval_train.choose_mode(cuda, 50, 1, 300) == "eager"
@@ -174,3 +173,10 @@ def test_evaluate_many_matches_evaluate_synthetic_per_set(fresh_home) -> None:
         assert alone["per_seed"] == many[name]["per_seed"] and many[name]["mode"] == ["eager"]
     with pytest.raises(InvalidArgument):
         evaluate.evaluate_many(sets, test, cfg, [0], device="cpu", mode="turbo")
+
+
+@pytest.mark.slow
+def test_warm_up_compiles_into_the_homes_kernel_cache(fresh_home) -> None:
+    """make install's warm-up: the Distill form's default evaluation step compiled into DDAUDIT_HOME."""
+    seconds = evaluate.warm_up()
+    assert seconds > 0 and any((fresh_home / "cache" / "kernels").rglob("*"))

@@ -101,3 +101,30 @@ def test_enabled_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         assert example.enabled() is on
     monkeypatch.delenv(example.SWITCH)
     assert example.enabled() and os.environ.get(example.SWITCH) is None
+
+
+def test_install_seeds_the_example_splits_embeddings_and_probe(fresh_home: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first own run on the example's split (the dashboard's default) reads the bundled SupCon embeddings and
+    attribute probe instead of training them; a file already in the cache is left as it is."""
+    from engine import attribute_probe, data, embed, pipeline
+    m = example.read_manifest()
+    assert sorted(Path(r).parts[-2] for r in m["caches"]) == ["embeddings", "probes"]
+    assert example.install() is not None
+    req = example.audit_request()
+    p = pipeline.plan(req)
+    train, test = data.load_pair(req.dataset, req.conflict_ratio, req.seed)
+    emb = embed._paths(train, p.embed, req.seed)[1]
+    probe_path = attribute_probe._probe_path(train, p.probe_cfg, req.seed)
+    assert emb.is_file() and probe_path.is_file()  # the keys of this code's split and presets match the bundle's
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the bundle holds it")
+    monkeypatch.setattr(embed, "train_supcon", no_training)
+    monkeypatch.setattr(attribute_probe.torch.optim, "SGD", no_training)
+    assert embed.get_embeddings(train, p.embed, req.seed).shape[0] == len(train)
+    probe = attribute_probe.train_probe(train, p.probe_cfg, seed=req.seed, device="cpu")
+    audit = example.RunStore(example.installed_root()).open(m["roles"]["audit"]).results()
+    assert attribute_probe.probe_accuracy(probe, test) == pytest.approx(audit["probe_accuracy"])  # the same probe
+    emb.write_bytes(b"mine")
+    assert example.seed_caches() == [] and emb.read_bytes() == b"mine"
