@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine import figures
-from ui import jobs, maps, run_store, state
+from ui import jobs, maps, roles, run_store, state
 
 COLOUR_BY = ("class", "attribute", "aligned / conflicting", "KDE density", "KDE weight")
 QUICK_SELECT = ("map selection (lasso / box)", "all conflicting", "50 highest weights", "50 lowest weights")
@@ -169,6 +169,11 @@ def draw(s: state.Settings) -> None:
         return
     train, _ = pair
     key = maps.map_key(s)
+    known = jobs.registry().get(key)
+    refusal = roles.may_map(s.dataset) if known is None or known.status != "finished" else None
+    if refusal:
+        roles.refuse(refusal)
+        return
     job = maps.start_map_job(s, train)
     if job.status in ("failed", "cancelled"):
         problem, fix = jobs.error_text(job)

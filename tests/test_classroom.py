@@ -132,3 +132,15 @@ def test_a_guest_sees_no_server_path(monkeypatch) -> None:
     assert roles.scrub(text) == ("the disk is full (writing (a file on the server)); see https://example.org/a/b")
     monkeypatch.setattr(roles, "is_owner", lambda: True)
     assert roles.scrub(text) == text
+
+
+def test_a_guest_computes_maps_of_the_allowed_datasets_only(monkeypatch) -> None:
+    """An Embeddings map trains a network outside the run queue: a guest may start one for the limits' datasets."""
+    from ui import roles
+    monkeypatch.setattr(roles, "is_owner", lambda: False)
+    monkeypatch.setattr(roles, "limits", lambda: classroom.Limits())
+    assert roles.may_map("colored-digits") is None
+    text = roles.may_map("bg-fmnist")
+    assert "Guests may compute the embedding map of colored-digits" in text and "Pick one of those" in text
+    monkeypatch.setattr(roles, "is_owner", lambda: True)
+    assert roles.may_map("bg-fmnist") is None

@@ -167,6 +167,14 @@ def may_start(*, dataset: str, preset: str, algorithm: str, methods: list[str], 
                                      eval_seeds=int(eval_seeds)) or _waiting_refusal()
 
 
+def may_map(dataset: str) -> str | None:
+    """Computing an Embeddings map (a SupCon network trained on the split, outside the run queue)."""
+    if is_owner() or dataset in limits().datasets:
+        return None
+    return (f"Guests may compute the embedding map of {', '.join(limits().datasets)} here: on {dataset} it trains a "
+            "network for minutes. Pick one of those in the sidebar; a map the owner computed is open to everyone.")
+
+
 def may_sweep() -> str | None:
     """Starting a sweep (a grid of audits)."""
     if is_owner() or limits().sweeps:
