@@ -144,3 +144,27 @@ def test_a_guest_computes_maps_of_the_allowed_datasets_only(monkeypatch) -> None
     assert "Guests may compute the embedding map of colored-digits" in text and "Pick one of those" in text
     monkeypatch.setattr(roles, "is_owner", lambda: True)
     assert roles.may_map("bg-fmnist") is None
+
+
+def test_a_dashboard_runs_end_marks_it_and_keeps_the_guests_under_their_cap(fresh_home) -> None:
+    """settle_run, as the dashboard's jobs call it when a run ends: a guest's new run is marked a guest's and the
+    guests' older runs are collected to the cap (the new one spared); a run the guest merely reused is not
+    marked; a run the owner starts is the owner's and never collected."""
+    from engine.store import RunStore, gc
+    store = RunStore()
+
+    def run(name: str) -> str:
+        r, _ = store.start("audit", {"dataset": "x", "name": name})
+        r.path("payload.bin").write_bytes(b"\0" * 300_000)
+        r.finish({"name": name})
+        return r.id
+    owners = run("owner's")
+    assert classroom.settle_run(owners, guest=False, existed=False, cap_bytes=0) == []
+    first = run("guest 1")
+    assert classroom.settle_run(first, guest=True, existed=False, cap_bytes=400_000) == []
+    assert gc.is_guest(store, first)
+    second = run("guest 2")
+    assert classroom.settle_run(second, guest=True, existed=False, cap_bytes=400_000) == [first]
+    assert classroom.settle_run(owners, guest=True, existed=True, cap_bytes=0) == [second]  # reused: not marked
+    assert not gc.is_guest(store, owners)
+    assert {r["id"] for r in store.list()} == {owners}
