@@ -108,6 +108,7 @@ def test_guest_banner_and_a_refused_removal_then_the_owner_removes(browser, clas
     try:
         goto(guest, url, "runs", "Runs")
         assert "You are a guest of this class server" in guest.get_by_text("You are a guest").first.inner_text()
+        assert any(c["name"] == "_streamlit_xsrf" for c in guest.context.cookies())  # XSRF protection is on
         guest.get_by_text("Owner sign-in").first.wait_for()
         guest.get_by_role("button", name="Remove this run").click()
         text = refusal(guest, "cannot remove runs")
