@@ -2,6 +2,7 @@
 
     python -m bench.bench_eval                 # one and 18 trainings at IPC 1, 10, 50 in each mode (quick net)
     python -m bench.bench_eval --audit         # the bundled five-method audit's 18 trainings, each mode
+    python -m bench.bench_eval --audit --home DIR   # the same in DIR: run twice, the second has warm kernels
     python -m bench.bench_eval --compile-cost  # what torch.compile costs a cold and a warm process
 
 Each case trains `--epochs` epochs (the quick preset's 300 scaled down; seconds per training are projected to
@@ -151,7 +152,7 @@ def run_audit(args, device: torch.device) -> list[dict]:
     """The evaluation of the bundled audit (6 sets x 3 trainings), uncached, once per mode (and `auto`)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="ddaudit-bench-eval-") as tmp:
-        candidates, test, plan, mean, std = audit_sets(Path(tmp))
+        candidates, test, plan, mean, std = audit_sets(Path(args.home or tmp))
         trainings = len(candidates) * len(plan.seeds)
         gf = matmul_gflops(device)
         step = step_flops(eval_train.Job(*next(iter(candidates.values())), 0), plan.eval_cfg, test.num_classes)
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--audit", action="store_true", help="time the bundled audit's evaluation instead of the grid")
     ap.add_argument("--audit-modes", type=lambda s: s.split(","), default=["eager", "fused", "batched", "auto"])
     ap.add_argument("--compile-cost", action="store_true", help="time a cold and a warm process's compile")
+    ap.add_argument("--home", default=None, help="--audit: this DDAUDIT_HOME (its kernel cache: a second run is "
+                                                 "warm) instead of a fresh temporary one (cold)")
     ap.add_argument("--no-compile", action="store_true", help="never torch.compile (fused = eager; a smoke run)")
     ap.add_argument("--out", default=None, help="also write the figures here (JSON)")
     args = ap.parse_args(argv)

@@ -123,3 +123,21 @@ def test_the_device_is_really_used() -> None:
     with autocast(dev):
         y = torch.nn.Linear(8, 8).cuda()(torch.randn(4, 8, device="cuda"))
     assert y.dtype in (torch.bfloat16, torch.float16) or os.environ.get("DDAUDIT_AMP") == "0"
+
+
+def test_batched_evaluation_on_cuda_trains_each_net_as_alone(monkeypatch) -> None:
+    """The GPU's batched mode (grouped convolutions, channels_last): with AMP off, each of three stacked trainings
+    ends where its own eager training on the GPU ends (TF32 and summation order apart) and predicts the same."""
+    from engine import eval_train
+    monkeypatch.setenv("DDAUDIT_AMP", "0")
+    train = data.load_split("colored-digits", 0.05, "train", 0)
+    jobs = [eval_train.Job(*evaluate.random_subset(train, 2, seed=i), 20 + i) for i in range(3)]
+    cfg = evaluate.get_preset("quick", epochs=20, width=16)
+    dev = torch.device("cuda")
+    batched, tag = eval_train.train_jobs(jobs, cfg, dev, num_classes=10, flip=False, mode="batched")
+    assert tag == "batched"
+    for job, net in zip(jobs, batched):
+        (alone,), _ = eval_train.train_jobs([job], cfg, dev, num_classes=10, flip=False, mode="eager")
+        for a, b in zip(alone.state_dict().values(), net.state_dict().values()):
+            assert torch.allclose(a, b, rtol=FP32_UPDATE_RTOL, atol=1e-3)
+        assert (evaluate.predict(alone, job.images) == evaluate.predict(net, job.images)).float().mean() >= 0.95
