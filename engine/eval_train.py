@@ -39,9 +39,11 @@ log = logging.getLogger("ddaudit")
 
 MODES = ("eager", "fused", "batched")
 MODE_ENV = "DDAUDIT_EVAL_MODE"
-# CPU: stacking trainings pays only for small sets, where each training's step is too short to keep the cores
-# busy (bench/bench_eval.py: measured in docs/EVALUATION.md); above this many images per set fused runs them
-# one by one. On a GPU every evaluation training is bound by kernel launches: batched whenever there are two.
+# CPU: stacking trainings pays only for small sets with several threads, where one training's step is too short
+# to keep the threads busy (the trial: 1.8x for 18 sets of 10 images on 2 cores; bench_eval at 2 threads:
+# 4.1 against fused's 10.6 s per training); with one thread fused was as fast or faster (docs/EVALUATION.md).
+# Above this many images per set fused runs them one by one. On a GPU every evaluation training is bound by
+# kernel launches: batched whenever there are two.
 CPU_BATCH_MAX_IMAGES = 20
 # Compiling costs ~20-35 s the first time on 2 cores (then the kernels are on disk): below this many steps in
 # one call (the tiny preset, tests, short track evaluations) eager is chosen, as it finishes sooner.
@@ -83,7 +85,7 @@ def choose_mode(device: torch.device, images_per_set: int, trainings: int, steps
             forced = "batched" if trainings > 1 else "eager"
         elif steps * trainings < FUSED_MIN_STEPS:
             forced = "eager"
-        elif trainings > 1 and images_per_set <= CPU_BATCH_MAX_IMAGES:
+        elif trainings > 1 and images_per_set <= CPU_BATCH_MAX_IMAGES and torch.get_num_threads() > 1:
             forced = "batched"
         else:
             forced = "fused"

@@ -118,7 +118,11 @@ def test_choose_mode_by_device_size_and_override(monkeypatch) -> None:
     assert eval_train.choose_mode(cuda, 50, 18, 300) == "batched"
     assert eval_train.choose_mode(cuda, 50, 1, 300) == "eager"
     assert eval_train.choose_mode(CPU, 50, 18, 300) == "fused"
-    assert eval_train.choose_mode(CPU, 10, 18, 300) == "batched"  # tiny sets: stacked even on the CPU
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert eval_train.choose_mode(CPU, 10, 18, 300) == "batched"  # tiny sets with 2 threads: stacked on the CPU
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert eval_train.choose_mode(CPU, 10, 18, 300) == "fused"  # one thread: fused was as fast
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert eval_train.choose_mode(CPU, 50, 1, 2) == "eager"  # too few steps to pay for a compile
     assert eval_train.choose_mode(CPU, 10, 18, 300, norm="batchnorm") == "fused"  # batch norm mixes rows
     monkeypatch.setenv(eval_train.MODE_ENV, "eager")
