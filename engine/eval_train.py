@@ -147,7 +147,10 @@ _fused_module_loss = None
 
 def _allow_recompiles() -> None:
     """One graph per set shape: a long-lived process (the dashboard) meets many; dynamo's default of 8 would
-    then fall back to eager silently."""
+    then fall back to eager silently. (Also quiets inductor's "No CUDA runtime is found" line on a CPU machine:
+    a CUDA-built torch looking for nvcc, which the CPU kernels do not need.)"""
+    if not torch.cuda.is_available():
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import torch._dynamo.config as dynamo_config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dynamo_config, name):
