@@ -26,7 +26,7 @@ from bench.bench_distill import time_engine
 from engine import attribute_probe, data, distill as D, embed, evaluate
 from engine.allocator import tune_cpu_allocator
 
-ITERATIONS = {"dm": 4, "dc": 2, "idc": 2, "mtt": 2}  # timed iterations (the first, a warm-up, is not counted)
+ITERATIONS = {"dm": 4, "dc": 2, "idc": 2, "mtt": 2, "dream": 2, "cafe": 2}  # timed iterations (the first, a warm-up, is not counted)
 
 
 def distill_costs(train: data.BiasedSplit, algorithm: str) -> dict:
@@ -108,8 +108,8 @@ def step_costs(train: data.BiasedSplit) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="bench.bench_costs")
     ap.add_argument("--write", default=None, help="also write the costs here (engine/costs.json)")
-    ap.add_argument("--only", choices=("eval", "steps", "mtt"), default=None,
-                    help="re-measure only this part and keep the rest of --write's file")
+    ap.add_argument("--only", choices=("eval", "steps") + D.algorithms(), default=None,
+                    help="re-measure only this part (a backbone: its row) and keep the rest of --write's file")
     ap.add_argument("--eval-eager-reference", type=float, default=None,
                     help="seconds per eager image-epoch measured on a quiet machine: on a loaded one, keep the "
                          "modes' measured ratios and scale them to it (the raw figures are kept as eval_raw)")
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
                  "dataset": "colored-digits", "pixels": int(train.images[0].numel()), "ipc": 10,
                  "distill": {a: distill_costs(train, a) for a in D.algorithms()}}
-    if args.only == "mtt":  # a new backbone: its rows alone, the rest of the file kept
-        costs["distill"]["mtt"] = distill_costs(train, "mtt")
+    if args.only in D.algorithms():  # a new backbone: its rows alone, the rest of the file kept
+        costs["distill"][args.only] = distill_costs(train, args.only)
     if args.only in (None, "mtt"):
         costs["expert_image_epoch"] = round(expert_cost(train), 7)
     if args.only in (None, "eval"):

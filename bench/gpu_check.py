@@ -157,21 +157,23 @@ def step_audit(args, device: str) -> dict:
                                                    "synthetic_aligned_share")} for m, r in result["methods"].items()}}
 
 
-def step_idc(args, device: str) -> dict:
-    """IDC beside DC at the paper settings (seconds per iteration, all five methods side by side)."""
+def step_pair(args, device: str, base: str, other: str) -> dict:
+    """A backbone beside the one it builds on at the paper settings (seconds per iteration, all five methods side
+    by side): IDC against DC, DREAM against IDC (its clustering's cost), CAFE against DM."""
     from bench import bench_distill as B
     from engine import data, distill
     name = _dataset(args)
     train = data.load_split(name, 0.05, "train", 0, args.data_root)
     preset = "tiny" if args.smoke else "paper"
     rows = {}
-    for algorithm in ("dc", "idc"):
+    for algorithm in (base, other):
         cfg = distill.config_for(preset, algorithm, 10 if not args.smoke else 2, iterations=args.idc_iters + 1,
                                  device=device, checkpoint_every=10 ** 6)
         rows[algorithm] = B.time_engine(train, cfg, distill.METHODS)
-    n_paper = distill.default_config("paper", "idc").iterations
+    n_paper = distill.default_config("paper", other).iterations
     return {"dataset": name, "preset": preset, "iterations_timed": args.idc_iters, "s_per_it_all_five": rows,
-            "idc_vs_dc": rows["idc"] / rows["dc"], "paper_run_idc_minutes_projected": rows["idc"] * n_paper / 60}
+            f"{other}_vs_{base}": rows[other] / rows[base],
+            f"paper_run_{other}_minutes_projected": rows[other] * n_paper / 60}
 
 
 def step_mtt(args, device: str) -> dict:
@@ -269,7 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = env["device"]
     steps = [("pytest_cuda", lambda: step_pytest(args)), ("eval_batched", lambda: step_eval(args, device)),
              ("dm_paper", lambda: step_dm(args, device)),
-             ("idc_dc_paper", lambda: step_idc(args, device)),
+             ("idc_dc_paper", lambda: step_pair(args, device, "dc", "idc")),
+             ("dream_idc_paper", lambda: step_pair(args, device, "idc", "dream")),
+             ("cafe_dm_paper", lambda: step_pair(args, device, "dm", "cafe")),
              ("supcon_paper", lambda: step_supcon(args, device)), ("kde_60000x128", lambda: step_kde(args, device)),
              ("audit_bg_fmnist_paper", lambda: step_audit(args, device)),
              ("mtt_paper", lambda: step_mtt(args, device)),

@@ -74,6 +74,9 @@ def run_audit(p: Plan, out: str | Path, progress: Progress | None = None, should
         "methods": results, "weights": weight_summary(wr), "distill_seconds": any_set.seconds,
         "timings": stage.timings, "seconds": round(time.time() - t0, 2),
     }
+    records = {m: s.meta["records"] for m, s in sets.items() if s.meta.get("records")}
+    if records:  # what the backbone recorded per method (DREAM: its picked batches' aligned share)
+        result["records"] = records
     if tracker is not None:
         result["track"] = {"every": tracker.every, "eval": tracker.test is not None}
         result["trajectory"] = {m: s.trajectory for m, s in sets.items()}

@@ -217,6 +217,17 @@ def _trajectory_section(res: dict) -> str:
             + plots)
 
 
+def _records_section(res: dict) -> str:
+    """What the backbone recorded per method over iterations (DREAM: the aligned share of the picked batches)."""
+    points = figures.trajectory.record_points(res.get("records") or {})
+    if not points:
+        return ""
+    plots = "".join(_plot(figures.trajectory.trajectory_curves({"run": points}, name, res.get("real_aligned_share")))
+                    for name in figures.trajectory.available_metrics(points))
+    return ("<h2>What the matcher saw</h2><p>The aligned share of each method's real batch, as the backbone picked "
+            "it (DREAM's k-means picks), against the real data's share (dotted).</p>" + plots)
+
+
 def run_section(info: dict, res: dict, run: Run) -> str:
     """Every section of one audit run."""
     cfg = info["config"]
@@ -248,6 +259,7 @@ mean: DEO_A; lower is fairer). Share = synthetic images the probe reads as their
 {_plot(figures.metrics_bars(df))}{_plot(figures.aligned_share_bars(df))}
 <h2>Accuracy per class and attribute (one colour scale)</h2>{_plot(figures.accuracy_heatmaps(group, classes, attrs)) if group else ''}
 {_trajectory_section(res)}
+{_records_section(res)}
 <h2>How far to trust the aligned share</h2>
 <p>The share is read by an attribute probe trained on group-balanced real images; on the balanced test set it
 predicts the bias attribute with {res['probe_accuracy']:.1f}% accuracy (chance: {100 / max(len(attrs), 1):.0f}%).</p>

@@ -51,6 +51,15 @@ def trajectory_panel(res: dict, key: str, src: dict[str, tuple[str, str]]) -> No
                    "positive is amplification.")
 
 
+def records_panel(res: dict, key: str) -> None:
+    """What the backbone recorded per method (DREAM: the aligned share of the real batches its k-means picked)."""
+    records = figures.trajectory.record_points(res.get("records") or {})
+    for name in figures.trajectory.available_metrics(records):
+        st.plotly_chart(figures.trajectory.trajectory_curves({"this run": records}, name, res.get("real_aligned_share")),
+                        key=f"res_rec_{name}_{key}")
+        st.caption("What the matcher saw: each method's picked real batch, against the real data's share (dotted).")
+
+
 def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None) -> None:
     """Everything about one audit result."""
     classes, attrs = figures.class_attribute_names(res)
@@ -93,6 +102,7 @@ def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None
     b1.plotly_chart(figures.metrics_bars(df), key=f"res_bars_{key}")
     b2.plotly_chart(figures.aligned_share_bars(df), key=f"res_share_{key}")
     trajectory_panel(res, key, src or {})
+    records_panel(res, key)
     grids = run_store.grids(run_id) if run_id else {}
     if grids:
         st.subheader("Synthetic sets")

@@ -171,18 +171,22 @@ def test_fidelity_study_tables_and_svg_from_tracked_audits(tmp_path, fresh_home,
     assert fidelity.main([str(tmp_path / "nowhere")]) == 2
 
 
-def test_bench_backbones_times_dc_and_idc_side_by_side(monkeypatch) -> None:
-    """bench.bench_backbones at shrunk quick presets: a DC and an IDC time for vanilla and all five, > 0."""
+@pytest.mark.parametrize("pair", ["dc:idc", "idc:dream", "dm:cafe"])
+def test_bench_backbones_times_a_backbone_beside_its_base(monkeypatch, pair: str) -> None:
+    """bench.bench_backbones at shrunk quick presets: both times for vanilla and all five, > 0, and their ratio."""
     from bench import bench_backbones
-    for alg, own in (("dc", {}), ("idc", {"idc_net_data": 8})):
+    base, other = pair.split(":")
+    for alg in (base, other):
         presets = D.BACKBONES[alg].presets
+        own = {k: 8 for k in ("idc_net_data",) if k in presets["quick"].names()}
         monkeypatch.setitem(presets, "quick", presets["quick"].replace(batch_real=4, width=8, outer_loop=2,
-                                                                       inner_loop=1, **own))
-    rows = bench_backbones.main(["--datasets", "colored-digits", "--presets", "quick", "--quick-iters", "1"])
+                                                                       inner_loop=1, iterations=2, **own))
+    rows = bench_backbones.main(["--datasets", "colored-digits", "--presets", "quick", "--quick-iters", "1",
+                                 "--pairs", pair])
     assert [r["methods"] for r in rows] == ["vanilla", "+".join(D.METHODS)]
     for r in rows:
-        assert r["dc"] > 0 and r["idc"] > 0 and r["idc_over_dc"] == r["idc"] / r["dc"]
-        assert r["idc_run_s"] == r["idc"] * D.default_config("quick", "idc").iterations
+        assert r[base] > 0 and r[other] > 0 and r[f"{other}_over_{base}"] == r[other] / r[base]
+        assert r[f"{other}_run_s"] == r[other] * D.default_config("quick", other).iterations
 
 
 def test_soak_slope_is_least_squares_per_switch() -> None:

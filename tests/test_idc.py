@@ -105,7 +105,7 @@ def test_the_set_is_decoded_and_its_stored_form_kept_beside(tiny, tmp_path) -> N
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--algorithm", "dm", "--factor", "2"], "--factor is a setting of IDC (multi-formation factor"),
+    (["--algorithm", "dm", "--factor", "2"], "--factor is a setting of IDC and DREAM (multi-formation factor"),
     (["--algorithm", "idc", "--factor", "3"], "does not divide"),
     (["--algorithm", "idc", "--ipc", "40"], "smallest class"),
 ])

@@ -58,7 +58,7 @@ def test_every_method_and_algorithm_distills(method: str, algorithm: str, small_
     assert s.images.shape == (3 * per, 3, 32, 32) and s.labels.tolist() == [c for c in range(3) for _ in range(per)]
     assert all(torch.isfinite(torch.tensor(v)) for _, v in s.loss_history) and s.loss_history
     assert torch.isfinite(s.images).all()
-    stored = s.formation if algorithm == "idc" else s.images
+    stored = s.formation if s.formation is not None else s.images  # IDC, DREAM: the stored tiles
     assert stored.shape == start.shape == (6, 3, 32, 32)
     assert not torch.equal(stored, start), "the matching gradient never reached the images"
 
@@ -67,7 +67,7 @@ def test_every_registry_entry_is_complete() -> None:
     for name, m in distill.REGISTRY.items():
         assert m.name == name and m.label.startswith(name) and m.colour.startswith("#")
         assert m.start in ("real", "weighted", "balanced") and callable(m.dm_loss) and callable(m.dc_loss)
-        assert callable(m.mtt_objective)
+        assert callable(m.mtt_objective) and callable(m.cafe_loss)
         assert not (m.weighted_draws and not m.needs_weights), "importance draws need weights"
     for name, spec in data.REGISTRY.items():
         assert spec.name == name and spec.source.how_to

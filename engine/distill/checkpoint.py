@@ -35,6 +35,9 @@ class State:
     # student step size "syn_lr"); each is checkpointed and its final value saved in the set's metadata
     learned: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     learned_opts: dict[str, dict[str, torch.optim.Optimizer]] = field(default_factory=dict)
+    # what a backbone records per method over iterations, by name (DREAM's picked batches' aligned share):
+    # [(iteration, value), ...], checkpointed and saved in the set's metadata
+    records: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
 
     def last_tracked(self) -> int:
         """The iteration of the latest track point (-1: none yet)."""
@@ -60,6 +63,8 @@ class Checkpoint:
         state.done, state.acc_n, state.seconds_before = int(meta["iteration"]), int(meta["acc_n"]), float(meta["seconds"])
         state.history = {m: [tuple(x) for x in meta["history"][m]] for m in methods}
         state.acc = tensors["loss_acc"].to(state.acc.device)
+        for name in state.records:  # the fingerprint names the backbone: its records are there
+            state.records[name] = {m: [tuple(x) for x in meta["records"][name][m]] for m in methods}
         for m in methods:
             with torch.no_grad():
                 state.syn[m].copy_(tensors[f"{m}.images"].to(state.syn[m].device))
@@ -87,6 +92,8 @@ class Checkpoint:
         tensors = {"loss_acc": state.acc}
         meta = {"fingerprint": self.fingerprint, "iteration": state.done, "acc_n": state.acc_n, "seconds": seconds,
                 "history": state.history, "config": cfg.key(), "methods": list(methods)}
+        if state.records:
+            meta["records"] = state.records
         for m in methods:
             tensors[f"{m}.images"] = state.syn[m].detach()
             buf = state.opts[m].state.get(state.syn[m], {}).get("momentum_buffer")

@@ -216,6 +216,8 @@ def _results(run: Run, train: BiasedSplit, state: State, mean: torch.Tensor, std
     for m in methods:
         stored = state.syn[m].detach().float()
         own = dict(meta, **{name: float(values[m].detach()) for name, values in state.learned.items() if m in values})
+        if state.records:
+            own["records"] = {name: [list(x) for x in values[m]] for name, values in state.records.items()}
         out[m] = SyntheticSet(m, run.decoded(stored).cpu().contiguous(), labels.clone(), mean, std,
                               state.history[m][-1][1] if state.history[m] else float("nan"), seconds,
                               state.history[m], own, list(state.trajectory.get(m, [])),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import InvalidArgument
 from .objectives import ExpertData, ExpertObjective, balanced_mtt, cobra_mtt, fairdd_mtt, kde_mtt, vanilla_mtt
@@ -189,6 +190,98 @@ def balanced_dc(gw_syn: Grads, grad_of: GradOf, b: Batch, c: int, ctx: Context) 
     return match_distance(gw_syn, grad_of(b.balanced[b.labels[b.balanced] == c], None))
 
 
+# --------------------------------------------------------------------------- CAFE: layer-wise class means
+
+CAFE_CE = 0.01   # CAFE's weight on the discrimination cross-entropy (distill.py L289)
+Layers = Sequence[torch.Tensor]   # one N x D_l feature matrix per matched layer, shallow to deep
+
+
+def _masked_mse(target: torch.Tensor, syn: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+    """sum over classes with rows of the mean squared difference of their feature means."""
+    return (((target - syn) ** 2).mean(1) * has.to(syn.dtype)).sum()
+
+
+def _weighted_means(x: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, num_classes: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-class weighted means, which classes have rows)."""
+    tot = torch.zeros(num_classes, device=x.device, dtype=x.dtype).index_add_(0, labels, w.to(x.dtype))
+    sums = torch.zeros(num_classes, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, labels, x * w[:, None])
+    return sums / tot.clamp_min(1e-12)[:, None], tot > 0
+
+
+def cafe_target(real: Layers, rows: torch.Tensor, w: torch.Tensor, b: Batch, syn: Layers, layer_w: Sequence[float],
+                ctx: Context, discriminate: bool = True) -> torch.Tensor:
+    """CAFE's loss against the weighted class means of `rows` (w: row weights): sum_l layer_w[l] MSE(real mean,
+    synthetic mean) over every layer, plus, with `discriminate`, CAFE's discrimination term: the last layer's
+    mean MSE and CAFE_CE x the cross-entropy of logits real . (synthetic class means)^T (weighted by w)."""
+    labels = b.labels[rows]
+    loss = real[0].new_zeros(())
+    for lw, r, s in zip(layer_w, real, syn):
+        mean, has = _weighted_means(r[rows], labels, w, ctx.num_classes)
+        loss = loss + lw * _masked_mse(mean, s, has)
+    if discriminate:
+        mean, has = _weighted_means(real[-1][rows], labels, w, ctx.num_classes)
+        ce = F.cross_entropy(real[-1][rows] @ syn[-1].T, labels, reduction="none")
+        per_class = torch.zeros(ctx.num_classes, device=ce.device).index_add_(0, labels, w * ce)
+        loss = loss + _masked_mse(mean, syn[-1], has) + CAFE_CE * per_class.sum() / has.sum().clamp_min(1)
+    return loss
+
+
+def _even(rows: torch.Tensor, b: Batch, ctx: Context) -> torch.Tensor:
+    """Row weights summing to 1 in each class (repeats counted)."""
+    return within_class(torch.ones(len(rows), device=rows.device), b.labels[rows], ctx.num_classes)
+
+
+def _group_even(rows: torch.Tensor, b: Batch, ctx: Context) -> torch.Tensor:
+    """Row weights making each attribute group present in a class weigh the same (summing to 1 per class): the
+    weighted mean is the uniform barycenter of the group means."""
+    key = b.labels[rows] * ctx.num_groups + b.groups[rows]
+    n = torch.bincount(key, minlength=ctx.num_classes * ctx.num_groups)
+    groups = (n.view(ctx.num_classes, ctx.num_groups) > 0).sum(1)
+    return 1.0 / (n[key] * groups[b.labels[rows]]).float()
+
+
+def vanilla_cafe(real: Layers, b: Batch, syn: Layers, layer_w: Sequence[float], ctx: Context) -> torch.Tensor:
+    """CAFE: layer-wise class means of the uniform rows, with the discrimination term."""
+    rows = _rows(b.uniform)
+    return cafe_target(real, rows, _even(rows, b, ctx), b, syn, layer_w, ctx)
+
+
+def kde_cafe(real: Layers, b: Batch, syn: Layers, layer_w: Sequence[float], ctx: Context) -> torch.Tensor:
+    """CAFE against the weighted layer means: the plain means of KDE's draws, else the uniform rows weighted by w."""
+    if b.take is not None:
+        return cafe_target(real, b.take, _even(b.take, b, ctx), b, syn, layer_w, ctx)
+    rows = _rows(b.uniform)
+    return cafe_target(real, rows, within_class(b.weights[rows], b.labels[rows], ctx.num_classes), b, syn, layer_w, ctx)
+
+
+def fairdd_cafe(real: Layers, b: Batch, syn: Layers, layer_w: Sequence[float], ctx: Context) -> torch.Tensor:
+    """FairDD under CAFE: every layer's MSE to each present group's mean, reduced over groups (mean | sum); the
+    discrimination term with every group weighing the same."""
+    rows = b.group_rows()
+    loss = real[0].new_zeros(())
+    for lw, r, s in zip(layer_w, real, syn):
+        mu, present = group_means(r[rows], b.labels[rows], b.groups[rows], ctx)
+        per = ((mu - s[:, None, :]) ** 2).mean(-1) * present
+        if ctx.reduction == "mean":
+            per = per / present.sum(1, keepdim=True).clamp_min(1)
+        loss = loss + lw * per.sum()
+    rows = _rows(rows)
+    return loss + cafe_target(real, rows, _group_even(rows, b, ctx), b, syn, [], ctx)
+
+
+def cobra_cafe(real: Layers, b: Batch, syn: Layers, layer_w: Sequence[float], ctx: Context) -> torch.Tensor:
+    """COBRA's CAFE (train_cafe.py): MSE to the uniform barycenter of the group means at every layer, no
+    discrimination term."""
+    rows = _rows(b.group_rows())
+    return cafe_target(real, rows, _group_even(rows, b, ctx), b, syn, layer_w, ctx, discriminate=False)
+
+
+def balanced_cafe(real: Layers, b: Batch, syn: Layers, layer_w: Sequence[float], ctx: Context) -> torch.Tensor:
+    """Vanilla's CAFE loss against the group-balanced draws."""
+    return cafe_target(real, b.balanced, _even(b.balanced, b, ctx), b, syn, layer_w, ctx)
+
+
 def _rows(*masks: torch.Tensor) -> torch.Tensor:
     """Row positions where every mask holds."""
     m = masks[0]
@@ -212,6 +305,8 @@ class Method:
     dc_loss: Callable[[Grads, GradOf, Batch, int, Context], torch.Tensor]
     # MTT matches the student to the method's own experts: the hook says what those experts minimise
     mtt_objective: Callable[[ExpertData], ExpertObjective]
+    # CAFE's layer-wise class-mean target (real layers, batch, synthetic class means per layer, layer weights)
+    cafe_loss: Callable[[Layers, Batch, Layers, Sequence[float], Context], torch.Tensor] | None = None
     start: str = "real"              # its own start for init="method": real | weighted | balanced
     needs_weights: bool = False      # KDE weights (no bias labels)
     needs_groups: bool = False       # bias labels
@@ -223,16 +318,16 @@ class Method:
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
     Method(name="vanilla", label="vanilla: plain matching", colour="#999999",
-           dm_loss=vanilla_dm, dc_loss=vanilla_dc, mtt_objective=vanilla_mtt),
+           dm_loss=vanilla_dm, dc_loss=vanilla_dc, mtt_objective=vanilla_mtt, cafe_loss=vanilla_cafe),
     Method(name="kde", label="kde: KDE-reweighted target (no bias labels)", colour="#0072B2",
-           dm_loss=kde_dm, dc_loss=kde_dc, mtt_objective=kde_mtt, start="weighted", needs_weights=True, weighted_draws=True),
+           dm_loss=kde_dm, dc_loss=kde_dc, mtt_objective=kde_mtt, cafe_loss=kde_cafe, start="weighted", needs_weights=True, weighted_draws=True),
     Method(name="fairdd", label="fairdd: every attribute group weighted equally (bias labels)", colour="#E69F00",
-           dm_loss=fairdd_dm, dc_loss=fairdd_dc, mtt_objective=fairdd_mtt, start="balanced", needs_groups=True, group_topup=True),
+           dm_loss=fairdd_dm, dc_loss=fairdd_dc, mtt_objective=fairdd_mtt, cafe_loss=fairdd_cafe, start="balanced", needs_groups=True, group_topup=True),
     Method(name="cobra", label="cobra: L1 to the uniform barycenter of the group means, warm-started net "
-           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, mtt_objective=cobra_mtt, start="balanced",
+           "(bias labels)", colour="#D55E00", dm_loss=cobra_dm, dc_loss=cobra_dc, mtt_objective=cobra_mtt, cafe_loss=cobra_cafe, start="balanced",
            needs_groups=True, group_topup=True, warm_start=True),
     Method(name="balanced", label="balanced: plain matching on a group-balanced real batch (bias labels)",
-           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, mtt_objective=balanced_mtt, start="balanced", needs_groups=True,
+           colour="#56B4E9", dm_loss=balanced_dm, dc_loss=balanced_dc, mtt_objective=balanced_mtt, cafe_loss=balanced_cafe, start="balanced", needs_groups=True,
            group_topup=True, balanced_draws=True),
 )}
 METHODS: tuple[str, ...] = tuple(REGISTRY)  # registry order: the canonical order of tables and plots

@@ -188,18 +188,25 @@ def dc_match(run: Run, net: ConvNet, method: str, syn: torch.Tensor, b: Batch, p
     return loss
 
 
+Match = Callable[[Run, ConvNet, str, torch.Tensor, Batch, "DSAParams | None", "int | None"], torch.Tensor]
+Batches = Callable[[int, "DSAParams | None"], dict[str, Batch]]   # (matching step, DSA params) -> each method's batch
+
+
 def dc_outer_loop(run: Run, state: State, gens: Gens, net_of: Callable[[str], ConvNet],
                   images_of: Callable[[str], torch.Tensor], between: Callable[[], None],
-                  per_class: int | None = None) -> dict[str, torch.Tensor]:
-    """DC's outer loop (loops()[0] matching steps of every method against one shared real batch each, `between`
-    run after every step but the last), each method's mean loss over its steps."""
+                  per_class: int | None = None, batches: Batches | None = None,
+                  match: Match = dc_match) -> dict[str, torch.Tensor]:
+    """DC's outer loop (loops()[0] matching steps of every method against one shared real batch each, or each
+    method's own from `batches` (DREAM's picks); `between` run after every step but the last), each method's mean
+    loss over its steps. `match` is the loss of one method's images against a batch (DC's, or CAFE's)."""
     outer, _ = run.cfg.loops()
     totals = {m: torch.zeros((), device=run.device) for m in run.methods}
     for ol in range(outer):
         params = run.class_params(gens)
-        b = run.real_batch(gens, params)
+        own = batches(ol, params) if batches is not None else None
+        shared = run.real_batch(gens, params) if own is None else None
         for m in run.methods:
-            loss = dc_match(run, net_of(m), m, images_of(m), b, params, per_class)
+            loss = match(run, net_of(m), m, images_of(m), own[m] if own is not None else shared, params, per_class)
             state.opts[m].zero_grad(set_to_none=True)
             loss.backward()
             state.opts[m].step()

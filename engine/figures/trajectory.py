@@ -13,7 +13,8 @@ from .common import LAYOUT, log_axis, method_colour
 
 METRICS = {"aligned_share": "synthetic aligned share (%)", "conflicting_accuracy": "conflicting accuracy (%)",
            "aligned_accuracy": "aligned accuracy (%)", "worst_group_accuracy": "worst-group accuracy (%)",
-           "accuracy": "accuracy (%)", "loss": "matching loss (mean since the previous point)"}
+           "accuracy": "accuracy (%)", "loss": "matching loss (mean since the previous point)",
+           "batch_aligned_share": "aligned share of the real batch the matcher sees (%)"}
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 
 
@@ -21,6 +22,19 @@ def available_metrics(trajectories: Mapping[str, Sequence[dict]]) -> list[str]:
     """The METRICS that at least one point of these trajectories has."""
     have = {k for pts in trajectories.values() for p in pts for k, v in p.items() if v is not None}
     return [k for k in METRICS if k in have]
+
+
+def record_points(records: Mapping[str, Mapping[str, Sequence]]) -> dict[str, list[dict]]:
+    """A backbone's records ({method: {name: [(iteration, value), ...]}}, e.g. DREAM's picked batches' aligned
+    share) as trajectory points, so trajectory_curves draws them."""
+    out: dict[str, list[dict]] = {}
+    for method, named in records.items():
+        points: dict[int, dict] = {}
+        for name, values in named.items():
+            for it, v in values:
+                points.setdefault(int(it), {"iteration": int(it)})[name] = v
+        out[method] = [points[i] for i in sorted(points)]
+    return out
 
 
 def trajectory_curves(runs: Mapping[str, Mapping[str, Sequence[dict]]], metric: str = "aligned_share",

@@ -1,4 +1,4 @@
-"""The backbone registry: one `Backbone` per distillation algorithm (DM, DC, IDC, MTT), one module each. The
+"""The backbone registry: one `Backbone` per distillation algorithm (DM, DC, IDC, MTT, DREAM, CAFE), one module each. The
 loop, the CLI's flags and refusals, the Distill form, sweeps, the estimate and the report read it; adding a
 backbone is one module and one register() (docs/DESIGN.md "How to add a backbone").
 """
@@ -11,7 +11,7 @@ import torch
 from ...data import BiasedSplit
 from ...errors import InvalidArgument
 from ..config import DistillConfig, Option, check_shared
-from . import dc, dm, idc, mtt
+from . import cafe, dc, dm, dream, idc, mtt
 from .base import Backbone, Step
 
 REGISTRY: dict[str, Backbone] = {}
@@ -93,7 +93,7 @@ def initial_sets(train: BiasedSplit, cfg: DistillConfig, mean: torch.Tensor, std
     return get(cfg.algorithm).initial_sets(train, cfg, mean, std, methods, weights)
 
 
-for _backbone in (dm.DM(), dc.DC(), idc.IDC(), mtt.MTT()):
+for _backbone in (dm.DM(), dc.DC(), idc.IDC(), mtt.MTT(), dream.DREAM(), cafe.CAFE()):
     register(_backbone)
 
 __all__ = ["REGISTRY", "Backbone", "Step", "check_config", "config_for", "default_config", "flag_options",

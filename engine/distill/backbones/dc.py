@@ -10,7 +10,7 @@ import torch
 
 from ..checkpoint import State
 from ..config import DistillConfig
-from ..toolkit import Gens, Run, dc_outer_loop, train_on_set
+from ..toolkit import Gens, Match, Run, dc_match, dc_outer_loop, train_on_set
 from .base import Backbone
 
 _QUICK = DistillConfig(algorithm="dc", iterations=10, batch_real=32, lr_img=0.1, width=32, outer_loop=5, inner_loop=5,
@@ -27,19 +27,24 @@ class DC(Backbone):
     presets = {"tiny": _TINY, "quick": _QUICK, "paper": _PAPER}
 
     def step(self, run: Run, state: State, gens: Gens) -> dict[str, torch.Tensor]:
-        """One outer iteration: per-method copies of the shared random network, matched and trained in turn.
+        """One outer iteration: per-method copies of the shared random network, matched and trained in turn."""
+        return own_nets_loop(run, state, gens, dc_match)
 
-        The network is trained on each method's own synthetic set between matching steps (DC), so the
-        copies diverge after the first step and their real gradients cannot be shared; the random init,
-        the real batches and the DSA parameters are shared."""
-        run.net.requires_grad_(True)
-        run.net.train()
-        nets = {m: copy.deepcopy(run.net) for m in run.methods}
-        net_opts = {m: torch.optim.SGD(nets[m].parameters(), lr=run.cfg.lr_net) for m in run.methods}
-        inner_gens = {m: gens.inner(m) for m in run.methods}
 
-        def between() -> None:
-            for m in run.methods:
-                train_on_set(run, nets[m], net_opts[m], state.syn[m].detach(), inner_gens[m], run.cfg.loops()[1])
+def own_nets_loop(run: Run, state: State, gens: Gens, match: Match) -> dict[str, torch.Tensor]:
+    """DC's outer loop with per-method copies of the shared random network, each trained on its method's own
+    synthetic set between matching steps (DC, CAFE).
 
-        return dc_outer_loop(run, state, gens, nets.__getitem__, state.syn.__getitem__, between)
+    The copies diverge after the first step, so their real gradients or features cannot be shared; the random
+    init, the real batches and the DSA parameters are shared."""
+    run.net.requires_grad_(True)
+    run.net.train()
+    nets = {m: copy.deepcopy(run.net) for m in run.methods}
+    net_opts = {m: torch.optim.SGD(nets[m].parameters(), lr=run.cfg.lr_net) for m in run.methods}
+    inner_gens = {m: gens.inner(m) for m in run.methods}
+
+    def between() -> None:
+        for m in run.methods:
+            train_on_set(run, nets[m], net_opts[m], state.syn[m].detach(), inner_gens[m], run.cfg.loops()[1])
+
+    return dc_outer_loop(run, state, gens, nets.__getitem__, state.syn.__getitem__, between, match=match)
