@@ -141,3 +141,45 @@ def test_dreams_flags_are_refused_clearly(argv, match, tmp_path, capsys, tiny_pr
                    "--methods", "vanilla", "--out", str(tmp_path / "out"), *argv])
     err = capsys.readouterr().err
     assert rc == 2 and match in err and "fix:" in err and "Traceback" not in err
+
+
+def test_dream_and_cafe_are_choices_on_the_distill_form(fresh_home, monkeypatch) -> None:
+    from .test_app import ok, open_page
+    monkeypatch.setenv("DDAUDIT_TINY", "1")
+    monkeypatch.setenv("DDAUDIT_EXAMPLE", "0")
+    at = open_page("distill")
+    ok(at)
+    assert {"DREAM", "CAFE"} <= set(at.selectbox(key="dst_algorithm").options)
+    at.selectbox(key="dst_algorithm").set_value("dream").run()
+    ok(at)
+    assert at.number_input(key="dst_dream_interval").value == 10
+    assert at.number_input(key="dst_dream_pool").label.startswith("Clustering pool")
+    at.selectbox(key="dst_algorithm").set_value("cafe").run()
+    ok(at)
+
+
+@pytest.mark.parametrize("algorithm", ["dream", "cafe"])
+def test_the_estimate_and_the_report_command_know_the_new_backbones(algorithm: str) -> None:
+    from engine import data, estimate, pipeline, report
+    train = data.load_split("colored-digits", 0.05, "train", 0)
+    overrides = {"interval": 5} if algorithm == "dream" else {}
+    p = pipeline.plan(pipeline.Request("colored-digits", 0.05, D.METHODS, algorithm, ipc=10, preset="quick",
+                                       distill_overrides=overrides))
+    e = estimate.estimate(p, train, "audit", True)
+    assert e.parts["distill"] > 0 and e.parts["evaluate"] > 0
+    res = {"dataset": "colored-digits", "conflict_ratio": 0.05, "algorithm": algorithm, "ipc": 10, "preset": "quick",
+           "seed": 0, "eval_seeds": p.seeds}
+    cmd = report.command({"config": pipeline.run_key(p, "audit")}, res)
+    assert f"--algorithm {algorithm}" in cmd and (("--interval 5" in cmd) == (algorithm == "dream"))
+
+
+def test_the_records_are_drawn_on_the_results_page_and_in_the_report() -> None:
+    from engine import figures, report
+    records = {"vanilla": {dream.RECORD: [[1, 90.0], [2, 85.0]]}, "balanced": {dream.RECORD: [[1, 50.0], [2, 50.0]]}}
+    points = figures.trajectory.record_points(records)
+    assert points["vanilla"] == [{"iteration": 1, dream.RECORD: 90.0}, {"iteration": 2, dream.RECORD: 85.0}]
+    fig = figures.trajectory.trajectory_curves({"run": points}, dream.RECORD, 95.0)
+    assert [list(t.y) for t in fig.data] == [[90.0, 85.0], [50.0, 50.0]]
+    html = report._records_section({"records": records, "real_aligned_share": 95.0})
+    assert "What the matcher saw" in html
+    assert report._records_section({}) == ""
