@@ -40,6 +40,26 @@ def distill_costs(train: data.BiasedSplit, algorithm: str) -> dict:
     return out
 
 
+def relative_costs(train: data.BiasedSplit, algorithm: str, base: str, base_row: dict) -> dict:
+    """A backbone's row as its measured ratio to another's, timed alternately in one process (vanilla alone and all
+    five), times that backbone's row: on a busy machine the two see the same load, so the ratio holds where
+    absolute seconds do not. Each method alone is scaled by the vanilla ratio."""
+    ratios = {}
+    for methods in (("vanilla",), D.METHODS):
+        times = {}
+        for alg in (base, algorithm):
+            cfg = D.config_for("quick", alg, 10, iterations=ITERATIONS[alg] + 1, device="cpu", checkpoint_every=10 ** 6)
+            times[alg] = time_engine(train, cfg, methods)
+        ratios[len(methods)] = times[algorithm] / times[base]
+        print(f"  {algorithm}/{base} {'+'.join(methods):<36} {times[algorithm]:.3f} / {times[base]:.3f} s/it "
+              f"= x{ratios[len(methods)]:.3f}", flush=True)
+    five = "+".join(D.METHODS)
+    row = {m: round(base_row[m] * ratios[1], 4) for m in D.METHODS}
+    row[five] = round(base_row[five] * ratios[len(D.METHODS)], 4)
+    row["relative_to"] = {"backbone": base, "vanilla": round(ratios[1], 4), "all_five": round(ratios[len(D.METHODS)], 4)}
+    return row
+
+
 def eval_cost(train: data.BiasedSplit) -> dict:
     """Seconds per image-epoch of one quick evaluation training in each mode (engine/eval_train.py), steady
     state: eager and fused on 50 real images (5 per class; fused after its compile), batched as 6 trainings of
@@ -113,6 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-eager-reference", type=float, default=None,
                     help="seconds per eager image-epoch measured on a quiet machine: on a loaded one, keep the "
                          "modes' measured ratios and scale them to it (the raw figures are kept as eval_raw)")
+    ap.add_argument("--relative-to", default=None,
+                    help="with --only BACKBONE: measure it as a ratio to this backbone's row, timed alternately "
+                         "(for a busy machine)")
     args = ap.parse_args(argv)
     tune_cpu_allocator()
     train = data.load_split("colored-digits", 0.05, "train", 0)
@@ -126,7 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
                  "dataset": "colored-digits", "pixels": int(train.images[0].numel()), "ipc": 10,
                  "distill": {a: distill_costs(train, a) for a in D.algorithms()}}
     if args.only in D.algorithms():  # a new backbone: its rows alone, the rest of the file kept
-        costs["distill"][args.only] = distill_costs(train, args.only)
+        costs["distill"][args.only] = (relative_costs(train, args.only, args.relative_to,
+                                                      costs["distill"][args.relative_to])
+                                       if args.relative_to else distill_costs(train, args.only))
     if args.only in (None, "mtt"):
         costs["expert_image_epoch"] = round(expert_cost(train), 7)
     if args.only in (None, "eval"):
