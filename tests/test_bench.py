@@ -189,6 +189,18 @@ def test_bench_backbones_times_a_backbone_beside_its_base(monkeypatch, pair: str
         assert r[f"{other}_run_s"] == r[other] * D.default_config("quick", other).iterations
 
 
+def test_bench_dream_splits_an_iteration_into_clustering_and_the_rest(monkeypatch) -> None:
+    from bench import bench_dream
+    presets = D.BACKBONES["dream"].presets
+    monkeypatch.setitem(presets, "quick", presets["quick"].replace(batch_real=4, width=8, outer_loop=2, pool=32,
+                                                                   idc_net_data=8))
+    rows = bench_dream.main(["--iterations", "1"])
+    assert [r["methods"] for r in rows] == ["vanilla", "+".join(D.METHODS)]
+    for r in rows:
+        assert 0 < r["clustering_s_per_it"] < r["s_per_it"] and 0 < r["clustering_share"] < 1
+        assert r["dream_over_idc"] == pytest.approx(r["s_per_it"] / (r["s_per_it"] - r["clustering_s_per_it"]))
+
+
 def test_soak_slope_is_least_squares_per_switch() -> None:
     from bench.bench_soak import slope
     assert slope([5.0, 7.0, 9.0, 11.0]) == 2.0
