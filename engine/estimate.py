@@ -21,6 +21,7 @@ import torch
 
 from . import attribute_probe, cache, distill, embed, eval_train
 from .data import BiasedSplit
+from .errors import InvalidArgument
 from .pipeline import Plan, run_key
 
 COSTS_FILE = Path(__file__).with_name("costs.json")
@@ -67,7 +68,11 @@ def distill_seconds(plan: Plan, pixels: int, costs: dict | None = None, classes:
     c = costs or load_costs()
     cfg = plan.distill_cfg
     backbone = distill.BACKBONES[cfg.algorithm]
-    table = c["distill"][backbone.cost_key or backbone.name]
+    key = backbone.cost_key or backbone.name
+    if key not in c["distill"]:  # a backbone registered without a measured row: say so, never guess
+        raise InvalidArgument(f"no measured cost for {backbone.label} in engine/costs.json",
+                              f"measure it: python -m bench.bench_costs --only {key} --write engine/costs.json")
+    table = c["distill"][key]
     alone = [table[m] for m in plan.methods]
     every = [table[m] for m in distill.METHODS]
     together = table["+".join(distill.METHODS)]

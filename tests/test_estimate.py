@@ -33,6 +33,14 @@ def test_distill_seconds_combine_methods_with_the_measured_overlap() -> None:
     assert estimate.distill_seconds(p, 768, COSTS) == pytest.approx(p.distill_cfg.iterations * per_it / 4)
 
 
+def test_a_backbone_without_a_measured_row_is_refused_with_the_command_that_measures_it() -> None:
+    from engine.errors import InvalidArgument
+    costs = {**COSTS, "distill": {k: v for k, v in COSTS["distill"].items() if k != "cafe"}}
+    with pytest.raises(InvalidArgument, match="no measured cost for CAFE") as err:
+        estimate.distill_seconds(plan(algorithm="cafe"), 3072, costs)
+    assert "bench.bench_costs --only cafe" in err.value.fix
+
+
 def test_evaluate_seconds_count_sets_trainings_epochs_and_images() -> None:
     from engine.data import load_split
     train = load_split("colored-digits", 0.05, "train", 0)
