@@ -96,15 +96,18 @@ def test_weights_move_the_pick_toward_the_heavy_images(tiny) -> None:  # noqa: F
     assert share["weighted"] < share["plain"], share
 
 
-def test_a_pool_keeps_every_group_of_a_class() -> None:
-    targets = torch.zeros(1000, dtype=torch.long)
+def test_a_pool_is_uniform_and_only_the_group_rules_add_every_group() -> None:
     attributes = torch.cat([torch.zeros(990, dtype=torch.long), torch.ones(10, dtype=torch.long)])
     picker = dream.Picker.__new__(dream.Picker)
     picker.groups = [[torch.nonzero(attributes == g).flatten() for g in (0, 1)]]
     picker.pool = 100
-    cand = picker.candidates(0, 8, torch.Generator().manual_seed(0))
-    assert 95 <= len(cand) <= 110 and int((attributes[cand] == 1).sum()) == 8  # the rare group: min(k, its size)
-    del targets
+    pool, extra = picker.candidates(0, 8, torch.Generator().manual_seed(0))
+    assert len(pool) == 100 and len(set(pool.tolist())) == 100 and not torch.isin(extra, pool).any()
+    assert int((attributes[pool] == 1).sum()) + len(extra) == 8  # the rare group: min(k, its size) with the extra
+    assert bool((attributes[extra] == 1).all())
+    picker.pool = 0
+    pool, extra = picker.candidates(0, 8, torch.Generator().manual_seed(0))
+    assert len(pool) == 1000 and len(extra) == 0
 
 
 def test_every_method_runs_and_each_remedy_sees_its_own_batch(tiny) -> None:  # noqa: F811

@@ -54,8 +54,8 @@ class DREAMOptions:
 
 INTERVAL = Option("interval", "re-cluster the real batch every this many matching steps (DREAM's --interval)",
                   flag="interval", low=1, high=100_000, label="Re-cluster every (matching steps)")
-POOL = Option("pool", "images per class embedded for each clustering, a random subset keeping every attribute "
-              "group (0 = all the class's images, as DREAM)", flag="pool", high=1_000_000,
+POOL = Option("pool", "images per class embedded for each clustering, a uniform random subset (the group-aware "
+              "methods add each group's images up to the real batch) (0 = all the class's images, as DREAM)", flag="pool", high=1_000_000,
               label="Clustering pool per class (0 = all)")
 
 
@@ -78,18 +78,21 @@ class Picker:
                         for g in range(max(train.num_attributes, 1))] for c in range(train.num_classes)]
         self.attributes, self.aligned, self.weights, self.pool = train.attributes, train.aligned, weights, pool
 
-    def candidates(self, c: int, k: int, gen: torch.Generator) -> torch.Tensor:
-        """The class's images to embed: all, or a random pool of about `pool` keeping each group's share and at
-        least min(k, its size) of every group (a rare group is never left out of the clustering)."""
-        sizes = [len(p) for p in self.groups[c]]
-        n = sum(sizes)
-        if not self.pool or n <= self.pool:
-            return torch.cat(self.groups[c])
-        out = []
+    def candidates(self, c: int, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class's images to embed: (a uniform random pool of `pool` images, or all; the extra images the group
+        rules add so every attribute group has min(k, its size)). The label-free rules (vanilla, KDE) see the uniform
+        pool only: a pool stratified by group would use the bias labels they must not."""
+        every = torch.cat(self.groups[c])
+        if not self.pool or len(every) <= self.pool:
+            return every, every[:0]
+        pool = every[torch.randperm(len(every), generator=gen)[:self.pool]]
+        extra = [every[:0]]
         for p in self.groups[c]:
-            take = min(len(p), max(round(self.pool * len(p) / n), min(k, len(p))))
-            out.append(p[torch.randperm(len(p), generator=gen)[:take]])
-        return torch.cat(out)
+            rest = p[~torch.isin(p, pool)]
+            need = min(k, len(p)) - (len(p) - len(rest))
+            if need > 0:
+                extra.append(rest[torch.randperm(len(rest), generator=gen)[:need]])
+        return pool, torch.cat(extra)
 
     def pick(self, c: int, kind: str, feats: torch.Tensor, cand: torch.Tensor, k: int, seed: int) -> torch.Tensor:
         """k images of class c (split indices) by one rule, from the candidates' features."""
@@ -113,13 +116,15 @@ class Picker:
         picks: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
         net.eval()
         for c in range(self.num_classes):
-            cand = self.candidates(c, k, gen)
+            pool, extra = self.candidates(c, k, gen)
+            cand = torch.cat([pool, extra])
             seed = int(torch.randint(2 ** 31 - 1, (1,), generator=gen))
             with torch.no_grad():
                 x = to_float(run.images[cand.to(run.device)], run.mean, run.std)
                 feats = run.forward(x, net)   # stays on the device: the GPU k-means runs there
             for kind in kinds:
-                picks[kind].append(self.pick(c, kind, feats, cand, k, seed))
+                n = len(pool) if kind in ("plain", "weighted") else len(cand)   # label-free: the uniform pool
+                picks[kind].append(self.pick(c, kind, feats[:n], cand[:n], k, seed))
         net.train()
         return {kind: torch.cat(v) for kind, v in picks.items()}
 
