@@ -68,7 +68,7 @@ def _printed(p: Published) -> str:
 def _matching(res: dict) -> list[Row]:
     """Every published row of a stored audit's dataset (or whose stand-in it is), backbone and IPC."""
     return [r for t in published.tables().values() for r in t.rows
-            if res["dataset"] in (r.dataset, r.stand_in) and r.algorithm == res["algorithm"] and r.ipc == res["ipc"]]
+            if res["dataset"] in (r.dataset, r.stand_in) and (r.algorithm, r.ipc) == (res["algorithm"], res["ipc"])]
 
 
 def published_for(res: dict) -> tuple[str, dict[str, str]] | None:
