@@ -92,7 +92,7 @@ def test_gpu_check_script_runs_every_step_in_smoke_mode(tmp_path, fresh_home) ->
     out = tmp_path / "gpu.json"
     report = gpu_check.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text(encoding="utf-8"))["steps"].keys() == report["steps"].keys() == {
-        "pytest_cuda", "eval_batched", "dm_paper", "idc_dc_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper",
+        "pytest_cuda", "eval_batched", "dm_paper", "idc_dc_paper", "dream_idc_paper", "cafe_dm_paper", "supcon_paper", "kde_60000x128", "audit_bg_fmnist_paper",
         "mtt_paper", "reproduce_paper_row"}
     assert all(s["ok"] for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
     rp = report["steps"]["reproduce_paper_row"]  # smoke: C-MNIST (FG)'s rows (on their stand-in without MNIST)

@@ -105,6 +105,7 @@ def test_a_pool_is_uniform_and_only_the_group_rules_add_every_group() -> None:
     assert len(pool) == 100 and len(set(pool.tolist())) == 100 and not torch.isin(extra, pool).any()
     assert int((attributes[pool] == 1).sum()) + len(extra) == 8  # the rare group: min(k, its size) with the extra
     assert bool((attributes[extra] == 1).all())
+    assert len(picker.candidates(0, 150, torch.Generator().manual_seed(0))[0]) == 150  # a pool holds k at least
     picker.pool = 0
     pool, extra = picker.candidates(0, 8, torch.Generator().manual_seed(0))
     assert len(pool) == 1000 and len(extra) == 0

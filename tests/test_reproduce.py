@@ -176,7 +176,12 @@ def test_dry_run_of_a_whole_table_prints_every_audit_and_an_estimate(capsys) -> 
     plan = reproduce.make_plan(t1, list(t1.rows), "paper", stand_ins=True)
     assert [a["run_id"] for a in planned["audits"]] == [a.cell.run_id for a in plan.audits] and plan.audits
     for a in planned["audits"]:
-        assert a["stored"] is False and a["seconds"] > 0 and "--preset paper" in a["command"]
+        assert a["stored"] is False and "--preset paper" in a["command"]
+        if a["seconds"] is None:  # a stand-in too small to start (DREAM at IPC 50 needs 200 images per class)
+            assert a["estimate"].startswith("cannot run") and a["fix"] and "colored-digits" in a["command"]
+        else:
+            assert a["seconds"] > 0
+    assert sum(a["seconds"] is not None for a in planned["audits"]) > len(planned["audits"]) // 2
     # the whole-set evaluation (cached by content) is counted once per split, not once per audit
     splits = [a["command"].split("--methods")[0] for a in planned["audits"]]
     for split in set(splits):

@@ -80,12 +80,13 @@ class Picker:
 
     def candidates(self, c: int, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The class's images to embed: (a uniform random pool of `pool` images, or all; the extra images the group
-        rules add so every attribute group has min(k, its size)). The label-free rules (vanilla, KDE) see the uniform
+        rules add so every attribute group has min(k, its size)); the pool holds at least k. The label-free rules (vanilla, KDE) see the uniform
         pool only: a pool stratified by group would use the bias labels they must not."""
         every = torch.cat(self.groups[c])
-        if not self.pool or len(every) <= self.pool:
+        size = max(self.pool, k)   # never fewer than the k images a pick needs (the start's k is IPC x factor^2)
+        if not self.pool or len(every) <= size:
             return every, every[:0]
-        pool = every[torch.randperm(len(every), generator=gen)[:self.pool]]
+        pool = every[torch.randperm(len(every), generator=gen)[:size]]
         extra = [every[:0]]
         for p in self.groups[c]:
             rest = p[~torch.isin(p, pool)]
