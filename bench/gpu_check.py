@@ -217,7 +217,8 @@ def step_reproduce(args, device: str) -> dict:
     from engine.figures.reproduce import markdown
     from engine.store import RunStore
     n_paper = distill.default_config("paper", "dm").iterations
-    timings = RunStore().open(plan.audits[0].cell.run_id).results()["timings"]
+    store = RunStore()
+    timings = store.open(plan.audits[0].cell.run_id).results()["timings"]
     rest = sum(v for k, v in timings.items() if k != "distill")
     return {"seconds": seconds, "iterations": its, "computed": result["computed"], "timings": timings,
             "table": markdown(result),

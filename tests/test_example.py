@@ -124,7 +124,8 @@ def test_install_seeds_the_example_splits_embeddings_and_probe(fresh_home: Path,
     monkeypatch.setattr(attribute_probe.torch.optim, "SGD", no_training)
     assert embed.get_embeddings(train, p.embed, req.seed).shape[0] == len(train)
     probe = attribute_probe.train_probe(train, p.probe_cfg, seed=req.seed, device="cpu")
-    audit = example.RunStore(example.installed_root()).open(m["roles"]["audit"]).results()
+    store = example.RunStore(example.installed_root())
+    audit = store.open(m["roles"]["audit"]).results()
     assert attribute_probe.probe_accuracy(probe, test) == pytest.approx(audit["probe_accuracy"])  # the same probe
     emb.write_bytes(b"mine")
     assert example.seed_caches() == [] and emb.read_bytes() == b"mine"

@@ -238,7 +238,8 @@ def test_tiny_reproduction_from_the_page_then_a_second_call_computes_nothing(tmp
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.metric[0].value == "2 of 2" and not [b for b in at.button if b.key == "rp_start"]
-    stored = RunStore().open(audit.cell.run_id).results()
+    store = RunStore()
+    stored = store.open(audit.cell.run_id).results()
     monkeypatch.setattr(ray_run, "_init_ray", lambda *a, **k: pytest.fail("a second call started Ray"))
     again = reproduce.reproduce(plan)
     assert again["computed"] == 0 and again["reused"] == 1
