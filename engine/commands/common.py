@@ -78,6 +78,14 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
+def add_ray_args(p: argparse.ArgumentParser, unit: str) -> None:
+    """Where a command's Ray work runs (sweep, reproduce): the cluster and what each `unit` reserves."""
+    p.add_argument("--address", default=None,
+                   help="join a running Ray cluster (HOST:PORT or auto); default: a local Ray sized to this machine")
+    p.add_argument("--cpus-per-cell", default="1", help=f"CPUs each {unit} reserves (and its torch threads; default 1)")
+    p.add_argument("--gpus-per-cell", default="0", help=f"GPU fraction each {unit} reserves, e.g. 0.25 (default 0)")
+
+
 def parse_int(value: str | None, flag: str) -> int | None:
     """--flag as an integer (None stays None); range checks belong to the engine."""
     if value is None:

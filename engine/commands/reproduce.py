@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..cli import emit
-from .common import add_json, check_out, parse_float, progress_printer
+from .common import add_json, add_ray_args, check_out, parse_float, progress_printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,10 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print every audit, whether it is stored, and the estimated time; run nothing")
     p.add_argument("--data-root", default=None, help="folder with the raw data (or set DDAUDIT_DATA)")
-    p.add_argument("--address", default=None,
-                   help="run the audits on a running Ray cluster (HOST:PORT or auto); default: a local Ray")
-    p.add_argument("--cpus-per-cell", default="1", help="CPUs each audit reserves (and its torch threads; default 1)")
-    p.add_argument("--gpus-per-cell", default="0", help="GPU fraction each audit reserves, e.g. 1 (default 0)")
+    add_ray_args(p, "audit")
     p.add_argument("--out", default=None, help="folder for reproduce.json, .csv, .md and .html (optional)")
     add_json(p)
     p.set_defaults(func=run)

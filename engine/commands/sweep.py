@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..cli import emit
-from .common import add_backbone_args, add_json, backbone_overrides, check_out, parse_float, parse_int, progress_printer
+from .common import add_backbone_args, add_json, add_ray_args, backbone_overrides, check_out, parse_float, parse_int, progress_printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_backbone_args(p)
     p.add_argument("--eval-seeds", default=None, help="evaluation trainings per set (default: the preset's)")
     p.add_argument("--data-root", default=None, help="folder with the raw data (or set DDAUDIT_DATA)")
-    p.add_argument("--address", default=None,
-                   help="join a running Ray cluster (HOST:PORT or auto); default: a local Ray sized to this machine")
-    p.add_argument("--cpus-per-cell", default="1", help="CPUs each cell reserves (and its torch threads; default 1)")
-    p.add_argument("--gpus-per-cell", default="0", help="GPU fraction each cell reserves, e.g. 0.25 (default 0)")
+    add_ray_args(p, "cell")
     p.add_argument("--out", required=True, help="folder for sweep.json and sweep.csv")
     add_json(p)
     p.set_defaults(func=run)
