@@ -14,7 +14,7 @@ from .common import LAYOUT, log_axis, method_colour
 METRICS = {"aligned_share": "synthetic aligned share (%)", "conflicting_accuracy": "conflicting accuracy (%)",
            "aligned_accuracy": "aligned accuracy (%)", "worst_group_accuracy": "worst-group accuracy (%)",
            "accuracy": "accuracy (%)", "loss": "matching loss (mean since the previous point)",
-           "batch_aligned_share": "aligned share of the real batch the matcher sees (%)"}
+           "batch_aligned_share": "real batch aligned share (%)"}
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 
 
