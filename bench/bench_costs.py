@@ -60,34 +60,45 @@ def relative_costs(train: data.BiasedSplit, algorithm: str, base: str, base_row:
     return row
 
 
-def eval_cost(train: data.BiasedSplit) -> dict:
+def eval_cost(train: data.BiasedSplit, rounds: int = 3) -> dict:
     """Seconds per image-epoch of one quick evaluation training in each mode (engine/eval_train.py), steady
-    state: eager and fused on 50 real images (5 per class; fused after its compile), batched as 6 trainings of
-    10 images (the sizes the CPU stacks), then the balanced test split scored; and what the compile costs a
-    process with an empty kernel cache (cold) and with the kernels on disk (warm)."""
+    state, each training followed by scoring the balanced test split: eager and fused on 50 real images (5 per
+    class, eval_train.COST_IMAGES: the size the mode choice's saving per step is read at), `rounds` trainings each,
+    alternated so that both see the same load (fused compiled first); batched as 6 trainings of 10 images; and
+    what the compile costs a process with an empty kernel cache (cold) and with the kernels on disk (warm)."""
     from engine import eval_train
     test = data.load_split(train.dataset, train.meta["conflict_ratio"], "test", train.meta["seed"])
     preset = evaluate.get_preset("quick")
     cpu = torch.device("cpu")
-    out = {}
-    for mode, ipc, n in (("eager", 5, 1), ("fused", 5, 1), ("batched", 1, 6)):
-        jobs = []
-        for i in range(n):
-            x, y = evaluate.random_subset(train, ipc, seed=i)
-            jobs.append(eval_train.Job(x, y, i))
-        if mode != "eager":  # compile first (timed below, per process)
-            eval_train.train_jobs(jobs, preset, cpu, num_classes=train.num_classes, epochs=1, mode=mode)
+    ipc = eval_train.COST_IMAGES // train.num_classes
+
+    def jobs(n: int, ipc: int) -> list:
+        return [eval_train.Job(*evaluate.random_subset(train, ipc, seed=i), i) for i in range(n)]
+
+    def timed(js: list, mode: str) -> float:
         t = time.perf_counter()
-        nets, _ = eval_train.train_jobs(jobs, preset, cpu, num_classes=train.num_classes, mode=mode)
+        nets, _ = eval_train.train_jobs(js, preset, cpu, num_classes=train.num_classes, mode=mode)
         for net in nets:
             evaluate.evaluate_net(net, test)
-        out[mode] = round((time.perf_counter() - t) / (preset.epochs * n * len(jobs[0].labels)), 7)
-        print(f"  evaluation {mode:<8} {out[mode] * 1e3:.3f} ms per image-epoch", flush=True)
+        return time.perf_counter() - t
+
+    single = jobs(rounds, ipc)
+    eval_train.train_jobs(single[:1], preset, cpu, num_classes=train.num_classes, epochs=1, mode="fused")  # compile
+    seconds = {"eager": 0.0, "fused": 0.0}
+    for job in single:
+        for mode in seconds:
+            seconds[mode] += timed([job], mode)
+    out = {m: round(s / (preset.epochs * rounds * len(single[0].labels)), 7) for m, s in seconds.items()}
+    stack = jobs(6, 1)
+    eval_train.train_jobs(stack, preset, cpu, num_classes=train.num_classes, epochs=1, mode="batched")  # compile
+    out["batched"] = round(timed(stack, "batched") / (preset.epochs * len(stack) * len(stack[0].labels)), 7)
+    for mode, v in out.items():
+        print(f"  evaluation {mode:<8} {v * 1e3:.3f} ms per image-epoch", flush=True)
     from bench.bench_eval import compile_cost
-    rows = compile_cost(argparse.Namespace(ipc=[5]))
+    rows = compile_cost(argparse.Namespace(ipc=[ipc]))
     first = {(r["mode"], r["cache"]): r["first_epoch_s"] for r in rows}
-    eager_epoch = out["eager"] * 50  # the first epoch's own share, not the compile's
-    return {"eval_image_epoch": out,
+    eager_epoch = out["eager"] * len(single[0].labels)  # the first epoch's own share, not the compile's
+    return {"eval_image_epoch": out, "eval_cost_images": len(single[0].labels),
             "eval_compile_cold": round(max(first[("fused", "cold")] - eager_epoch, 0.0), 1),
             "eval_compile_warm": round(max(first[("fused", "warm")] - eager_epoch, 0.0), 1)}
 
@@ -98,7 +109,8 @@ def scale_eval_costs(costs: dict, eager_reference: float) -> dict:
     factor = eager_reference / costs["eval_image_epoch"]["eager"]
     out = {"eval_image_epoch": {m: round(v * factor, 7) for m, v in costs["eval_image_epoch"].items()},
            "eval_compile_cold": round(costs["eval_compile_cold"] * factor, 1),
-           "eval_compile_warm": round(costs["eval_compile_warm"] * factor, 1)}
+           "eval_compile_warm": round(costs["eval_compile_warm"] * factor, 1),
+           "eval_cost_images": costs["eval_cost_images"]}
     out["eval_raw"] = {**{k: costs[k] for k in out}, "scaled_by": round(factor, 3),
                        "eager_reference": eager_reference}
     return out

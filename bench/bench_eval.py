@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import os
 import resource
 import subprocess
@@ -157,7 +158,7 @@ def run_audit(args, device: torch.device) -> list[dict]:
         gf = matmul_gflops(device)
         step = step_flops(eval_train.Job(*next(iter(candidates.values())), 0), plan.eval_cfg, test.num_classes)
         flops = step * plan.eval_cfg.epochs * trainings
-        for mode in args.audit_modes:
+        for mode in [m for _ in range(args.repeat) for m in args.audit_modes]:  # alternated: both see the same load
             t = time.perf_counter()
             out = evaluate.evaluate_many(candidates, test, plan.eval_cfg, plan.seeds, mean=mean, std=std,
                                          device=device, flip=False, use_cache=False,
@@ -171,6 +172,10 @@ def run_audit(args, device: torch.device) -> list[dict]:
                  "conflicting_accuracy": {m: round(o["conflicting_accuracy"], 2) for m, o in out.items()}}
             rows.append(r)
             print(json.dumps(r), flush=True)
+    summary = {m: statistics.median(r["seconds"] for r in rows if r["mode"] == m) for m in args.audit_modes}
+    for m, s in summary.items():
+        ratio = f", {summary['eager'] / s:.2f}x eager's" if "eager" in summary and m != "eager" else ""
+        print(f"median of {args.repeat}: {m} {s:.1f} s{ratio}", flush=True)
     return rows
 
 
@@ -217,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epochs", type=int, default=15, help="timed epochs per case (projected to the preset's)")
     ap.add_argument("--audit", action="store_true", help="time the bundled audit's evaluation instead of the grid")
     ap.add_argument("--audit-modes", type=lambda s: s.split(","), default=["eager", "fused", "batched", "auto"])
+    ap.add_argument("--repeat", type=int, default=1, help="--audit: run the modes this many times, alternated, and "
+                                                        "print each mode's median")
     ap.add_argument("--compile-cost", action="store_true", help="time a cold and a warm process's compile")
     ap.add_argument("--home", default=None, help="--audit: this DDAUDIT_HOME (its kernel cache: a second run is "
                                                  "warm) instead of a fresh temporary one (cold)")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 
 import torch
 
@@ -24,14 +22,13 @@ from .data import BiasedSplit
 from .errors import InvalidArgument
 from .pipeline import Plan, run_key
 
-COSTS_FILE = Path(__file__).with_name("costs.json")
+COSTS_FILE = eval_train.COSTS_FILE
 OVERHEAD_S = 3.0  # loading the split, the workers' start, writing the run
 
 
-@lru_cache(maxsize=1)
 def load_costs() -> dict:
-    """The measured unit costs (engine/costs.json)."""
-    return cache.read_json(COSTS_FILE)
+    """The measured unit costs (engine/costs.json; read once, by eval_train, whose mode choice reads them too)."""
+    return eval_train.load_costs()
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,7 @@ def training_cost(c: dict, e, images: int, trainings: int, epochs: int) -> tuple
     """Seconds per image-epoch of the mode `trainings` trainings of `images` images will run in on the CPU
     (eval_train.choose_mode), and the compile that mode pays (cold while no kernel is on disk, else warm)."""
     mode = eval_train.choose_mode(torch.device("cpu"), images, trainings, epochs * math.ceil(images / e.batch_size),
-                                  e.norm)
+                                  e.norm, costs=c)
     per = c["eval_image_epoch"]
     per = per.get(mode.split("-")[0], per["eager"]) if isinstance(per, dict) else per
     if mode == "eager":

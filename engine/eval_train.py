@@ -23,6 +23,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -39,15 +40,10 @@ log = logging.getLogger("ddaudit")
 
 MODES = ("eager", "fused", "batched")
 MODE_ENV = "DDAUDIT_EVAL_MODE"
-# CPU: stacking trainings pays only for small sets with several threads, where one training's step is too short
-# to keep the threads busy (the issue's trial: 1.8x for 18 sets of 10 images on 2 cores; bench_eval at 2 threads:
-# 4.1 against fused's 10.6 s per training); with one thread fused was as fast or faster (docs/EVALUATION.md).
-# Above this many images per set fused runs them one by one. On a GPU every evaluation training is bound by
-# kernel launches: batched whenever there are two.
-CPU_BATCH_MAX_IMAGES = 20
-# Compiling costs ~20-35 s the first time on 2 cores (then the kernels are on disk): below this many steps in
-# one call (the tiny preset, tests, short track evaluations) eager is chosen, as it finishes sooner.
-FUSED_MIN_STEPS = 100
+COSTS_FILE = Path(__file__).with_name("costs.json")
+# The set size engine/costs.json's evaluation costs were measured at (bench/bench_costs.py: IPC 5 of 10 classes):
+# (eager - fused) seconds per image-epoch x this = what fusing saves per SGD step.
+COST_IMAGES = 50
 
 _compile_state: dict[str, bool | str] = {}  # "ok": compile works here; "why": the notice given once
 # dynamo compiles on a graph's first call and is not meant to compile from two threads at once (the dashboard's
@@ -76,20 +72,42 @@ def requested_mode() -> str | None:
 
 
 def choose_mode(device: torch.device, images_per_set: int, trainings: int, steps: int,
-                norm: str = "instancenorm") -> str:
-    """The mode `trainings` trainings of `images_per_set` images and `steps` SGD steps each run in here
-    (DDAUDIT_EVAL_MODE first), resolved to what this machine can do (resolve_mode)."""
+                norm: str = "instancenorm", costs: dict | None = None) -> str:
+    """The mode `trainings` trainings of `steps` SGD steps each run in here (DDAUDIT_EVAL_MODE first), resolved to
+    what this machine can do (resolve_mode). GPU: batched from two trainings (each is bound by kernel launches).
+    CPU: fused when compiling pays (compile_pays), else eager; never batched unless asked for: stacking measured
+    slower than fused one by one at every size on 2 quiet cores (docs/EVALUATION.md). The rule depends on the
+    request and engine/costs.json only, not on what is cached, so a request always trains in the same mode."""
     forced = requested_mode()
     if forced is None:
         if device.type == "cuda":
             forced = "batched" if trainings > 1 else "eager"
-        elif steps * trainings < FUSED_MIN_STEPS:
-            forced = "eager"
-        elif trainings > 1 and images_per_set <= CPU_BATCH_MAX_IMAGES and torch.get_num_threads() > 1:
-            forced = "batched"
         else:
-            forced = "fused"
+            forced = "fused" if compile_pays(trainings, steps, costs) else "eager"
     return resolve_mode(forced, device, norm)
+
+
+def load_costs() -> dict:
+    """engine/costs.json: the measured unit costs (bench/bench_costs.py)."""
+    global _costs
+    if _costs is None:
+        _costs = cache.read_json(COSTS_FILE)
+    return _costs
+
+
+_costs: dict | None = None
+
+
+def compile_pays(trainings: int, steps: int, costs: dict | None = None) -> bool:
+    """Whether fusing these trainings saves more than a compile costs a process whose kernels are on disk (`make
+    install` puts the default form's there): the measured saving per step (costs.json, at COST_IMAGES images) x
+    trainings x steps against the measured warm compile. Larger sets save more per step, so this errs to eager."""
+    c = costs or load_costs()
+    per = c.get("eval_image_epoch")
+    if not isinstance(per, dict) or "eager" not in per or "fused" not in per:
+        return trainings * steps >= 100  # an old costs file without per-mode costs: the former rule
+    saving_per_step = max(per["eager"] - per["fused"], 0.0) * c.get("eval_cost_images", COST_IMAGES)
+    return trainings * steps * saving_per_step > c.get("eval_compile_warm", 0.0)
 
 
 def resolve_mode(mode: str, device: torch.device, norm: str = "instancenorm") -> str:

@@ -27,7 +27,8 @@ from .results import METRICS
 
 log = logging.getLogger("ddaudit")
 
-EVAL_VERSION = 2   # bump when training on a set changes (2: fused / batched training modes chosen by size)
+EVAL_VERSION = 3   # bump when training on a set changes (2: fused / batched training modes chosen by size; 3: the CPU
+#                   fuses only where the measured saving beats a compile, and never stacks unless asked)
 # One evaluation training's spread (std, points) of conflicting accuracy when a run has no spread of its own
 # (1 training per set): measured over 3 trainings per set, quick preset, colored-digits (docs/EVALUATION.md).
 # The report's noise verdict and reproduce's agreement rule use it.
@@ -190,7 +191,8 @@ def _job(images: torch.Tensor, labels: torch.Tensor, seed: int) -> eval_train.Jo
 
 def warm_up(images: int = 50, size: int = 32, channels: int = 3, classes: int = 10) -> float:
     """Compile the fused step of a quick evaluation of `images` images (the Distill form's default: IPC 5 of 10
-    classes) into DDAUDIT_HOME's kernel cache (`make install`), so a first evaluation only loads it; seconds."""
+    classes) into DDAUDIT_HOME's kernel cache (`make install`), so a first fused evaluation (an audit of several
+    methods, eval_train.compile_pays) only loads it; seconds."""
     t = time.perf_counter()
     x = torch.rand(images, channels, size, size, generator=torch.Generator().manual_seed(0))
     eval_train.train_jobs([eval_train.Job(x, torch.arange(images) % classes, 0)], get_preset("quick"),

@@ -113,30 +113,48 @@ def test_augment_many_gives_each_batch_its_own_draw() -> None:
         assert torch.allclose(a, b, atol=1e-6)
 
 
+COSTS = {"eval_image_epoch": {"eager": 2e-4, "fused": 1.5e-4, "batched": 2e-4}, "eval_cost_images": 50,
+         "eval_compile_warm": 4.0, "eval_compile_cold": 15.0}  # fusing saves 2.5 ms a step; a warm compile, 4 s
+
+
 def test_choose_mode_by_device_size_and_override(monkeypatch) -> None:
     monkeypatch.delenv(eval_train.MODE_ENV, raising=False)
     monkeypatch.setitem(eval_train._compile_state, "ok", True)
     cuda = torch.device("cuda")
-    assert eval_train.choose_mode(cuda, 50, 18, 300) == "batched"
-    assert eval_train.choose_mode(cuda, 50, 1, 300) == "eager"
-    assert eval_train.choose_mode(CPU, 50, 18, 300) == "fused"
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert eval_train.choose_mode(CPU, 10, 18, 300) == "batched"  # tiny sets with 2 threads: stacked on the CPU
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert eval_train.choose_mode(CPU, 10, 18, 300) == "fused"  # one thread: fused was as fast
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert eval_train.choose_mode(CPU, 50, 1, 2) == "eager"  # too few steps to pay for a compile
-    assert eval_train.choose_mode(CPU, 10, 18, 300, norm="batchnorm") == "fused"  # batch norm mixes rows
+    assert eval_train.choose_mode(cuda, 50, 18, 300, costs=COSTS) == "batched"
+    assert eval_train.choose_mode(cuda, 50, 1, 300, costs=COSTS) == "eager"
+    # the CPU fuses when the saving (trainings x steps x 2.5 ms) beats a warm compile (4 s): 1,600 steps and up
+    assert eval_train.choose_mode(CPU, 50, 18, 300, costs=COSTS) == "fused"  # the bundled audit: 13.5 s saved
+    assert eval_train.choose_mode(CPU, 50, 6, 300, costs=COSTS) == "fused"  # 4.5 s saved
+    assert eval_train.choose_mode(CPU, 50, 5, 300, costs=COSTS) == "eager"  # 3.75 s: the compile would cost more
+    assert eval_train.choose_mode(CPU, 50, 3, 300, costs=COSTS) == "eager"  # a one-method Distill run
+    assert eval_train.choose_mode(CPU, 50, 1, 2, costs=COSTS) == "eager"  # the tiny preset
+    for threads in (1, 2):  # stacking measured slower than fused on the CPU: never chosen there, at any size
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        assert eval_train.choose_mode(CPU, 10, 18, 300, costs=COSTS) == "fused"
+    assert eval_train.choose_mode(CPU, 10, 18, 300, norm="batchnorm", costs=COSTS) == "fused"
+    slower = {**COSTS, "eval_image_epoch": {"eager": 1e-4, "fused": 2e-4, "batched": 2e-4}}
+    assert eval_train.choose_mode(CPU, 500, 18, 3000, costs=slower) == "eager"  # fusing that saves nothing
     monkeypatch.setenv(eval_train.MODE_ENV, "eager")
-    assert eval_train.choose_mode(CPU, 50, 18, 300) == "eager"
+    assert eval_train.choose_mode(CPU, 50, 18, 300, costs=COSTS) == "eager"
     monkeypatch.setenv(eval_train.MODE_ENV, "batched")
-    assert eval_train.choose_mode(CPU, 50, 1, 2) == "batched"
+    assert eval_train.choose_mode(CPU, 50, 1, 2, costs=COSTS) == "batched"
     monkeypatch.setenv(eval_train.MODE_ENV, "fast")
     with pytest.raises(InvalidArgument, match="DDAUDIT_EVAL_MODE"):
-        eval_train.choose_mode(CPU, 50, 18, 300)
+        eval_train.choose_mode(CPU, 50, 18, 300, costs=COSTS)
     monkeypatch.setenv(eval_train.MODE_ENV, "fused")
     monkeypatch.setitem(eval_train._compile_state, "ok", False)
-    assert eval_train.choose_mode(CPU, 50, 18, 300) == "eager"  # no compiler here: fused is not possible
+    assert eval_train.choose_mode(CPU, 50, 18, 300, costs=COSTS) == "eager"  # no compiler here: fused is not possible
+
+
+def test_the_mode_choice_reads_the_measured_costs_file(monkeypatch) -> None:
+    """The shipped engine/costs.json: the bundled audit's 18 trainings fuse, a one-method quick run does not."""
+    monkeypatch.delenv(eval_train.MODE_ENV, raising=False)
+    monkeypatch.setitem(eval_train._compile_state, "ok", True)
+    c = eval_train.load_costs()
+    assert c["eval_cost_images"] == eval_train.COST_IMAGES
+    assert eval_train.choose_mode(CPU, 50, 18, 300) == "fused"
+    assert eval_train.choose_mode(CPU, 50, 3, 300) == "eager"
 
 
 def test_a_failing_compile_falls_back_to_eager_once(monkeypatch, caplog) -> None:
