@@ -630,3 +630,13 @@ def test_the_dashboard_listens_on_loopback_only(tmp_path) -> None:
         assert all(is_loopback(addr) for _, addr, _ in found), found
     finally:
         serve.stop(proc)
+
+
+def test_the_amplification_table_shows_points_to_one_decimal() -> None:
+    """Aligned shares are shares of whole images: the Results page's table read -83.1456 (a float's noise)."""
+    from ui.result_sources import amplification_table
+    res = {"real_aligned_share": 95.1456, "trajectory": {"vanilla": [{"iteration": 0, "aligned_share": 90.0},
+                                                                     {"iteration": 10, "aligned_share": 92.0}]}}
+    table = amplification_table(res)
+    assert table is not None and list(table.index) == ["vanilla"]
+    assert table.to_numpy().tolist() == [[-5.1, -3.1, -3.1]]

@@ -112,6 +112,23 @@ def test_runs_are_named_in_words_and_a_sweeps_row_has_its_settings() -> None:
     assert sweep_label.startswith("sweep · vanilla+kde · DM · IPC 5 · colored-digits @ 1.0%, 5.0% · 2 seed(s)")
 
 
+
+def test_the_bundled_examples_runs_are_told_apart_in_words(fresh_home) -> None:
+    """The bundled example's sweep is named by its grid (it read "a sweep cell, , IPC ?"), its cells by the ratio,
+    kernel variance and seed that tell them apart, the audit and the demo as before."""
+    from engine import example
+    from ui.result_sources import example_label
+    store = example.install()
+    assert store is not None
+    labels = {r["id"]: example_label(r.get("config") or {}) for r in store.list()}
+    roles = example.roles()
+    assert labels[roles["sweep"]] == "the sweep, vanilla+kde, IPC 5, ratios 2.0%, 5.0%, 2 seed(s)"
+    assert labels[roles["audit"]] == "an audit, vanilla+kde+fairdd+cobra+balanced, IPC 5"
+    assert labels[roles["demo"]] == "the noise-start demo, vanilla+kde+fairdd, IPC 5"
+    cells = [v for k, v in labels.items() if k not in roles.values()]
+    assert cells and all(v.startswith("a sweep cell, ") and "seed " in v for v in cells)
+    assert len(set(cells)) == len(cells)  # no two cells read alike
+
 def test_a_browser_is_known_by_its_xsrf_token_across_reloads() -> None:
     """Tornado re-masks the browser's one XSRF token on every page load (three loads of one Chromium context,
     recorded): unmasked, they are one browser session; another browser's cookie is another."""

@@ -76,11 +76,23 @@ def _backbone(name: str) -> str:
 
 
 def example_label(cfg: dict) -> str:
-    """What a bundled example run is, in words."""
+    """What a bundled example run is, in words: the sweep by its grid; its cells by what tells them apart."""
+    grid = cfg.get("grid") if isinstance(cfg.get("grid"), dict) else None
+    if grid is not None:
+        ratios = ", ".join(f"{r:.1%}" for r in grid.get("ratios") or [] if isinstance(r, (int, float)))
+        return (f"the sweep, {'+'.join(grid.get('methods') or [])}, IPC {', '.join(map(str, grid.get('ipcs') or []))}, "
+                f"ratios {ratios}, {len(grid.get('seeds') or [])} seed(s)")
     dist = cfg.get("distill") or {}
-    what = "the noise-start demo" if dist.get("init") == "noise" else "an audit" if len(cfg.get("methods") or []) > 3 \
-        else "a sweep cell"
-    return f"{what}, {'+'.join(cfg.get('methods') or [])}, IPC {dist.get('ipc', '?')}"
+    methods, ipc = "+".join(cfg.get("methods") or []), dist.get("ipc", "?")
+    if dist.get("init") == "noise":
+        return f"the noise-start demo, {methods}, IPC {ipc}"
+    if len(cfg.get("methods") or []) > 3:
+        return f"an audit, {methods}, IPC {ipc}"
+    ratio, variance = cfg.get("conflict_ratio"), cfg.get("kernel_variance")
+    cell = f"{ratio:.1%}" if isinstance(ratio, (int, float)) else "?"
+    if "kde" in (cfg.get("methods") or []):
+        cell += f", kernel variance {variance if variance is not None else 'suggested'}"
+    return f"a sweep cell, {methods}, IPC {ipc}, {cell}, seed {cfg.get('seed', '?')}"
 
 
 def load(kind: str, handle: str) -> tuple[dict, str | None]:
@@ -106,7 +118,7 @@ def amplification_table(res: dict) -> pd.DataFrame | None:
     if not isinstance(res.get("real_aligned_share"), (int, float)):
         return None
     amp = {m: trajectory.amplification(pts, res["real_aligned_share"]) for m, pts in traj.items()}
-    return pd.DataFrame(amp).T.rename(columns=lambda c: f"{c} (points above real)")
+    return pd.DataFrame(amp).T.round(1).rename(columns=lambda c: f"{c} (points above real)")  # shares: whole images
 
 
 def build_report(run_id: str) -> None:
