@@ -7,7 +7,8 @@ import streamlit as st
 
 from engine import figures
 from ui import import_jobs, jobs, roles, run_store, state
-from ui.result_sources import amplification_table, build_report, is_audit, load, sources, verdict_text
+from ui.result_sources import (amplification_table, build_report, grids_side_by_side, image_sizes, is_audit, load,
+                               sources, verdict_text)
 
 
 def evaluation_note(seeds: object) -> str:
@@ -106,9 +107,12 @@ def draw_result(res: dict, run_id: str | None, key: str, src: dict | None = None
     grids = run_store.grids(run_id) if run_id else {}
     if grids:
         st.subheader("Synthetic sets")
-        cols = st.columns(len(grids))
-        for col, (m, p) in zip(cols, grids.items()):
-            col.image(str(p), caption=m, width="content")
+        if grids_side_by_side(image_sizes(grids)):
+            for col, (m, p) in zip(st.columns(len(grids)), grids.items()):
+                col.image(str(p), caption=m, width="content")
+        else:  # wide grids (IDC, DREAM: IPC x factor^2 images a row): one under another, each at its own size
+            for m, p in grids.items():
+                st.image(str(p), caption=m, width="content")
     st.subheader("Downloads")
     d1, d2, d3, d4 = st.columns(4)
     d1.download_button("Metrics (CSV)", df.to_csv().encode(), "metrics.csv", "text/csv", key=f"dl_csv_{key}")

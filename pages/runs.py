@@ -64,8 +64,12 @@ def compare(ids: list[str], names: dict[str, str]) -> None:
         if not found:
             continue
         st.caption(names.get(i, i))
-        for col, (m, p) in zip(st.columns(max(3, len(found))), found.items()):
-            col.image(str(p), caption=m, width="content")
+        if result_sources.grids_side_by_side(result_sources.image_sizes(found)):
+            for col, (m, p) in zip(st.columns(max(3, len(found))), found.items()):
+                col.image(str(p), caption=m, width="content")
+        else:  # wide grids (IDC, DREAM): one under another
+            for m, p in found.items():
+                st.image(str(p), caption=m, width="content")
 
 
 def remove_button(col, run_id: str) -> None:

@@ -640,3 +640,23 @@ def test_the_amplification_table_shows_points_to_one_decimal() -> None:
     table = amplification_table(res)
     assert table is not None and list(table.index) == ["vanilla"]
     assert table.to_numpy().tolist() == [[-5.1, -3.1, -3.1]]
+
+
+def test_wide_synthetic_grids_go_one_under_another(tmp_path) -> None:
+    """DM's grids (IPC images a row) sit side by side; IDC's (IPC x 4 a row) would shrink to strips in a fifth of
+    the page, so the Results page stacks them (ui.result_sources.grids_side_by_side, sizes read from the files;
+    an unreadable file counts as 1 x 1)."""
+    from PIL import Image
+    from ui.result_sources import grids_side_by_side, image_sizes
+    paths = {}
+    for name, size in (("dm", (170, 340)), ("idc", (408, 340)), ("broken", None)):
+        paths[name] = tmp_path / f"{name}.png"
+        if size:
+            Image.new("RGB", size).save(paths[name])
+        else:
+            paths[name].write_bytes(b"not a png")
+    sizes = image_sizes(paths)
+    assert sizes == {"dm": (170, 340), "idc": (408, 340), "broken": (1, 1)}
+    assert grids_side_by_side({f"dm{i}": sizes["dm"] for i in range(5)})  # five DM grids at IPC 5: 850 px
+    assert not grids_side_by_side({f"idc{i}": sizes["idc"] for i in range(5)})  # five IDC grids at IPC 3: 2,040 px
+    assert grids_side_by_side({"idc": sizes["idc"], "broken": sizes["broken"]})

@@ -3,6 +3,8 @@ each loaded as its results dict; the verdict in words, the amplification table, 
 only draws what these return."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from engine import trajectory
@@ -125,3 +127,23 @@ def build_report(run_id: str) -> None:
     """Write the run's shareable HTML report into its folder (engine.report)."""
     from engine import report
     report.write([run_id])
+
+
+def grids_side_by_side(sizes: dict[str, tuple[int, int]], page_px: int = 1000) -> bool:
+    """Whether the methods' grid images fit side by side at their own size, one column each (the page's content is
+    ~1,000 px wide): five DM grids of IPC 5 do (~170 px each); IDC's and DREAM's hold IPC x factor^2 images a row
+    (12 at IPC 3, 40 at IPC 10), which a fifth of the page shrinks to a strip, so they go one under another."""
+    return sum(w for w, _ in sizes.values()) <= page_px
+
+
+def image_sizes(paths: dict[str, Path]) -> dict[str, tuple[int, int]]:
+    """(width, height) of each image file (its header only); an unreadable file counts as square."""
+    from PIL import Image
+    out = {}
+    for name, path in paths.items():
+        try:
+            with Image.open(path) as im:
+                out[name] = im.size
+        except (OSError, ValueError):
+            out[name] = (1, 1)
+    return out
