@@ -61,6 +61,21 @@ def test_unweighted_methods_are_one_cell_per_ratio_ipc_and_seed() -> None:
     assert len({c.run_id for c in cells}) == len(cells)
 
 
+
+def test_summary_rows_follow_the_requests_method_order_however_the_results_were_read() -> None:
+    """A cell computed in this process lists vanilla, kde, then random; one read back from the store has its keys
+    sorted (random first). The summary's rows, and so sweep.csv, are the same either way (a resumed sweep whose
+    cell finished before its driver died gave random's row first)."""
+    from engine.sweep.summary import rows_of
+    cell = sweep.cells(sweep.make_grid("colored-digits", "0.05", "0.1", "vanilla,kde", "10", "0"))[0]
+    entry = {"accuracy": 50.0, "synthetic_aligned_share": 90.0}
+    made = {"dataset": "colored-digits", "real_aligned_share": 95.0, "weights": {},
+            "methods": {m: dict(entry) for m in ("vanilla", "kde", "random")}}
+    read_back = {**made, "methods": dict(sorted(made["methods"].items()))}
+    assert list(read_back["methods"]) == ["kde", "random", "vanilla"]
+    assert [r["method"] for r in rows_of([cell], {cell.run_id: made})] == ["vanilla", "kde", "random"]
+    assert rows_of([cell], {cell.run_id: read_back}) == rows_of([cell], {cell.run_id: made})
+
 def test_weighted_only_grid_evaluates_the_random_baseline_once_per_ratio_ipc_and_seed() -> None:
     cells = sweep.cells(sweep.make_grid("colored-digits", "0.01,0.05", "0.1,1,suggested", "kde", "10", "0,1"))
     assert len(cells) == 2 * 2 * 3 and all(c.kernel_variance is not None for c in cells)

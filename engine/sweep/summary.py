@@ -29,7 +29,12 @@ def rows_of(all_cells: list[Cell], results: dict) -> list[dict]:
     for c in all_cells:
         res = results[c.run_id]
         weights = res.get("weights") or {}
-        for method, m in res["methods"].items():
+        # the cell's methods in its request's order, then the baselines: results read back from the store come with
+        # their keys sorted (random before vanilla), results computed in this process in the order they were made
+        order = [m for m in c.plan.methods if m in res["methods"]]
+        order += sorted(set(res["methods"]) - set(order))
+        for method in order:
+            m = res["methods"][method]
             kv_label = c.kernel_variance if c.kernel_variance is not None and method != "random" else None
             row = {"dataset": res["dataset"], "conflict_ratio": c.ratio, "ipc": c.ipc, "seed": c.seed,
                    "method": method, "kernel_variance": kv_label,
