@@ -10,13 +10,10 @@ clustering's cost); CAFE against DM (both match features; CAFE adds DC's bi-leve
 from __future__ import annotations
 
 import argparse
-import os
-
-import torch
 
 from bench.bench_distill import available, time_engine
+from bench.machine import announce
 from engine import data, distill as D
-from engine.allocator import tune_cpu_allocator
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -27,9 +24,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--presets", default="quick,paper")
     ap.add_argument("--pairs", default="dc:idc,idc:dream,dm:cafe", help="base:other backbone pairs")
     args = ap.parse_args(argv)
-    tune_cpu_allocator()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}; {torch.get_num_threads()} threads; load average {load:.1f}", flush=True)
+    announce()
     rows = []
     for name in available(args.datasets):
         train = data.load_split(name, 0.05, "train", 0)

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from bench.bench_distill import time_engine
+from bench.machine import announce, load_average
 from engine import attribute_probe, data, distill as D, embed, evaluate
-from engine.allocator import tune_cpu_allocator
 
 ITERATIONS = {"dm": 4, "dc": 2, "idc": 2, "mtt": 2, "dream": 2, "cafe": 2}  # timed iterations (the first, a warm-up, is not counted)
 
@@ -149,10 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="with --only BACKBONE: measure it as a ratio to this backbone's row, timed alternately "
                          "(for a busy machine)")
     args = ap.parse_args(argv)
-    tune_cpu_allocator()
+    announce()
     train = data.load_split("colored-digits", 0.05, "train", 0)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}; {torch.get_num_threads()} threads; load average {load:.1f}", flush=True)
     if args.only:
         costs = json.loads(Path(args.write).read_text(encoding="utf-8"))
     else:
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         ev = eval_cost(train)
         costs.update(scale_eval_costs(ev, args.eval_eager_reference) if args.eval_eager_reference else ev)
         costs["eval_measured"] = {"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-                                  "load_average": round(os.getloadavg()[0], 1)}
+                                  "load_average": round(load_average(), 1)}
     if args.only in (None, "steps"):
         costs.update(step_costs(train))
     print(json.dumps(costs, indent=1), flush=True)

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 import torch
 
+from bench.machine import load_average
 from engine import data
 from engine import distill as D
 from engine.allocator import tune_cpu_allocator
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     dev = pick_device(args.device)
     tuned = tune_cpu_allocator()  # as the CLI, the app and sweep cells do: the figures users get
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"device: {describe(dev)}; torch {torch.__version__}; load average {load:.1f} on {os.cpu_count()} cores; "
           f"malloc tuned: {'yes' if tuned else 'no'}", flush=True)
     rows = []

@@ -8,14 +8,11 @@ The rest of a DREAM iteration is IDC's, so iteration / (iteration - clustering) 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-import torch
-
 from bench.bench_distill import available, time_engine
+from bench.machine import announce
 from engine import data, distill as D
-from engine.allocator import tune_cpu_allocator
 from engine.distill.backbones import dream
 from engine.distill.toolkit import Run
 
@@ -49,9 +46,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--datasets", default="colored-digits")
     args = ap.parse_args(argv)
-    tune_cpu_allocator()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}; {torch.get_num_threads()} threads; load average {load:.1f}", flush=True)
+    announce()
     rows = []
     for name in available(args.datasets):
         train = data.load_split(name, 0.05, "train", 0)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import load_average
 from engine import data, eval_train, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,6 @@ def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
-
-def load() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
@@ -103,7 +101,7 @@ def time_case(jobs, cfg, device, mode: str, epochs: int, classes: int, flip: boo
     return {"mode": ran, "trainings": len(jobs), "images": len(jobs[0].labels), "epochs_timed": epochs,
             "first_s": round(first, 2), "timed_s": round(s, 3),
             "s_per_training_projected": round(s / epochs * cfg.epochs / len(jobs), 2),
-            "gflops": round(flops / s / 1e9, 1), "peak_mb": round(peak_mb(device)), "load": round(load(), 2)}
+            "gflops": round(flops / s / 1e9, 1), "peak_mb": round(peak_mb(device)), "load": round(load_average(), 2)}
 
 
 def run_grid(args, device: torch.device) -> list[dict]:
@@ -134,7 +132,6 @@ def table(rows: list[dict]) -> str:
 def audit_sets(home: Path):
     """The bundled example audit's five sets and its random baseline, with its evaluation settings."""
     from engine import example, pipeline
-    from engine.store import RunStore
     os.environ["DDAUDIT_HOME"] = str(home)
     store = example.install()
     if store is None:
@@ -168,7 +165,7 @@ def run_audit(args, device: torch.device) -> list[dict]:
                  "ran": sorted({m for o in out.values() for m in (o["mode"] or [])}), "trainings": trainings,
                  "seconds": round(s, 1), "gflops": round(flops / s / 1e9, 1), "matmul_gflops": round(gf, 1),
                  "share_of_matmul": round(flops / s / 1e9 / gf, 3), "peak_mb": round(peak_mb(device)),
-                 "load": round(load(), 2),
+                 "load": round(load_average(), 2),
                  "conflicting_accuracy": {m: round(o["conflicting_accuracy"], 2) for m, o in out.items()}}
             rows.append(r)
             print(json.dumps(r), flush=True)
@@ -205,7 +202,7 @@ def compile_cost(args) -> list[dict]:
                                          capture_output=True, text=True, timeout=900)
                     first, process = (float(v) for v in out.stdout.split()[-2:])
                     r = {"mode": mode, "cache": state, "ipc": ipc, "first_epoch_s": first, "process_s": process,
-                         "load": round(load(), 2)}
+                         "load": round(load_average(), 2)}
                     rows.append(r)
                     print(json.dumps(r), flush=True)
     return rows
@@ -235,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     tune_cpu_allocator()
     device = pick_device(args.device)
     report: dict = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-                    "cpu_count": os.cpu_count(), "load_at_start": round(load(), 2)}
+                    "cpu_count": os.cpu_count(), "load_at_start": round(load_average(), 2)}
     print(json.dumps(report), flush=True)
     if args.compile_cost:
         report["compile"] = compile_cost(args)
@@ -243,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["audit"] = run_audit(args, device)
     else:
         report["matmul_gflops"] = round(matmul_gflops(device), 1)
-        print(f"2048x2048 matmul: {report['matmul_gflops']} GFLOP/s (load {load():.2f})", flush=True)
+        print(f"2048x2048 matmul: {report['matmul_gflops']} GFLOP/s (load {load_average():.2f})", flush=True)
         report["grid"] = run_grid(args, device)
         report["matmul_gflops_after"] = round(matmul_gflops(device), 1)
         for r in report["grid"]:

@@ -1,4 +1,6 @@
 """export-split on real bg-fmnist (60,000 training + 10,000 test images from Debian's Fashion-MNIST at
+
+from bench.machine import load_average
 /usr/share/datasets/fashion-mnist): seconds and MB per format, each into a fresh temp folder.
 
 Targets on 2 cores: tensors <= 10 s, imagefolder <= 90 s. The split is loaded (built and cached the first
@@ -12,6 +14,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from bench.machine import load_average
 
 TARGETS_S = {"tensors": 10.0, "imagefolder": 90.0, "dfa": 90.0}
 
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--tmp", default=None, help="where the temp folders go (default: the system's temp folder)")
     args = ap.parse_args(argv)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"export-split {args.dataset} at conflict ratio {args.conflict_ratio}; load average before: {load:.2f} "
           f"on {os.cpu_count()} CPUs; temp folders in {args.tmp or tempfile.gettempdir()}")
     for r in run(args.dataset, args.conflict_ratio, tuple(args.formats.split(",")), args.data_root, args.tmp):

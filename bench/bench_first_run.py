@@ -12,6 +12,8 @@ import os
 import tempfile
 import time
 
+from bench.machine import load_average
+
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="bench_first_run")
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
         from engine import data, density, embed, pipeline, projection, stored
         from engine.device import describe, pick_device
         dev = pick_device()
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        load = load_average()
         print(f"device: {describe(dev)}; load average {load:.1f} on {os.cpu_count()} cores", flush=True)
         steps: dict[str, float] = {}
         t0 = time.perf_counter()

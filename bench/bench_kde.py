@@ -14,6 +14,8 @@ import time
 import numpy as np
 import torch
 
+from bench.machine import load_average
+
 
 def make_embeddings(n: int, dim: int, classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit vectors shaped like a biased set: per class a tight aligned cluster plus 1% scattered points."""
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     dev = pick_device(args.device)
     z, labels = make_embeddings(args.n, args.dim, args.classes)
     s2 = density.suggest_kernel_variance(z, labels)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"data: {args.n} x {args.dim} float32 unit vectors, {args.classes} classes; s2 = {s2:.4g} (suggested)")
     print(f"device: {describe(dev)}; load average before: {load:.2f} on {os.cpu_count()} CPUs")
     times, cpu, w = time_ours(z.to(dev), labels.to(dev), s2, args.repeats)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ddaudit kde_weights (exact): best {min(times):.3f} s, runs " + ", ".join(f"{t:.3f}" for t in times)
           + f"  [target <= 2 s on 2 cores: {'met' if min(times) <= 2 else 'NOT met'}]")
     print(f"  CPU time of the best run: {cpu[times.index(min(times))]:.3f} s over {torch.get_num_threads()} thread(s); "
-          f"load average now {os.getloadavg()[0]:.2f}")
+          f"load average now {load_average():.2f}")
     sk, worst = time_sklearn(z, labels, s2, args.sklearn_queries)
     print(f"sklearn KernelDensity (exact, {args.sklearn_queries} query points per class timed, "
           f"extrapolated to all {args.n}): {sk:.1f} s  -> ratio sklearn / ddaudit = {sk / min(times):.0f}x")
