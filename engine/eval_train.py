@@ -24,7 +24,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,15 +87,15 @@ def choose_mode(device: torch.device, images_per_set: int, trainings: int, steps
     return resolve_mode(forced, device, norm)
 
 
+_costs: dict | None = None  # engine/costs.json, read once
+
+
 def load_costs() -> dict:
     """engine/costs.json: the measured unit costs (bench/bench_costs.py)."""
     global _costs
     if _costs is None:
         _costs = cache.read_json(COSTS_FILE)
     return _costs
-
-
-_costs: dict | None = None
 
 
 def compile_pays(trainings: int, steps: int, costs: dict | None = None) -> bool:
